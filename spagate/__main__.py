@@ -1,0 +1,3 @@
+from spagate.cli import main
+
+main()

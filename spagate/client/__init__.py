@@ -1,0 +1,1 @@
+"""The client side: configuration, send, connect (no bcc, no root)."""

@@ -1,0 +1,1 @@
+"""The gate: XDP program, daemon, configuration, operator commands (bcc, root)."""
