@@ -83,10 +83,9 @@ def decode(packet: bytes, keyring: Sequence[KeyPair]) -> Decoded | Rejected:
     Never raises for any input: every failure is a Rejected with a Reason.
     """
     if type(packet) is not bytes:
-        try:
-            packet = bytes(packet)
-        except Exception:
+        if not isinstance(packet, bytes | bytearray | memoryview):
             return Rejected(Reason.SIZE, f"not bytes: {type(packet).__name__}")
+        packet = bytes(packet)
     n = len(packet)
     if n != PACKET_SIZE:
         return Rejected(Reason.SIZE, f"{n} bytes, expected {PACKET_SIZE}")
@@ -109,9 +108,7 @@ def decode(packet: bytes, keyring: Sequence[KeyPair]) -> Decoded | Rejected:
     pad = plain[-1]
     if not 0 < pad <= BLOCK or not plain.endswith(_PADS[pad]):
         return Rejected(Reason.PADDING, f"bad PKCS#7 padding (last byte {pad})")
-    size = len(plain) - pad
-    if size < 4:
-        return Rejected(Reason.IP_LENGTH, f"plaintext of {size} bytes is too short")
+    size = len(plain) - pad  # >= 32: the version and header are always there
     version = _from_bytes(plain[:4], "big", signed=True)
     if version != VERSION:
         return Rejected(Reason.VERSION, f"version {version}, expected {VERSION}")
