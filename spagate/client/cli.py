@@ -2,11 +2,118 @@
 
 from __future__ import annotations
 
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from spagate.errors import SpagateError
+
+DEFAULT_SPA_PORT = 8484
+_NAME = re.compile(r"^[A-Za-z0-9._@+-]+$")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("-c", "--config", help="Key file (default ~/.spagate.ini, ~/.sparoid.ini)."),
+]
+IpOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ip",
+        help="Address to open: an IP, or 'source' for the address the packet comes from. "
+        "Default: 127.0.0.1/::1 for loopback targets, else the public address.",
+    ),
+]
+
+
+def _warn(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _send(host: str, spa_port: int, config: Path | None, ip: str | None):
+    """Shared by send and connect: returns the resolved targets."""
+    from spagate.client import publicip
+    from spagate.client.config import load_config
+    from spagate.client.send import check_report, parse_ip_option, resolve, send_spa
+
+    ip_option = parse_ip_option(ip)
+    if not 0 < spa_port < 65536:
+        raise SpagateError(f"SPA port {spa_port} is out of range 1-65535")
+    cfg = load_config(config)
+    targets = resolve(host)
+
+    def public(family: int):
+        import socket
+
+        url = cfg.public_ipv4_url if family == socket.AF_INET else cfg.public_ipv6_url
+        return publicip.public_ip(family, url)
+
+    report = send_spa(targets, spa_port, cfg.keys, ip_option, public)
+    check_report(report, host, _warn)
+    return report.sent
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def keygen() -> None:
-        """Print a new key and hmac-key."""
-        raise NotImplementedError
+    def keygen(
+        name: Annotated[
+            str | None,
+            typer.Option("--name", help="Print as an [NAME] section: a named identity."),
+        ] = None,
+    ) -> None:
+        """Print a new key and hmac-key (sparoid format)."""
+        from spagate.protocol import generate_keypair
+
+        if name is not None and not _NAME.match(name):
+            raise SpagateError(f"--name {name!r}: use letters, digits and . _ @ + - only")
+        kp = generate_keypair()
+        if name is not None:
+            print(f"[{name}]")
+        print(f"key = {kp.key.hex()}")
+        print(f"hmac-key = {kp.hmac_key.hex()}")
+
+    @app.command()
+    def send(
+        host: Annotated[str, typer.Argument(help="Host name or address of the gate.")],
+        port: Annotated[int, typer.Option("-p", "--port", help="SPA UDP port.")] = (
+            DEFAULT_SPA_PORT
+        ),
+        config: ConfigOpt = None,
+        ip: IpOpt = None,
+    ) -> None:
+        """Send an SPA packet to every address of HOST."""
+        _send(host, port, config, ip)
+
+    @app.command(context_settings={"help_option_names": ["--help"]})
+    def connect(
+        host: Annotated[str, typer.Option("-h", "--host", help="Host to connect to (%h).")],
+        port: Annotated[int, typer.Option("-P", "--port", help="TCP port (%p).")],
+        spa_port: Annotated[
+            int, typer.Option("-p", "--spa-port", help="SPA UDP port.")
+        ] = DEFAULT_SPA_PORT,
+        config: ConfigOpt = None,
+        ip: IpOpt = None,
+        timeout: Annotated[
+            float, typer.Option("--timeout", help="Seconds to keep trying to connect.")
+        ] = 5.0,
+    ) -> None:
+        """ssh ProxyCommand: send SPA, connect, hand the socket to ssh (or relay bytes).
+
+        In ~/.ssh/config: ProxyCommand spagate connect -h %h -P %p, and ProxyUseFdpass yes.
+        """
+        from spagate.client.connect import open_connection, pass_fd, relay, unix_socket_on
+
+        if not 0 < port < 65536:
+            raise SpagateError(f"port {port} is out of range 1-65535")
+        if timeout <= 0:
+            raise SpagateError(f"--timeout must be positive, got {timeout:g}")
+        targets = _send(host, spa_port, config, ip)
+        conn = open_connection(targets, port, timeout, host)
+        channel = unix_socket_on(1)
+        if channel is not None:
+            with channel, conn:
+                pass_fd(channel, conn)
+            return
+        relay(conn)

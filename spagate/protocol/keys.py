@@ -52,12 +52,15 @@ def parse_hex_key(text: str) -> bytes:
         raise ValueError(f"key must be text, got {type(text).__name__}")
     s = text.strip()
     if not s:
-        raise ValueError("key is empty, expected 64 hex characters")
-    bad = next((c for c in s if c not in _HEX), None)
+        raise ValueError(f"empty, expected {2 * KEY_BYTES} hex characters")
+    bad = next((i for i, c in enumerate(s) if c not in _HEX), None)
     if bad is not None:
-        raise ValueError(f"key has a non-hex character {bad!r}, expected 64 hex characters")
+        raise ValueError(
+            f"non-hex character {s[bad]!r} at position {bad + 1}, "
+            f"expected {2 * KEY_BYTES} hex characters"
+        )
     if len(s) != 2 * KEY_BYTES:
-        raise ValueError(f"key has {len(s)} hex characters, expected {2 * KEY_BYTES}")
+        raise ValueError(f"{len(s)} hex characters, expected {2 * KEY_BYTES}")
     return bytes.fromhex(s)
 
 

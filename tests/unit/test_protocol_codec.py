@@ -203,9 +203,9 @@ def test_encode_validates():
 def test_parse_hex_key():
     assert parse_hex_key("ab" * 32) == bytes([0xAB]) * 32
     assert parse_hex_key("  " + "AB" * 32 + "\n") == bytes([0xAB]) * 32
-    with pytest.raises(ValueError, match="63 hex characters, expected 64"):
+    with pytest.raises(ValueError, match="^63 hex characters, expected 64$"):
         parse_hex_key("a" * 63)
-    with pytest.raises(ValueError, match="non-hex character 'g'"):
+    with pytest.raises(ValueError, match="non-hex character 'g' at position 1"):
         parse_hex_key("g" * 64)
     with pytest.raises(ValueError, match="empty"):
         parse_hex_key("")

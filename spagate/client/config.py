@@ -1,0 +1,152 @@
+"""Client configuration: keys and settings from ~/.spagate.ini, ~/.sparoid.ini or the
+environment. Parsing is pure (text in, ClientConfig out); reading files is at the edge."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from spagate.errors import ConfigError
+from spagate.protocol import KeyPair, parse_hex_key
+
+DEFAULT_PUBLIC_IP_URL = "https://icanhazip.com/"
+KEY_NAMES = ("key", "hmac-key")
+URL_NAMES = ("public-ip-url", "public-ipv4-url", "public-ipv6-url")
+ENV_PAIRS = (("SPAGATE_KEY", "SPAGATE_HMAC_KEY"), ("SPAROID_KEY", "SPAROID_HMAC_KEY"))
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    keys: KeyPair
+    source: str  # where the keys came from (file path or environment variable)
+    public_ipv4_url: str = DEFAULT_PUBLIC_IP_URL
+    public_ipv6_url: str = DEFAULT_PUBLIC_IP_URL
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value
+
+
+def parse_config(text: str, path: str) -> ClientConfig:
+    """Parse sparoid-style `name = value` lines, optionally under one [section]."""
+    values: dict[str, tuple[str, int]] = {}
+    key_section: tuple[str | None, int] | None = None
+    section: str | None = None
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            if not line.endswith("]") or not line[1:-1].strip():
+                raise ConfigError(path, lineno, "a section header looks like [name]")
+            section = line[1:-1].strip()
+            continue
+        if "=" not in line:  # never echo the line: it may hold key material
+            raise ConfigError(path, lineno, "expected `name = value`")
+        name, value = (part.strip() for part in line.split("=", 1))
+        name = name.lower()
+        value = _unquote(value)
+        if name in KEY_NAMES:
+            if key_section is not None and key_section[0] != section:
+                raise ConfigError(
+                    path,
+                    lineno,
+                    f"keys in more than one section (also line {key_section[1]}); "
+                    "a client config holds one identity",
+                )
+            key_section = (section, lineno)
+            try:
+                parse_hex_key(value)
+            except ValueError as e:
+                raise ConfigError(path, lineno, f"invalid {name}: {e}") from None
+        if name in KEY_NAMES or name in URL_NAMES:
+            if name in values:
+                raise ConfigError(
+                    path, lineno, f"{name} set twice (first on line {values[name][1]})"
+                )
+            if name in URL_NAMES and not value.startswith(("http://", "https://")):
+                raise ConfigError(path, lineno, f"{name} must be an http:// or https:// URL")
+            values[name] = (value, lineno)
+        # other names are ignored: sparoid config files may carry more settings
+    for name in KEY_NAMES:
+        if name not in values:
+            raise ConfigError(path, None, f"no `{name} = <64 hex characters>` line")
+    keys = KeyPair(parse_hex_key(values["key"][0]), parse_hex_key(values["hmac-key"][0]))
+    both = values.get("public-ip-url", (DEFAULT_PUBLIC_IP_URL, 0))[0]
+    return ClientConfig(
+        keys,
+        path,
+        values.get("public-ipv4-url", (both, 0))[0],
+        values.get("public-ipv6-url", (both, 0))[0],
+    )
+
+
+def config_from_env(env: Mapping[str, str]) -> ClientConfig | None:
+    for key_var, hmac_var in ENV_PAIRS:
+        key, hmac_key = env.get(key_var), env.get(hmac_var)
+        if key is None and hmac_key is None:
+            continue
+        if key is None or hmac_key is None:
+            missing = key_var if key is None else hmac_var
+            present = hmac_var if key is None else key_var
+            raise ConfigError(f"${present}", None, f"is set but ${missing} is not")
+        parsed = []
+        for var, value in ((key_var, key), (hmac_var, hmac_key)):
+            try:
+                parsed.append(parse_hex_key(value))
+            except ValueError as e:
+                raise ConfigError(f"${var}", None, f"invalid key: {e}") from None
+        url = env.get("SPAGATE_PUBLIC_IP_URL", DEFAULT_PUBLIC_IP_URL)
+        return ClientConfig(KeyPair(*parsed), f"${key_var}", url, url)
+    return None
+
+
+def read_config_file(path: Path) -> ClientConfig:
+    """Read a key file, refusing one that group or others can access (as OpenSSH does)."""
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(str(path), None, "not a regular file")
+        if st.st_mode & 0o077:
+            raise ConfigError(
+                str(path),
+                None,
+                f"key file is accessible by group or others (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); fix it with: chmod 600 {path}",
+            )
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(path), None, f"cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), None, "not UTF-8 text") from None
+    return parse_config(text, str(path))
+
+
+def load_config(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    home: Path | None = None,
+) -> ClientConfig:
+    """-c FILE, else ~/.spagate.ini, else ~/.sparoid.ini, else the environment."""
+    env = os.environ if env is None else env
+    if path is not None:
+        return read_config_file(Path(path))
+    home = Path.home() if home is None else home
+    for name in (".spagate.ini", ".sparoid.ini"):
+        candidate = home / name
+        if candidate.exists():
+            return read_config_file(candidate)
+    found = config_from_env(env)
+    if found is None:
+        raise ConfigError(
+            str(home / ".spagate.ini"),
+            None,
+            "no client keys: create it with `spagate keygen > ~/.spagate.ini && "
+            "chmod 600 ~/.spagate.ini`, or set SPAGATE_KEY and SPAGATE_HMAC_KEY",
+        )
+    return found

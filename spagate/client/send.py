@@ -1,0 +1,143 @@
+"""Send SPA packets: one to every resolved address of a host."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from spagate.errors import SpagateError
+from spagate.protocol import KeyPair, Message, encode
+
+IP = IPv4Address | IPv6Address
+SOURCE = "source"  # --ip source: "open for the address the packet arrives from"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One resolved address of a host (scope id kept for link-local IPv6)."""
+
+    ip: IP
+    scope: int = 0
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET if self.ip.version == 4 else socket.AF_INET6
+
+    def sockaddr(self, port: int) -> tuple:
+        if self.ip.version == 4:
+            return (str(self.ip), port)
+        return (str(self.ip), port, 0, self.scope)
+
+    def __str__(self) -> str:
+        return str(self.ip)
+
+
+def resolve(host: str) -> list[Target]:
+    """Every A and AAAA address of host, in resolver order, without duplicates."""
+    try:
+        infos = socket.getaddrinfo(host, None, 0, socket.SOCK_DGRAM)
+    except socket.gaierror as e:
+        raise SpagateError(f"cannot resolve {host}: {e.strerror}") from None
+    except UnicodeError:
+        raise SpagateError(f"cannot resolve {host}: not a valid host name") from None
+    seen: dict[Target, None] = {}
+    for family, _, _, _, sa in infos:
+        if family == socket.AF_INET:
+            seen.setdefault(Target(IPv4Address(sa[0])))
+        elif family == socket.AF_INET6:
+            seen.setdefault(Target(IPv6Address(sa[0].split("%")[0]), sa[3]))
+    if not seen:
+        raise SpagateError(f"cannot resolve {host}: no IPv4 or IPv6 address")
+    return list(seen)
+
+
+def parse_ip_option(value: str | None) -> IP | str | None:
+    """--ip: an address, 'source', or None (choose per target)."""
+    if value is None or value == SOURCE:
+        return value
+    try:
+        addr = ip_address(value)
+    except ValueError:
+        raise SpagateError(f"--ip {value!r} is not an IP address or 'source'") from None
+    if isinstance(addr, IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def packet_ip(target: Target, ip_option: IP | str | None, public: Callable[[int], IP]) -> IP:
+    """The address to open, as put in the packet for this target."""
+    if isinstance(ip_option, IPv4Address | IPv6Address):
+        return ip_option
+    v4 = target.ip.version == 4
+    if ip_option == SOURCE:
+        return IPv4Address(0) if v4 else IPv6Address(0)
+    mapped = target.ip.ipv4_mapped if isinstance(target.ip, IPv6Address) else None
+    if target.ip.is_loopback or (mapped is not None and mapped.is_loopback):
+        return IPv4Address("127.0.0.1") if v4 else IPv6Address("::1")
+    return public(target.family)
+
+
+def make_packet(keys: KeyPair, ip: IP, now_ms: int | None = None) -> bytes:
+    ts = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    return encode(keys, Message(ts, os.urandom(16), ip), os.urandom(16))
+
+
+@dataclass
+class SendReport:
+    sent: list[Target] = field(default_factory=list)
+    failed: list[tuple[Target, str]] = field(default_factory=list)
+
+
+def _memo(public: Callable[[int], IP]) -> Callable[[int], IP]:
+    """One lookup per family per run, failures included."""
+    done: dict[int, IP | SpagateError] = {}
+
+    def lookup(family: int) -> IP:
+        if family not in done:
+            try:
+                done[family] = public(family)
+            except SpagateError as e:
+                done[family] = e
+        result = done[family]
+        if isinstance(result, SpagateError):
+            raise result
+        return result
+
+    return lookup
+
+
+def send_spa(
+    targets: list[Target],
+    port: int,
+    keys: KeyPair,
+    ip_option: IP | str | None,
+    public: Callable[[int], IP],
+) -> SendReport:
+    """One fresh packet to each target; failures are collected, not raised."""
+    report = SendReport()
+    lookup = _memo(public)
+    for target in targets:
+        try:
+            packet = make_packet(keys, packet_ip(target, ip_option, lookup))
+            with socket.socket(target.family, socket.SOCK_DGRAM) as s:
+                s.sendto(packet, target.sockaddr(port))
+        except SpagateError as e:
+            report.failed.append((target, str(e)))
+        except OSError as e:
+            report.failed.append((target, e.strerror or str(e)))
+        else:
+            report.sent.append(target)
+    return report
+
+
+def check_report(report: SendReport, host: str, warn: Callable[[str], None]) -> None:
+    """Warn about failed addresses if one succeeded; raise if all failed."""
+    if not report.sent:
+        detail = "; ".join(f"{t}: {why}" for t, why in report.failed)
+        raise SpagateError(f"could not send the SPA packet to {host}: {detail}")
+    for target, why in report.failed:
+        warn(f"spagate: warning: could not send the SPA packet to {target} ({host}): {why}")
