@@ -128,10 +128,12 @@ class Lab:
             raise SpagateError(f"lab {host or 'switch'}: {script}: {proc.stderr.strip()}")
         return proc
 
-    def run(self, host: str, argv: Sequence[str], **kw) -> subprocess.CompletedProcess:
+    def run(
+        self, host: str, argv: Sequence[str], mounts: bool = True, **kw
+    ) -> subprocess.CompletedProcess:
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
-        return subprocess.run(self.argv(host, argv), **kw)
+        return subprocess.run(self.argv(host, argv, mounts=mounts), **kw)
 
     def spawn(self, host: str, argv: Sequence[str], mounts: bool = True, **kw) -> subprocess.Popen:
         """Start a process in a host; close() kills it (and its process group)."""

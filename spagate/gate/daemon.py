@@ -1,0 +1,167 @@
+"""The gate daemon: load and attach the XDP program, configure its maps, consume SPA records.
+
+Start-up is all or nothing: the configuration and interfaces are checked before anything is
+loaded, and a failure while attaching detaches what was attached. Maps are pinned, so a restart
+keeps open windows, the static list and the replay nonces. SIGINT/SIGTERM stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from spagate.errors import SpagateError
+from spagate.gate.config import GateConfig
+from spagate.gate.eventlog import EventLog
+from spagate.gate.hooks import Hooks
+from spagate.gate.intake import Intake
+
+DEFAULT_PIN_DIR = "/sys/fs/bpf/spagate"
+STATE_DIR = Path("/run/spagate")
+PRUNE_EVERY_S = 10.0
+
+
+def state_path(pin_dir: str) -> Path:
+    """Where a daemon using `pin_dir` says what it attached (read by `spagate status`)."""
+    return STATE_DIR / (Path(pin_dir).name + ".json")
+
+
+def journal_emit(level: int, line: str) -> None:
+    """One line per event: with a syslog priority prefix under systemd, a timestamp otherwise."""
+    if os.environ.get("JOURNAL_STREAM"):
+        out = f"<{level}>{line}\n"
+    else:
+        out = time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n"
+    stream = sys.stderr if level <= 4 else sys.stdout
+    stream.write(out)
+    stream.flush()
+
+
+@dataclass
+class DaemonOptions:
+    interfaces: tuple[str, ...]
+    mode: str = "auto"
+    keep_attached: bool = False
+    pin_dir: str = DEFAULT_PIN_DIR
+
+
+def check_interfaces(names: tuple[str, ...]) -> dict[str, int]:
+    if not names:
+        raise SpagateError("no interface: name one (spagate attach eth0) or set 'interface ='")
+    idx = {}
+    for n in names:
+        try:
+            idx[n] = socket.if_nametoindex(n)
+        except OSError:
+            raise SpagateError(f"interface {n!r} does not exist") from None
+    return idx
+
+
+class Daemon:
+    def __init__(self, config: GateConfig, opts: DaemonOptions, emit=journal_emit):
+        self.config, self.opts = config, opts
+        self.log = EventLog(emit, time.monotonic)
+        self.stopping = False
+
+    def _stop(self, signum, _frame) -> None:
+        self.stopping = True
+
+    def run(self) -> None:
+        from spagate.gate.loader import GateProgram, LoadOptions  # bcc: imported only here
+
+        cfg, opts = self.config, self.opts
+        ifindex = check_interfaces(opts.interfaces)
+        names = {i: n for n, i in ifindex.items()}
+        for note in cfg.notes:
+            self.log.info(note)
+        prog = GateProgram.load(
+            LoadOptions(
+                spa_port=cfg.spa_port,
+                rate_per_s=cfg.rate.per_second,
+                burst=cfg.rate.burst,
+                global_budget=cfg.spa_budget,
+                udp_idle_s=cfg.udp_idle_seconds,
+            ),
+            pin_dir=opts.pin_dir,
+        )
+        maps = prog.maps
+        maps.set_protected((p.proto, p.port) for p in cfg.protected)
+        maps.set_static(cfg.allow)
+        hooks = Hooks(cfg.open_cmd, cfg.close_cmd, self.log)
+        intake = Intake(cfg, maps, self.log, hooks, ifnames=lambda i: names.get(i, str(i)))
+        restored = intake.restore()
+
+        attached: dict[str, str] = {}
+        running = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._stop)
+        try:
+            for name in opts.interfaces:
+                attached[name] = prog.attach(name, opts.mode)
+            self._write_state(attached)
+            prog.on_spa(intake.handle)
+            running = True
+            self.log.info(
+                "attached "
+                + ", ".join(f"{n} ({m})" for n, m in attached.items())
+                + f"; protecting {', '.join(map(str, cfg.protected))}"
+                + f"; SPA on udp/{cfg.spa_port}; identities "
+                + ", ".join(i.name for i in cfg.identities)
+                + (f"; static allow {', '.join(map(str, cfg.allow))}" if cfg.allow else "")
+                + (f"; {restored} nonces restored" if restored else "")
+            )
+            next_prune = time.monotonic() + PRUNE_EVERY_S
+            while not self.stopping:
+                prog.poll(200)
+                hooks.poll()
+                self.log.tick()
+                if time.monotonic() >= next_prune:
+                    maps.replay_prune(time.time_ns() // 1_000_000)
+                    next_prune = time.monotonic() + PRUNE_EVERY_S
+        finally:
+            if opts.keep_attached and running:
+                if attached:
+                    self.log.info(f"stopping; {', '.join(attached)} stay guarded (--keep-attached)")
+            else:
+                for name in attached:
+                    try:
+                        prog.detach(name)
+                    except Exception as e:  # keep detaching the others
+                        self.log.error(f"detach {name} failed: {e}")
+                if attached:
+                    self.log.info(f"stopped; detached {', '.join(attached)}")
+            hooks.shutdown()
+            state_path(opts.pin_dir).unlink(missing_ok=True)
+
+    def _write_state(self, attached: dict[str, str]) -> None:
+        path = state_path(self.opts.pin_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "pid": os.getpid(),
+            "interfaces": attached,
+            "pin_dir": self.opts.pin_dir,
+            "config": self.config.path,
+            "spa_port": self.config.spa_port,
+            "started": int(time.time()),
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(path)
+
+
+def read_state(pin_dir: str) -> dict | None:
+    try:
+        state = json.loads(state_path(pin_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(state["pid"]), 0)
+    except (OSError, KeyError, ValueError):
+        state["stale"] = True
+    return state

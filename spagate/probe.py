@@ -1,0 +1,98 @@
+"""Tiny network probes run inside lab hosts by the demo and the end-to-end tests.
+
+python -m spagate.probe serve tcp|udp PORT        echo server (prints "ready" when bound)
+python -m spagate.probe connect HOST PORT [-t S]  TCP connect: exit 0 connected, 1 timeout,
+                                                  2 refused/unreachable
+python -m spagate.probe hold HOST PORT [-t S]     connect, then send each stdin line and
+                                                  print the echo (a connection kept open)
+python -m spagate.probe udp HOST PORT [-t S]      send lines from stdin, print the echoes
+                                                  ("timeout" when none comes back)
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import threading
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def serve(proto: str, port: int) -> None:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 and IPv6 on one socket
+    s.bind(("::", port))
+    print("ready", flush=True)
+    if proto == "udp":
+        while True:
+            data, peer = s.recvfrom(65535)
+            s.sendto(b"echo " + data, peer)
+    s.listen(128)
+    while True:
+        conn, _ = s.accept()
+        threading.Thread(target=_echo, args=(conn,), daemon=True).start()
+
+
+def _echo(conn: socket.socket) -> None:
+    with conn:
+        conn.sendall(b"hello from the protected service\n")
+        while data := conn.recv(4096):
+            conn.sendall(b"echo " + data)
+
+
+def connect(host: str, port: int, timeout: float) -> socket.socket | int:
+    s = socket.socket(_family(host), socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((host, port))
+    except TimeoutError:
+        return 1
+    except OSError:
+        return 2
+    return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m spagate.probe")
+    ap.add_argument("cmd", choices=["serve", "connect", "hold", "udp"])
+    ap.add_argument("a")
+    ap.add_argument("b")
+    ap.add_argument("-t", "--timeout", type=float, default=2.0)
+    args = ap.parse_args(argv)
+    if args.cmd == "serve":
+        serve(args.a, int(args.b))
+        return 0
+    host, port = args.a, int(args.b)
+    if args.cmd == "udp":
+        s = socket.socket(_family(host), socket.SOCK_DGRAM)
+        s.settimeout(args.timeout)
+        for line in sys.stdin:
+            s.sendto(line.encode(), (host, port))
+            try:
+                print(s.recv(65535).decode().rstrip("\n"), flush=True)
+            except TimeoutError:
+                print("timeout", flush=True)
+        return 0
+    res = connect(host, port, args.timeout)
+    if isinstance(res, int):
+        print("timeout" if res == 1 else "refused", flush=True)
+        return res
+    banner = res.recv(4096).decode().rstrip("\n")
+    print(f"connected: {banner}", flush=True)
+    if args.cmd == "hold":
+        for line in sys.stdin:
+            res.sendall(line.encode())
+            try:
+                print(res.recv(4096).decode().rstrip("\n"), flush=True)
+            except TimeoutError:
+                print("timeout", flush=True)
+    res.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
