@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Print the client VM's ~/.ssh/config: client-ssh-config.sh REPO GATE_IP
+# "gate" goes through spagate; "gate-direct" is the same server without it.
+set -euo pipefail
+repo=$1 gate_ip=$2
+
+cat <<CONF
+# Written by vagrant/provision-client.sh
+Host gate gate-direct
+    HostName $gate_ip
+    User demo
+    IdentityFile ~/.ssh/spagate_demo
+    IdentitiesOnly yes
+    StrictHostKeyChecking accept-new
+    ConnectTimeout 5
+
+Host gate
+    ProxyCommand $repo/.venv/bin/spagate connect -h %h -P %p
+    ProxyUseFdpass yes
+CONF
