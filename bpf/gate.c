@@ -1,0 +1,424 @@
+/* spagate XDP gate. Verdicts (docs/xdp.md has the full table):
+ *   SPA port (UDP)   rate-limited copy to spa_events, always XDP_DROP (nothing answers)
+ *   protected TCP    SYN: allow map / static_allow; other segments: kernel socket, allow, static
+ *   protected UDP    live flow in udp_flows, allow map (creates the flow), static_allow
+ *   everything else  XDP_PASS untouched
+ * Compile-time options (-D): SPA_PORT, SPA_INTERVAL_NS, SPA_TAU_NS, SPA_BUDGET,
+ * UDP_IDLE_NS, SPAGATE_COARSE_CLOCK, capacities (maps.h).
+ */
+#include "parsing.h"
+#include "maps.h"
+
+#ifndef SPA_PORT
+#define SPA_PORT 8484
+#endif
+#ifndef SPA_INTERVAL_NS
+#define SPA_INTERVAL_NS 1000000000ULL /* one token per second per source */
+#endif
+#ifndef SPA_TAU_NS
+#define SPA_TAU_NS (7 * SPA_INTERVAL_NS) /* burst 8: (burst - 1) * interval */
+#endif
+#ifndef SPA_BUDGET
+#define SPA_BUDGET 2000 /* SPA packets per second, all sources together */
+#endif
+#ifndef UDP_IDLE_NS
+#define UDP_IDLE_NS 120000000000ULL
+#endif
+
+/* Read the clock only where a decision needs it (after a map hit, on the SPA/UDP paths). */
+#ifdef SPAGATE_COARSE_CLOCK
+#define now_ns() bpf_ktime_get_coarse_ns()
+#else
+#define now_ns() bpf_ktime_get_ns()
+#endif
+
+#define IPV6_MAPPED_PREFIX_W2_BE sg_htonl(0x0000ffff) /* third word of ::ffff:a.b.c.d */
+
+struct pkt {
+	void *l3;        /* IPv4 or IPv6 header (already bounds-checked) */
+	void *l4;        /* TCP/UDP header (only the first 4 bytes checked by parse) */
+	__u32 l4_len;    /* L4 bytes the IP header announces (for a first fragment: this fragment) */
+	__u8 v6;
+	__u8 proto;
+	__u8 first_frag; /* offset 0 with more fragments to come */
+	__u8 mapped_src; /* IPv6 packet whose source is ::ffff:a.b.c.d (never allowed) */
+};
+
+static __always_inline int verdict(__u32 reason, int action)
+{
+	__u64 *c = counters.lookup(&reason);
+
+	if (c)
+		*c += 1; /* per-CPU slot: no atomic needed */
+	return action;
+}
+
+static __always_inline void copy_addr(__u8 *dst, const struct pkt *p, int want_dst)
+{
+	__u32 *d = (__u32 *)dst;
+
+	if (p->v6) {
+		struct ipv6hdr *ip6 = p->l3;
+		__u32 *s = want_dst ? ip6->daddr.in6_u.u6_addr32 : ip6->saddr.in6_u.u6_addr32;
+		d[0] = s[0];
+		d[1] = s[1];
+		d[2] = s[2];
+		d[3] = s[3];
+	} else {
+		struct iphdr *ip = p->l3;
+		d[0] = 0;
+		d[1] = 0;
+		d[2] = IPV6_MAPPED_PREFIX_W2_BE;
+		d[3] = want_dst ? ip->daddr : ip->saddr;
+	}
+}
+
+static __always_inline int expired(__u64 *expiry, __u64 *now)
+{
+	if (!*now)
+		*now = now_ns();
+	return *expiry <= *now;
+}
+
+/* Source in the allow map for (proto, port), (proto, every port) or (every proto, every port),
+ * with an expiry in the future. The key's addr is filled by the caller. */
+static __always_inline int allow_hit(struct allow_key *k, __u8 proto, __u16 port, __u64 *now)
+{
+	__u64 *exp;
+
+	k->pad = 0;
+	k->proto = PROTO_ANY; /* the daemon's usual grant: the whole host, checked first */
+	k->port = 0;
+	exp = allow.lookup(k);
+	if (exp && !expired(exp, now))
+		return 1;
+	k->proto = proto;
+	k->port = port;
+	exp = allow.lookup(k);
+	if (exp && !expired(exp, now))
+		return 1;
+	k->port = 0;
+	exp = allow.lookup(k);
+	if (exp && !expired(exp, now))
+		return 1;
+	return 0;
+}
+
+static __always_inline int static_hit(const __u8 *addr)
+{
+	struct lpm_key k = {.prefixlen = 128};
+
+	__builtin_memcpy(k.addr, addr, 16);
+	return static_allow.lookup(&k) != NULL;
+}
+
+/* Parse L3 and the first 4 bytes of L4. Returns -1 on success with *p filled, else the verdict
+ * reason to apply: PASS_NOT_IP, PASS_UNRELATED (not TCP/UDP), MALFORMED, FRAGMENT_*. */
+static __always_inline int parse(struct cursor *c, struct pkt *p)
+{
+	__u16 eth_proto = parse_ethernet(c);
+	__u32 avail;
+
+	if (eth_proto == sg_htons(ETH_P_IP)) {
+		struct iphdr *ip = cursor_take(c, sizeof(*ip));
+		__u32 ihl, tot;
+		__u16 frag;
+
+		if (!ip)
+			return REASON_MALFORMED;
+		ihl = ip->ihl * 4;
+		tot = sg_ntohs(ip->tot_len);
+		avail = c->end - (void *)ip;
+		if (ihl < sizeof(*ip) || tot < ihl || tot > avail)
+			return REASON_MALFORMED;
+		p->l3 = ip;
+		p->v6 = 0;
+		p->mapped_src = 0;
+		p->proto = ip->protocol;
+		frag = sg_ntohs(ip->frag_off);
+		if (frag & 0x1fff)
+			return REASON_FRAGMENT_PASSED; /* non-first fragment: see docs/xdp.md */
+		p->first_frag = (frag & 0x2000) != 0;
+		/* ihl is at most 60: a bounded variable offset the verifier can track. */
+		p->l4 = (void *)ip + ihl;
+		p->l4_len = tot - ihl;
+	} else if (eth_proto == sg_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = cursor_take(c, sizeof(*ip6));
+		__u32 len;
+		__u8 next;
+
+		if (!ip6)
+			return REASON_MALFORMED;
+		len = sg_ntohs(ip6->payload_len);
+		avail = c->end - c->pos;
+		if (len > avail)
+			return REASON_MALFORMED; /* also rejects jumbograms (payload_len 0 + HBH) below */
+		p->l3 = ip6;
+		p->v6 = 1;
+		p->first_frag = 0;
+		p->mapped_src = ip6->saddr.in6_u.u6_addr32[0] == 0 &&
+				ip6->saddr.in6_u.u6_addr32[1] == 0 &&
+				ip6->saddr.in6_u.u6_addr32[2] == IPV6_MAPPED_PREFIX_W2_BE;
+		next = ip6->nexthdr;
+		/* Bounded walk over extension headers: the verifier needs a fixed trip count. */
+#pragma unroll
+		for (int i = 0; i < SG_IPV6_EXT_MAX; i++) {
+			__u32 hlen;
+
+			if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING ||
+			    next == IPPROTO_DSTOPTS) {
+				struct ipv6_opt_hdr *oh = cursor_take(c, sizeof(*oh));
+				if (!oh)
+					return REASON_MALFORMED;
+				hlen = (oh->hdrlen + 1) * 8;
+				next = oh->nexthdr;
+			} else if (next == IPPROTO_AH) {
+				struct ipv6_opt_hdr *oh = cursor_take(c, sizeof(*oh));
+				if (!oh)
+					return REASON_MALFORMED;
+				hlen = (oh->hdrlen + 2) * 4;
+				next = oh->nexthdr;
+			} else if (next == IPPROTO_FRAGMENT) {
+				struct sg_frag_hdr *fh = cursor_take(c, sizeof(*fh));
+				__u16 off;
+				if (!fh)
+					return REASON_MALFORMED;
+				off = sg_ntohs(fh->frag_off);
+				if (off & 0xfff8)
+					return REASON_FRAGMENT_PASSED;
+				p->first_frag = off & 1;
+				next = fh->nexthdr;
+				continue;
+			} else {
+				break;
+			}
+			/* cursor_take above moved past the 2 bytes we read; skip the rest.
+			 * hlen <= 2048, a bound the verifier can carry into the pointer. */
+			if (!cursor_take(c, hlen - sizeof(struct ipv6_opt_hdr)))
+				return REASON_MALFORMED;
+		}
+		if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
+		    next == IPPROTO_AH || next == IPPROTO_FRAGMENT)
+			return REASON_MALFORMED; /* longer chain than we walk: could hide TCP/UDP */
+		p->proto = next;
+		p->l4 = c->pos;
+		avail = c->pos - (void *)(ip6 + 1); /* extension header bytes */
+		if (avail > len)
+			return REASON_MALFORMED; /* extension headers run past payload_len */
+		p->l4_len = len - avail;
+	} else if (eth_proto == 0xffff) {
+		return REASON_MALFORMED; /* a third VLAN tag: we cannot see what it carries */
+	} else {
+		return REASON_PASS_NOT_IP;
+	}
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
+		return REASON_PASS_UNRELATED;
+	/* Ports: the first 4 bytes of both TCP and UDP. */
+	if (p->l4 + 4 > c->end || p->l4_len < 4)
+		return p->first_frag ? REASON_FRAGMENT_DROPPED : REASON_MALFORMED;
+	return -1;
+}
+
+static __always_inline int spa(struct xdp_md *ctx, struct pkt *p, struct udphdr *uh, void *end)
+{
+	struct addr_key src;
+	struct spa_event *e;
+	struct budget *b;
+	__u32 zero = 0, plen, copy;
+	__u64 now, tat, *stored;
+	__u16 ulen;
+
+	if (p->first_frag)
+		return verdict(REASON_FRAGMENT_DROPPED, XDP_DROP); /* SPA packets are never fragmented */
+	ulen = sg_ntohs(uh->len);
+	if ((void *)(uh + 1) > end || ulen < sizeof(*uh) || ulen > p->l4_len)
+		return verdict(REASON_MALFORMED, XDP_DROP);
+	plen = ulen - sizeof(*uh);
+
+	/* Per source: GCRA. tat = when the bucket would be full again; over tau = over burst. */
+	copy_addr(src.addr, p, 0);
+	now = now_ns();
+	stored = spa_rate.lookup(&src);
+	if (stored) {
+		tat = *stored;
+		if (tat < now)
+			tat = now;
+		if (tat - now > SPA_TAU_NS)
+			return verdict(REASON_SPA_RATE_SOURCE, XDP_DROP);
+		*stored = tat + SPA_INTERVAL_NS;
+	} else {
+		tat = now + SPA_INTERVAL_NS;
+		spa_rate.update(&src, &tat);
+	}
+
+	/* Global: fixed one-second window. Racing resets between CPUs only blur the edge. */
+	b = spa_budget.lookup(&zero);
+	if (!b)
+		return verdict(REASON_SPA_RATE_GLOBAL, XDP_DROP);
+	if (now - b->window_start >= 1000000000ULL) {
+		b->window_start = now;
+		b->count = 0;
+	}
+	if (__sync_fetch_and_add(&b->count, 1) >= SPA_BUDGET)
+		return verdict(REASON_SPA_RATE_GLOBAL, XDP_DROP);
+
+	e = spa_events.ringbuf_reserve(sizeof(struct spa_event));
+	if (!e)
+		return verdict(REASON_SPA_RINGBUF_FULL, XDP_DROP);
+	__builtin_memcpy(e->src, src.addr, 16);
+	copy_addr(e->dst, p, 1);
+	e->sport = sg_ntohs(uh->source);
+	e->dport = sg_ntohs(uh->dest);
+	e->ifindex = ctx->ingress_ifindex;
+	e->len = plen;
+	e->pad = 0;
+	copy = plen < SPA_COPY_MAX ? plen : SPA_COPY_MAX;
+	e->copied = copy;
+	if (copy) {
+		/* bpf_xdp_load_bytes needs a length the verifier can bound to [1, SPA_COPY_MAX]:
+		 * re-clamp after the branch so the bound is on the register actually passed. */
+		copy &= 0xffff;
+		if (copy > SPA_COPY_MAX)
+			copy = SPA_COPY_MAX;
+		if (copy < 1)
+			copy = 1;
+		if (bpf_xdp_load_bytes(ctx, (void *)(uh + 1) - (void *)(long)ctx->data, e->payload,
+				       copy) < 0) {
+			spa_events.ringbuf_discard(e, 0);
+			return verdict(REASON_MALFORMED, XDP_DROP);
+		}
+	}
+	spa_events.ringbuf_submit(e, 0);
+	return verdict(REASON_SPA_QUEUED, XDP_DROP);
+}
+
+static __always_inline int tcp_established(struct xdp_md *ctx, struct pkt *p, struct tcphdr *th)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	__u32 size;
+	__u32 state;
+
+	if (p->v6) {
+		struct ipv6hdr *ip6 = p->l3;
+		__builtin_memcpy(t.ipv6.saddr, ip6->saddr.in6_u.u6_addr32, 16);
+		__builtin_memcpy(t.ipv6.daddr, ip6->daddr.in6_u.u6_addr32, 16);
+		t.ipv6.sport = th->source;
+		t.ipv6.dport = th->dest;
+		size = sizeof(t.ipv6);
+	} else {
+		struct iphdr *ip = p->l3;
+		t.ipv4.saddr = ip->saddr;
+		t.ipv4.daddr = ip->daddr;
+		t.ipv4.sport = th->source;
+		t.ipv4.dport = th->dest;
+		size = sizeof(t.ipv4);
+	}
+	/* skc: also finds request (SYN_RECV) and TIME_WAIT sockets, which are not full sockets. */
+	sk = bpf_skc_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	state = sk->state;
+	bpf_sk_release(sk); /* the verifier refuses to exit while a reference is held */
+	return state != BPF_TCP_LISTEN; /* a listener alone means "nobody talks to you yet" */
+}
+
+static __always_inline int tcp(struct xdp_md *ctx, struct pkt *p, struct tcphdr *th, void *end,
+			       __u16 dport)
+{
+	struct allow_key k;
+	__u64 now = 0;
+	__u32 doff;
+
+	if ((void *)(th + 1) > end || p->l4_len < sizeof(*th))
+		return verdict(p->first_frag ? REASON_FRAGMENT_DROPPED : REASON_MALFORMED, XDP_DROP);
+	doff = th->doff * 4;
+	if (doff < sizeof(*th) || (!p->first_frag && doff > p->l4_len))
+		return verdict(REASON_MALFORMED, XDP_DROP);
+
+	if (!(th->syn && !th->ack) && tcp_established(ctx, p, th))
+		return verdict(REASON_TCP_ESTABLISHED, XDP_PASS);
+	if (!p->mapped_src) {
+		copy_addr(k.addr, p, 0);
+		if (allow_hit(&k, IPPROTO_TCP, dport, &now))
+			return verdict(REASON_PROTECTED_ALLOWED, XDP_PASS);
+		if (static_hit(k.addr))
+			return verdict(REASON_PROTECTED_STATIC, XDP_PASS);
+	}
+	if (th->syn && !th->ack)
+		return verdict(REASON_TCP_DROPPED_NEW, XDP_DROP);
+	return verdict(REASON_TCP_DROPPED_STRAY, XDP_DROP);
+}
+
+static __always_inline int udp(struct pkt *p, struct udphdr *uh, void *end, __u16 sport,
+			       __u16 dport)
+{
+	struct flow_key fk;
+	struct allow_key k;
+	__u64 now, *last;
+	__u16 ulen;
+
+	if ((void *)(uh + 1) > end || p->l4_len < sizeof(*uh))
+		return verdict(p->first_frag ? REASON_FRAGMENT_DROPPED : REASON_MALFORMED, XDP_DROP);
+	ulen = sg_ntohs(uh->len);
+	if (ulen < sizeof(*uh) || (!p->first_frag && ulen > p->l4_len))
+		return verdict(REASON_MALFORMED, XDP_DROP);
+	if (p->mapped_src)
+		return verdict(REASON_UDP_DROPPED, XDP_DROP);
+
+	copy_addr(fk.addr, p, 0);
+	fk.sport = sport;
+	fk.dport = dport;
+	now = now_ns();
+	last = udp_flows.lookup(&fk);
+	if (last && (__s64)(now - *last) < (__s64)UDP_IDLE_NS) {
+		if (*last != now)
+			*last = now; /* in-place refresh: no map update call */
+		return verdict(REASON_UDP_FLOW, XDP_PASS);
+	}
+	__builtin_memcpy(k.addr, fk.addr, 16);
+	if (allow_hit(&k, IPPROTO_UDP, dport, &now)) {
+		udp_flows.update(&fk, &now);
+		return verdict(REASON_PROTECTED_ALLOWED, XDP_PASS);
+	}
+	if (static_hit(k.addr))
+		return verdict(REASON_PROTECTED_STATIC, XDP_PASS);
+	return verdict(REASON_UDP_DROPPED, XDP_DROP);
+}
+
+int xdp_gate(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct cursor c = {.pos = data, .end = end};
+	struct protected_key pk;
+	struct pkt p;
+	__u16 sport, dport;
+	int r;
+
+	r = parse(&c, &p);
+	if (r >= 0) {
+		if (r == REASON_PASS_NOT_IP || r == REASON_PASS_UNRELATED ||
+		    r == REASON_FRAGMENT_PASSED)
+			return verdict(r, XDP_PASS);
+		return verdict(r, XDP_DROP);
+	}
+	/* Re-check the 4 port bytes on this path: the verifier does not carry the bound across
+	 * the parse() return value. */
+	if (p.l4 + 4 > end)
+		return verdict(REASON_MALFORMED, XDP_DROP);
+	sport = sg_ntohs(*(__be16 *)p.l4);
+	dport = sg_ntohs(*(__be16 *)(p.l4 + 2));
+
+	if (p.proto == IPPROTO_UDP && dport == SPA_PORT)
+		return spa(ctx, &p, p.l4, end);
+
+	pk.port = dport;
+	pk.proto = p.proto;
+	pk.pad = 0;
+	if (!protected.lookup(&pk))
+		return verdict(REASON_PASS_UNRELATED, XDP_PASS);
+	if (p.proto == IPPROTO_TCP)
+		return tcp(ctx, &p, p.l4, end, dport);
+	return udp(&p, p.l4, end, sport, dport);
+}

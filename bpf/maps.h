@@ -1,0 +1,123 @@
+/* spagate maps: every map of the gate, declared in one place.
+ *
+ * Layouts are a contract with spagate/gate/maps.py (ctypes mirrors; tests/bpf/test_contract.py
+ * compares sizes with what bcc compiled). Ports are stored in HOST byte order, addresses as
+ * 16 bytes with IPv4 mapped (::ffff:a.b.c.d). Times are CLOCK_MONOTONIC ns (bpf_ktime_get_ns;
+ * time.monotonic_ns() in Python).
+ *
+ * Every map but spa_events is pinned under SPAGATE_PIN_DIR. bcc (BPF_TABLE_PINNED) creates and
+ * pins a map whose pin does not exist yet and reuses the pinned map otherwise; the loader checks
+ * pinned maps against the expected layout before compiling (bcc itself does not).
+ */
+#ifndef SPAGATE_MAPS_H
+#define SPAGATE_MAPS_H
+
+#include "reasons.h"
+
+#ifndef SPAGATE_PIN_DIR
+#error "SPAGATE_PIN_DIR must be defined (the loader passes -DSPAGATE_PIN_DIR=\"...\")"
+#endif
+#define SG_PIN(name) SPAGATE_PIN_DIR "/" #name
+
+#ifndef ALLOW_CAPACITY
+#define ALLOW_CAPACITY 65536
+#endif
+#ifndef STATIC_CAPACITY
+#define STATIC_CAPACITY 16384
+#endif
+#ifndef UDP_FLOW_CAPACITY
+#define UDP_FLOW_CAPACITY 65536
+#endif
+#ifndef SPA_RATE_CAPACITY
+#define SPA_RATE_CAPACITY 65536
+#endif
+#ifndef REPLAY_CAPACITY
+#define REPLAY_CAPACITY 65536
+#endif
+#ifndef PROTECTED_CAPACITY
+#define PROTECTED_CAPACITY 1024
+#endif
+#ifndef RINGBUF_PAGES
+#define RINGBUF_PAGES 256
+#endif
+#ifndef SPA_COPY_MAX
+#define SPA_COPY_MAX 1500
+#endif
+
+#define PROTO_ANY 0 /* allow_key.proto: every protocol (with port 0: every protected port) */
+
+/* allow: (addr, proto, port) -> expiry ns. port 0 = every protected port of proto;
+ * proto PROTO_ANY (only with port 0) = every protected port of both protocols. */
+struct allow_key {
+	__u8 addr[16];
+	__u16 port;
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or PROTO_ANY */
+	__u8 pad;   /* always 0 */
+};
+
+/* protected: (proto, port) -> flags (PROTECTED_ON). */
+struct protected_key {
+	__u16 port;
+	__u8 proto;
+	__u8 pad;
+};
+#define PROTECTED_ON 1
+
+/* static_allow: LPM trie over the 16-byte address -> 1. */
+struct lpm_key {
+	__u32 prefixlen; /* 0..128; an IPv4 /n is stored as ::ffff:0:0/(96+n) */
+	__u8 addr[16];
+};
+
+/* udp_flows: (src addr, src port, dst port) -> last seen ns. */
+struct flow_key {
+	__u8 addr[16];
+	__u16 sport;
+	__u16 dport;
+};
+
+/* spa_rate: src addr -> GCRA theoretical arrival time ns (a token bucket in one u64). */
+struct addr_key {
+	__u8 addr[16];
+};
+
+/* spa_budget[0]: fixed one-second window shared by all CPUs. */
+struct budget {
+	__u64 window_start;
+	__u64 count;
+};
+
+/* replay: nonce -> until (unix ms). Written and read by the daemon only. */
+struct nonce_key {
+	__u8 nonce[16];
+};
+
+/* spa_events record. payload holds the first `copied` bytes of a `len`-byte UDP payload. */
+struct spa_event {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 ifindex;
+	__u16 len;
+	__u16 copied;
+	__u32 pad;
+	__u8 payload[SPA_COPY_MAX];
+};
+
+BPF_TABLE_PINNED("lru_hash", struct allow_key, __u64, allow, ALLOW_CAPACITY, SG_PIN(allow));
+BPF_TABLE_PINNED("hash", struct protected_key, __u32, protected, PROTECTED_CAPACITY,
+		 SG_PIN(protected));
+/* LPM tries must be created with BPF_F_NO_PREALLOC (the kernel refuses them otherwise). */
+BPF_TABLE_PINNED("lpm_trie", struct lpm_key, __u32, static_allow, STATIC_CAPACITY,
+		 SG_PIN(static_allow), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("lru_hash", struct flow_key, __u64, udp_flows, UDP_FLOW_CAPACITY,
+		 SG_PIN(udp_flows));
+BPF_TABLE_PINNED("lru_hash", struct addr_key, __u64, spa_rate, SPA_RATE_CAPACITY,
+		 SG_PIN(spa_rate));
+BPF_TABLE_PINNED("array", __u32, struct budget, spa_budget, 1, SG_PIN(spa_budget));
+BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, REASON_COUNT, SG_PIN(counters));
+BPF_TABLE_PINNED("lru_hash", struct nonce_key, __u64, replay, REPLAY_CAPACITY, SG_PIN(replay));
+BPF_RINGBUF_OUTPUT(spa_events, RINGBUF_PAGES);
+
+#endif

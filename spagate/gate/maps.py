@@ -1,0 +1,370 @@
+"""Typed access to the gate's BPF maps (layouts: bpf/maps.h; contract: docs/architecture.md).
+
+`GateMaps.from_pin_dir(path)` opens the pinned maps with plain bpf syscalls (no bcc, no
+compiler), so operator commands work from another shell while the daemon runs.
+`GateMaps.from_fds({name: fd})` wraps the maps of a program just loaded (the fds are
+duplicated; close the GateMaps when done, or use it as a context manager).
+
+Addresses are accepted as str / IPv4Address / IPv6Address and stored as 16 bytes with IPv4
+mapped (::ffff:a.b.c.d), so "::ffff:192.0.2.1" and "192.0.2.1" are the same key; addresses
+read back from the maps come out as IPv4Address for mapped ones. Times in the allow and
+udp_flows maps are CLOCK_MONOTONIC ns (time.monotonic_ns()).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import (
+    IPv4Address,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    ip_address,
+    ip_network,
+)
+from pathlib import Path
+
+from spagate.errors import SpagateError
+from spagate.gate import bpfsys
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+
+# Mirror of enum spagate_reason in bpf/reasons.h (index = counter slot). A test parses the
+# header and fails when this tuple differs.
+REASONS: tuple[str, ...] = (
+    "pass_not_ip",
+    "pass_unrelated",
+    "spa_queued",
+    "spa_rate_source",
+    "spa_rate_global",
+    "spa_ringbuf_full",
+    "protected_allowed",
+    "protected_static",
+    "tcp_established",
+    "tcp_dropped_new",
+    "tcp_dropped_stray",
+    "udp_flow",
+    "udp_dropped",
+    "malformed",
+    "fragment_passed",
+    "fragment_dropped",
+)
+
+PROTOS = {"tcp": 6, "udp": 17}
+PROTO_NAMES = {6: "tcp", 17: "udp"}
+PROTO_ANY = 0
+
+# Packed layouts (native byte order, ports in host order), mirrors of bpf/maps.h.
+ALLOW_KEY = struct.Struct("=16sHBx")  # struct allow_key
+PROTECTED_KEY = struct.Struct("=HBx")  # struct protected_key
+LPM_KEY = struct.Struct("=I16s")  # struct lpm_key
+FLOW_KEY = struct.Struct("=16sHH")  # struct flow_key
+BUDGET = struct.Struct("=QQ")  # struct budget
+U32 = struct.Struct("=I")
+U64 = struct.Struct("=Q")
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    name: str
+    type: int
+    key_size: int
+    value_size: int
+    flags: int = 0
+
+
+# Every pinned map (spa_events, the ring buffer, is not pinned). max_entries come from the
+# loader's options (GateOptions.capacities()).
+MAP_SPECS: dict[str, MapSpec] = {
+    s.name: s
+    for s in (
+        MapSpec("allow", bpfsys.MAP_LRU_HASH, ALLOW_KEY.size, 8),
+        MapSpec("protected", bpfsys.MAP_HASH, PROTECTED_KEY.size, 4),
+        MapSpec("static_allow", bpfsys.MAP_LPM_TRIE, LPM_KEY.size, 4, bpfsys.BPF_F_NO_PREALLOC),
+        MapSpec("udp_flows", bpfsys.MAP_LRU_HASH, FLOW_KEY.size, 8),
+        MapSpec("spa_rate", bpfsys.MAP_LRU_HASH, 16, 8),
+        MapSpec("spa_budget", bpfsys.MAP_ARRAY, 4, BUDGET.size),
+        MapSpec("counters", bpfsys.MAP_PERCPU_ARRAY, 4, 8),
+        MapSpec("replay", bpfsys.MAP_LRU_HASH, 16, 8),
+    )
+}
+
+_MAPPED = b"\0" * 10 + b"\xff\xff"
+
+
+def addr16(ip: str | IPAddress) -> bytes:
+    """16-byte map form of an address (IPv4 mapped). Raises ValueError on a bad address."""
+    if isinstance(ip, str):
+        ip = ip_address(ip.strip())
+    if isinstance(ip, IPv4Address):
+        return _MAPPED + ip.packed
+    if isinstance(ip, IPv6Address):
+        return ip.packed
+    raise ValueError(f"not an IP address: {ip!r}")
+
+
+def addr_from16(raw: bytes) -> IPAddress:
+    if raw[:12] == _MAPPED:
+        return IPv4Address(raw[12:16])
+    return IPv6Address(raw[:16])
+
+
+def _proto_num(proto: str | None) -> int:
+    if proto is None:
+        return PROTO_ANY
+    try:
+        return PROTOS[proto.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(f"protocol must be 'tcp', 'udp' or None, not {proto!r}") from None
+
+
+def _port(port: int) -> int:
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an integer 0..65535, not {port!r}")
+    return port
+
+
+@dataclass(frozen=True)
+class AllowEntry:
+    ip: IPAddress
+    proto: str | None  # None: every protocol
+    port: int  # 0: every protected port
+    expires_ns: int  # CLOCK_MONOTONIC
+    remaining_s: float  # may be <= 0 for an expired entry not yet evicted
+
+
+@dataclass(frozen=True)
+class UdpFlow:
+    ip: IPAddress
+    sport: int
+    dport: int
+    last_seen_ns: int  # CLOCK_MONOTONIC
+    idle_s: float
+
+
+class GateMaps:
+    """The gate's pinned maps. Methods raise OSError (bpf syscalls) or ValueError (arguments)."""
+
+    def __init__(self, fds: Mapping[str, int], *, owned: bool = True):
+        missing = sorted(set(MAP_SPECS) - set(fds))
+        if missing:
+            raise SpagateError(f"maps missing: {', '.join(missing)}")
+        self._fds = {name: fds[name] if owned else os.dup(fds[name]) for name in MAP_SPECS}
+        self._ncpu = bpfsys.num_possible_cpus()
+
+    @classmethod
+    def from_fds(cls, fds: Mapping[str, int]) -> GateMaps:
+        """Wrap maps of a loaded program (fds are duplicated, the caller keeps its own)."""
+        return cls(fds, owned=False)
+
+    @classmethod
+    def from_pin_dir(cls, pin_dir: str | os.PathLike) -> GateMaps:
+        """Open the maps pinned under pin_dir (no bcc needed)."""
+        pin_dir = Path(pin_dir)
+        fds: dict[str, int] = {}
+        try:
+            for name in MAP_SPECS:
+                try:
+                    fds[name] = bpfsys.obj_get(pin_dir / name)
+                except OSError as e:
+                    if e.errno == errno.ENOENT:
+                        raise SpagateError(
+                            f"no spagate map pinned at {pin_dir / name}: is the gate loaded?"
+                        ) from None
+                    if e.errno in (errno.EPERM, errno.EACCES):
+                        denied = f"{pin_dir / name}: permission denied (run as root)"
+                        raise SpagateError(denied) from None
+                    raise
+        except BaseException:
+            for fd in fds.values():
+                os.close(fd)
+            raise
+        return cls(fds, owned=True)
+
+    def fd(self, name: str) -> int:
+        return self._fds[name]
+
+    def close(self) -> None:
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
+
+    def __enter__(self) -> GateMaps:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- allow ---------------------------------------------------------------------------
+
+    def allow(
+        self,
+        ip: str | IPAddress,
+        until_monotonic_ns: int,
+        proto: str | None = None,
+        port: int = 0,
+    ) -> None:
+        """Open the gate for ip until the CLOCK_MONOTONIC time until_monotonic_ns.
+
+        proto None (every protocol) requires port 0 (every protected port); with a proto,
+        port 0 means every protected port of that protocol.
+        """
+        p, port = _proto_num(proto), _port(port)
+        if p == PROTO_ANY and port:
+            raise ValueError("a port needs a protocol ('tcp' or 'udp')")
+        key = ALLOW_KEY.pack(addr16(ip), port, p)
+        bpfsys.update(self._fds["allow"], key, U64.pack(int(until_monotonic_ns)))
+
+    def revoke(self, ip: str | IPAddress, proto: str | None = None, port: int = 0) -> bool:
+        """Remove one allow entry; True if it existed."""
+        key = ALLOW_KEY.pack(addr16(ip), _port(port), _proto_num(proto))
+        return bpfsys.delete(self._fds["allow"], key)
+
+    def revoke_ip(self, ip: str | IPAddress) -> int:
+        """Remove every allow entry and UDP flow of ip; returns how many entries went."""
+        a = addr16(ip)
+        n = 0
+        for name in ("allow", "udp_flows"):
+            fd = self._fds[name]
+            for key in [k for k in bpfsys.keys(fd, MAP_SPECS[name].key_size) if k[:16] == a]:
+                n += bpfsys.delete(fd, key)
+        return n
+
+    def allowed(self, include_expired: bool = False) -> list[AllowEntry]:
+        """Allow entries (sorted by expiry), with the seconds left."""
+        fd, now = self._fds["allow"], time.monotonic_ns()
+        out = []
+        for key in list(bpfsys.keys(fd, ALLOW_KEY.size)):
+            raw = bpfsys.lookup(fd, key, 8)
+            if raw is None:
+                continue
+            exp = U64.unpack(raw)[0]
+            if exp <= now and not include_expired:
+                continue
+            a, port, p = ALLOW_KEY.unpack(key)
+            out.append(AllowEntry(addr_from16(a), PROTO_NAMES.get(p), port, exp, (exp - now) / 1e9))
+        return sorted(out, key=lambda e: e.expires_ns)
+
+    # -- protected -----------------------------------------------------------------------
+
+    def set_protected(self, ports: Iterable[tuple[str, int]]) -> None:
+        """Make exactly these (proto, port) pairs protected (adds first, then removes)."""
+        fd = self._fds["protected"]
+        want = set()
+        for proto, port in ports:
+            p = _proto_num(proto)
+            if p == PROTO_ANY or not _port(port):
+                raise ValueError(f"protected port needs 'tcp'/'udp' and 1..65535: {proto} {port}")
+            want.add(PROTECTED_KEY.pack(port, p))
+        for key in want:
+            bpfsys.update(fd, key, U32.pack(1))
+        for key in list(bpfsys.keys(fd, PROTECTED_KEY.size)):
+            if key not in want:
+                bpfsys.delete(fd, key)
+
+    def protected(self) -> list[tuple[str, int]]:
+        keys = bpfsys.keys(self._fds["protected"], PROTECTED_KEY.size)
+        return sorted(
+            (PROTO_NAMES.get(p, str(p)), port) for port, p in map(PROTECTED_KEY.unpack, keys)
+        )
+
+    # -- static_allow --------------------------------------------------------------------
+
+    def set_static(self, networks: Iterable[str | IPNetwork]) -> None:
+        """Make exactly these CIDRs statically allowed (v4 and v6; host bits are an error)."""
+        fd = self._fds["static_allow"]
+        want = set()
+        for net in networks:
+            if isinstance(net, str):
+                net = ip_network(net.strip())
+            extra = 96 if net.version == 4 else 0
+            want.add(LPM_KEY.pack(net.prefixlen + extra, addr16(net.network_address)))
+        for key in want:
+            bpfsys.update(fd, key, U32.pack(1))
+        for key in list(bpfsys.keys(fd, LPM_KEY.size)):
+            if key not in want:
+                bpfsys.delete(fd, key)
+
+    def static(self) -> list[IPNetwork]:
+        out: list[IPNetwork] = []
+        for key in bpfsys.keys(self._fds["static_allow"], LPM_KEY.size):
+            plen, a = LPM_KEY.unpack(key)
+            if a[:12] == _MAPPED and plen >= 96:
+                out.append(IPv4Network((a[12:], plen - 96)))
+            else:
+                out.append(IPv6Network((a, plen)))
+        return sorted(out, key=lambda n: (n.version, n))
+
+    # -- counters, flows -----------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        """Packets per verdict reason, summed over CPUs."""
+        fd = self._fds["counters"]
+        size = bpfsys.value_buffer_size(bpfsys.MAP_PERCPU_ARRAY, 8)
+        fmt = struct.Struct(f"={self._ncpu}Q")
+        out = {}
+        for i, name in enumerate(REASONS):
+            raw = bpfsys.lookup(fd, U32.pack(i), size)
+            out[name] = sum(fmt.unpack(raw)) if raw else 0
+        return out
+
+    def reset_counters(self) -> None:
+        fd = self._fds["counters"]
+        zero = bytes(bpfsys.value_buffer_size(bpfsys.MAP_PERCPU_ARRAY, 8))
+        for i in range(len(REASONS)):
+            bpfsys.update(fd, U32.pack(i), zero)
+
+    def udp_flows(self) -> list[UdpFlow]:
+        fd, now = self._fds["udp_flows"], time.monotonic_ns()
+        out = []
+        for key in list(bpfsys.keys(fd, FLOW_KEY.size)):
+            raw = bpfsys.lookup(fd, key, 8)
+            if raw is None:
+                continue
+            a, sport, dport = FLOW_KEY.unpack(key)
+            last = U64.unpack(raw)[0]
+            out.append(UdpFlow(addr_from16(a), sport, dport, last, (now - last) / 1e9))
+        return out
+
+    def clear(self, *names: str) -> None:
+        """Empty maps by name (default: allow, udp_flows, spa_rate, spa_budget; not replay,
+        static_allow, protected or counters)."""
+        for name in names or ("allow", "udp_flows", "spa_rate", "spa_budget"):
+            spec, fd = MAP_SPECS[name], self._fds[name]
+            if spec.type in (bpfsys.MAP_ARRAY, bpfsys.MAP_PERCPU_ARRAY):
+                zero = bytes(bpfsys.value_buffer_size(spec.type, spec.value_size))
+                info = bpfsys.map_info(fd)
+                for i in range(info.max_entries):
+                    bpfsys.update(fd, U32.pack(i), zero)
+                continue
+            for key in list(bpfsys.keys(fd, spec.key_size)):
+                bpfsys.delete(fd, key)
+
+    # -- replay (daemon only; the program never reads it) --------------------------------
+
+    def replay_remember(self, nonce: bytes, until_ms: int) -> None:
+        if len(nonce) != 16:
+            raise ValueError(f"nonce must be 16 bytes, got {len(nonce)}")
+        bpfsys.update(self._fds["replay"], bytes(nonce), U64.pack(int(until_ms)))
+
+    def replay_entries(self) -> dict[bytes, int]:
+        fd, out = self._fds["replay"], {}
+        for key in list(bpfsys.keys(fd, 16)):
+            raw = bpfsys.lookup(fd, key, 8)
+            if raw is not None:
+                out[key] = U64.unpack(raw)[0]
+        return out
+
+    def replay_prune(self, now_ms: int) -> int:
+        """Forget nonces whose until is <= now_ms; returns how many."""
+        fd, n = self._fds["replay"], 0
+        for nonce, until in self.replay_entries().items():
+            if until <= now_ms:
+                n += bpfsys.delete(fd, nonce)
+        return n
