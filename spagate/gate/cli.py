@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def _open_maps(pin_dir: str):
 
     if not Path(pin_dir, "allow").exists():
         raise SpagateError(f"no gate state under {pin_dir}: is `spagate attach` running?")
-    return GateMaps.open(pin_dir)
+    return GateMaps.from_pin_dir(pin_dir)
 
 
 def _ip(text: str):
@@ -64,12 +65,16 @@ def register(app: typer.Typer) -> None:
         interfaces: list[str] = typer.Argument(..., help="Interfaces to remove the gate from."),
     ) -> None:
         """Remove an XDP program left on interfaces (recovery; needs no configuration)."""
-        from spagate.gate.loader import detach_interface
+        from spagate.gate.loader import detach as detach_xdp
 
         _need_root("spagate detach")
         for name in interfaces:
-            detach_interface(name)
-            typer.echo(f"detached {name}")
+            try:
+                socket.if_nametoindex(name)
+            except OSError:
+                raise SpagateError(f"interface {name!r} does not exist") from None
+            found = detach_xdp(name)
+            typer.echo(f"detached {name}" if found else f"{name}: no XDP program was attached")
 
     @app.command()
     def status(pin_dir: str = PIN_DIR) -> None:
@@ -86,6 +91,8 @@ def register(app: typer.Typer) -> None:
             ifs = ", ".join(f"{n} ({m})" for n, m in state["interfaces"].items())
             typer.echo(f"daemon: pid {state['pid']}{how}, attached to {ifs}")
             typer.echo(f"spa port: udp/{state['spa_port']}")
+            spa = " ".join(f"{k}={v}" for k, v in sorted(state.get("spa", {}).items()))
+            typer.echo(f"spa verdicts: {spa or 'none yet'}")
         prot = ", ".join(f"{p}/{n}" for p, n in sorted(maps.protected()))
         typer.echo(f"protected: {prot or 'none'}")
         static = ", ".join(map(str, maps.static()))
@@ -93,7 +100,8 @@ def register(app: typer.Typer) -> None:
         entries = maps.allowed()
         typer.echo(f"open windows: {len(entries)}")
         for e in entries:
-            typer.echo(f"  {e}")
+            what = f"{e.proto}/{e.port}" if e.proto and e.port else (e.proto or "all") + " ports"
+            typer.echo(f"  {e.ip:<39} {what:<12} {e.remaining_s:6.1f}s left")
         typer.echo("counters:")
         for reason, n in maps.counters().items():
             if n:
@@ -131,7 +139,7 @@ def register(app: typer.Typer) -> None:
         """Close every open window of an address now."""
         addr = _ip(ip)
         _need_root("spagate revoke")
-        n = _open_maps(pin_dir).revoke(addr)
+        n = _open_maps(pin_dir).revoke_ip(addr)
         typer.echo(f"revoked {n} window(s) of {addr}")
 
     @app.command()

@@ -68,25 +68,26 @@ class Daemon:
         self.config, self.opts = config, opts
         self.log = EventLog(emit, time.monotonic)
         self.stopping = False
+        self.started = int(time.time())
 
     def _stop(self, signum, _frame) -> None:
         self.stopping = True
 
     def run(self) -> None:
-        from spagate.gate.loader import GateProgram, LoadOptions  # bcc: imported only here
+        from spagate.gate.loader import GateOptions, load  # bcc: imported only here
 
         cfg, opts = self.config, self.opts
         ifindex = check_interfaces(opts.interfaces)
         names = {i: n for n, i in ifindex.items()}
         for note in cfg.notes:
             self.log.info(note)
-        prog = GateProgram.load(
-            LoadOptions(
+        prog = load(
+            GateOptions(
                 spa_port=cfg.spa_port,
-                rate_per_s=cfg.rate.per_second,
-                burst=cfg.rate.burst,
-                global_budget=cfg.spa_budget,
-                udp_idle_s=cfg.udp_idle_seconds,
+                spa_rate_per_s=cfg.rate.per_second,
+                spa_burst=cfg.rate.burst,
+                spa_budget_per_s=cfg.spa_budget,
+                udp_idle_timeout_s=cfg.udp_idle_seconds,
             ),
             pin_dir=opts.pin_dir,
         )
@@ -104,7 +105,7 @@ class Daemon:
         try:
             for name in opts.interfaces:
                 attached[name] = prog.attach(name, opts.mode)
-            self._write_state(attached)
+            self._write_state(attached, {})
             prog.on_spa(intake.handle)
             running = True
             self.log.info(
@@ -117,10 +118,14 @@ class Daemon:
                 + (f"; {restored} nonces restored" if restored else "")
             )
             next_prune = time.monotonic() + PRUNE_EVERY_S
+            published = dict(intake.counts)
             while not self.stopping:
                 prog.poll(200)
                 hooks.poll()
                 self.log.tick()
+                if intake.counts != published:  # what `spagate status` shows of the daemon
+                    published = dict(intake.counts)
+                    self._write_state(attached, published)
                 if time.monotonic() >= next_prune:
                     maps.replay_prune(time.time_ns() // 1_000_000)
                     next_prune = time.monotonic() + PRUNE_EVERY_S
@@ -139,7 +144,7 @@ class Daemon:
             hooks.shutdown()
             state_path(opts.pin_dir).unlink(missing_ok=True)
 
-    def _write_state(self, attached: dict[str, str]) -> None:
+    def _write_state(self, attached: dict[str, str], counts: dict[str, int]) -> None:
         path = state_path(self.opts.pin_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {
@@ -148,7 +153,8 @@ class Daemon:
             "pin_dir": self.opts.pin_dir,
             "config": self.config.path,
             "spa_port": self.config.spa_port,
-            "started": int(time.time()),
+            "started": self.started,
+            "spa": counts,
         }
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))

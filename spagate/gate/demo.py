@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from spagate.errors import SpagateError
 from spagate.lab import Lab
-from spagate.protocol import generate_keypair
+from spagate.protocol import KeyPair, generate_keypair
 
 OPEN_SECONDS = 5
 SERVICE_PORT = 22
@@ -37,77 +38,128 @@ def _show(prefix: str, text: str) -> None:
         print(f"    {prefix} {line}", flush=True)
 
 
-class Demo:
-    def __init__(self, lab: Lab, workdir: Path, family: int = 4):
-        self.lab, self.work, self.family = lab, workdir, family
-        self.pin_dir = f"/sys/fs/bpf/spagate-{lab.prefix}"
-        self.gate_ip = lab["gate"].v4 if family == 4 else lab["gate"].v6
-        self.gate_log: list[str] = []
-        self.attached = threading.Event()
+class LabGate:
+    """A gate daemon on lab host "gate", and clients on the other hosts (demo and e2e tests)."""
 
-    def start_gate(self) -> subprocess.Popen:
-        keys = generate_keypair()
-        conf = self.work / "spagate.ini"
-        conf.write_text(
-            f"key = {keys.key.hex()}\nhmac-key = {keys.hmac_key.hex()}\n"
-            f"protected = tcp/{SERVICE_PORT}\nopen-seconds = {OPEN_SECONDS}\n"
+    def __init__(self, lab: Lab, workdir: Path, keys: KeyPair | None = None, family: int = 4):
+        self.lab, self.work, self.family = lab, workdir, family
+        self.keys = keys or generate_keypair()
+        self.pin_dir = f"/sys/fs/bpf/spagate-{lab.prefix}"
+        self.conf = workdir / "spagate.ini"
+        self.log: list[str] = []
+        self.proc: subprocess.Popen | None = None
+        self._attached = threading.Event()
+        self.echo = False
+
+    def ip(self, host: str = "gate") -> str:
+        return self.lab[host].v4 if self.family == 4 else self.lab[host].v6
+
+    def configure(self, extra: str = "", keys: bool = True) -> None:
+        text = (
+            f"key = {self.keys.key.hex()}\nhmac-key = {self.keys.hmac_key.hex()}\n" if keys else ""
         )
-        conf.chmod(0o600)
-        home = self.work / "client-home"
-        home.mkdir()
-        client_conf = home / ".spagate.ini"
-        client_conf.write_text(f"key = {keys.key.hex()}\nhmac-key = {keys.hmac_key.hex()}\n")
-        client_conf.chmod(0o600)
-        self.client_env = {**os.environ, "HOME": str(home)}
-        argv = [*_spagate(), "attach", "eth0", "-c", str(conf), "--pin-dir", self.pin_dir]
+        self.conf.write_text(extra + text)
+        self.conf.chmod(0o600)
+
+    def client_env(self, keys: KeyPair | None = None) -> dict[str, str]:
+        keys = keys or self.keys
+        home = Path(tempfile.mkdtemp(prefix="home-", dir=self.work))
+        ini = home / ".spagate.ini"
+        ini.write_text(f"key = {keys.key.hex()}\nhmac-key = {keys.hmac_key.hex()}\n")
+        ini.chmod(0o600)
+        return {**os.environ, "HOME": str(home)}
+
+    def start(self, *args: str, timeout: float = 60) -> subprocess.Popen:
+        argv = [*_spagate(), "attach", "eth0", "-c", str(self.conf), "--pin-dir", self.pin_dir]
+        self._attached.clear()
         # Only the network namespace is entered: the gate pins its maps in this /sys/fs/bpf.
-        proc = self.lab.spawn(
-            "gate", argv, mounts=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        self.proc = self.lab.spawn(
+            "gate",
+            [*argv, *args],
+            mounts=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
-        threading.Thread(target=self._follow, args=(proc,), daemon=True).start()
-        if not self.attached.wait(60):
-            proc.kill()
-            raise SpagateError("the gate did not attach:\n" + "\n".join(self.gate_log[-10:]))
-        return proc
+        threading.Thread(target=self._follow, args=(self.proc,), daemon=True).start()
+        end = time.monotonic() + timeout
+        while not self._attached.wait(0.1):
+            if self.proc.poll() is not None or time.monotonic() > end:
+                self.stop()
+                raise SpagateError("the gate did not attach:\n" + "\n".join(self.log[-10:]))
+        return self.proc
 
     def _follow(self, proc: subprocess.Popen) -> None:
         for line in proc.stdout:
             line = line.rstrip()
-            self.gate_log.append(line)
-            _show("gate |", line.split(" ", 2)[-1] if line[:2] == "20" else line)
-            if "attached" in line:
-                self.attached.set()
+            self.log.append(line)
+            if self.echo:
+                _show("gate |", line.split(" ", 2)[-1] if line[:2] == "20" else line)
+            if " attached " in f" {line} ":
+                self._attached.set()
 
-    def start_service(self) -> None:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def service(self, proto: str = "tcp", port: int = SERVICE_PORT) -> None:
         proc = self.lab.spawn(
             "gate",
-            [sys.executable, "-m", "spagate.probe", "serve", "tcp", str(SERVICE_PORT)],
+            [sys.executable, "-m", "spagate.probe", "serve", proto, str(port)],
             stdout=subprocess.PIPE,
             text=True,
         )
         if proc.stdout.readline().strip() != "ready":
-            raise SpagateError("the demo service did not start")
+            raise SpagateError(f"the {proto}/{port} service did not start")
 
-    def probe(self, timeout: float = 2.0) -> str:
+    def probe(self, host: str = "client", port: int = SERVICE_PORT, timeout: float = 2.0) -> str:
         out = self.lab.run(
-            "client",
+            host,
             [
                 sys.executable,
                 "-m",
                 "spagate.probe",
                 "connect",
-                self.gate_ip,
-                str(SERVICE_PORT),
+                self.ip(),
+                str(port),
                 "-t",
                 str(timeout),
             ],  # fmt: skip
         )
         return out.stdout.strip()
 
-    def send(self) -> subprocess.CompletedProcess:
-        return self.lab.run(
-            "client", [*_spagate(), "send", self.gate_ip], env=self.client_env, timeout=30
+    def hold(self, host: str = "client", port: int = SERVICE_PORT) -> subprocess.Popen:
+        """A TCP connection kept open; write lines to stdin, read echoes from stdout."""
+        return self.lab.spawn(
+            host,
+            [sys.executable, "-m", "spagate.probe", "hold", self.ip(), str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
+
+    def send(
+        self, host: str = "client", *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        env = env or self.client_env()
+        return self.lab.run(host, [*_spagate(), "send", self.ip(), *args], env=env, timeout=30)
+
+    def spagate(self, *args: str) -> subprocess.CompletedProcess:
+        """An operator command run on the gate host (status, allow, revoke ...)."""
+        argv = [*_spagate(), *args, "--pin-dir", self.pin_dir]
+        return self.lab.run("gate", argv, mounts=False, timeout=60)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.pin_dir, ignore_errors=True)
 
 
 def run_demo() -> None:
@@ -120,32 +172,30 @@ def run_demo() -> None:
         _say("Building two network namespaces joined by a bridge")
         lab.open()
         print(f"    {lab.describe()}")
-        demo = Demo(lab, work)
+        gate = LabGate(lab, work)
+        gate.echo = True
+        gate.configure(f"protected = tcp/{SERVICE_PORT}\nopen-seconds = {OPEN_SECONDS}\n")
         _say(f"gate: a TCP service on port {SERVICE_PORT}, then `spagate attach eth0`")
-        demo.start_service()
-        gate = demo.start_gate()
+        gate.service()
+        gate.start()
 
-        _say(f"client: connect to {demo.gate_ip}:{SERVICE_PORT} without knocking")
-        got = demo.probe()
+        _say(f"client: connect to {gate.ip()}:{SERVICE_PORT} without knocking")
+        got = gate.probe()
         _show("client |", got)
         if got != "timeout":
             raise SpagateError(f"expected a silent drop, got {got!r}")
         print("    (no SYN-ACK, no RST: the port is invisible)")
 
-        _say(f"client: spagate send {demo.gate_ip}")
-        sent = demo.send()
+        _say(f"client: spagate send {gate.ip()} --ip source")
+        print("    (--ip source: open for the address the packet comes from; the lab has no")
+        print("     public address to look up)")
+        sent = gate.send("client", "--ip", "source")
         _show("client |", (sent.stdout + sent.stderr) or f"exit {sent.returncode}")
         if sent.returncode != 0:
             raise SpagateError("spagate send failed")
 
         _say(f"client: connect again (the window is open for {OPEN_SECONDS}s)")
-        hold = lab.spawn(
-            "client",
-            [sys.executable, "-m", "spagate.probe", "hold", demo.gate_ip, str(SERVICE_PORT)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        hold = gate.hold()
         first = hold.stdout.readline().strip()
         _show("client |", first)
         if not first.startswith("connected"):
@@ -162,24 +212,19 @@ def run_demo() -> None:
         print("    (the connection opened in the window keeps working)")
 
         _say("client: a new connect after the window")
-        got = demo.probe()
+        got = gate.probe()
         _show("client |", got)
         if got != "timeout":
             raise SpagateError(f"expected a silent drop after the window, got {got!r}")
         hold.stdin.close()
 
         _say("spagate status")
-        st = lab.run("gate", [*_spagate(), "status", "--pin-dir", demo.pin_dir], mounts=False)
+        st = gate.spagate("status")
         _show("|", st.stdout + st.stderr)
         _say("Demo complete: invisible, opened by one packet, closed on time.")
     finally:
-        if gate is not None and gate.poll() is None:
-            gate.terminate()
-            try:
-                gate.wait(10)
-            except subprocess.TimeoutExpired:
-                gate.kill()
+        if gate is not None:
+            gate.cleanup()
         lab.close()
-        shutil.rmtree(f"/sys/fs/bpf/spagate-{lab.prefix}", ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
         print("\ncleaned up: namespaces, pinned maps and temporary files removed", flush=True)

@@ -23,7 +23,7 @@ NS = 1_000_000_000
 class Maps(Protocol):
     def allow(self, ip, until_ns: int, proto: str | None = None, port: int = 0) -> None: ...
     def replay_remember(self, nonce: bytes, until_ms: int) -> None: ...
-    def replay_entries(self): ...
+    def replay_entries(self) -> dict[bytes, int]: ...
 
 
 class Intake:
@@ -48,7 +48,7 @@ class Intake:
         """Load nonces accepted before a restart, so their packets stay replays."""
         now = self.wall_ms()
         n = 0
-        for nonce, until_ms in self.maps.replay_entries():
+        for nonce, until_ms in self.maps.replay_entries().items():
             if until_ms > now and self.verifier.remember(nonce, until_ms):
                 n += 1
         return n
