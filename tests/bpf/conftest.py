@@ -1,0 +1,45 @@
+"""One compiled gate per test module (bcc takes a second or two), maps reset between cases."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+
+from spagate.gate.loader import GateOptions, load, unpin
+
+PROTECTED = [("tcp", 22), ("tcp", 443), ("udp", 51820), ("udp", 53)]
+# Small SPA limits keep the budget cases quick; one ring page holds two 1,500-byte records.
+TEST_OPTIONS = GateOptions(spa_burst=3, spa_budget_per_s=40, ringbuf_pages=1)
+
+_seq = itertools.count()
+
+
+def pin_dir_for_test() -> str:
+    return f"/sys/fs/bpf/spagate-test-{os.getpid()}-{next(_seq)}"
+
+
+@pytest.fixture(scope="module")
+def gate():
+    pin_dir = pin_dir_for_test()
+    g = load(TEST_OPTIONS, pin_dir)
+    records = []
+    g.on_spa(records.append)
+    g.records = records
+    try:
+        yield g
+    finally:
+        g.close()
+        unpin(pin_dir)
+
+
+@pytest.fixture
+def fresh(gate):
+    """The module's gate with empty state: no windows, flows, static list; default ports."""
+    gate.poll(0)
+    gate.records.clear()
+    gate.maps.clear()
+    gate.maps.set_static([])
+    gate.maps.set_protected(PROTECTED)
+    return gate
