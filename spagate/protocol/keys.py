@@ -19,7 +19,8 @@ class KeyPair:
     """An encryption key and an HMAC key, 32 bytes each.
 
     Per-key state (a keyed HMAC to copy, an AES block decryptor) is built once here so that
-    decoding a packet does no key setup.
+    decoding a packet does no key setup. That state is not thread-safe: share a KeyPair
+    between threads only if they do not decode at the same time.
     """
 
     key: bytes = field(repr=False)
