@@ -1,0 +1,169 @@
+"""Nanoseconds per packet for each verdict path of the XDP gate (BPF_PROG_TEST_RUN, root).
+
+Runs each path `--repeat` times in the kernel (opts.duration = average ns) with the allow map
+holding 1, 10,000 and 1,000,000 entries, beside a program that only returns XDP_PASS, and
+prints the ratio to that empty program. Goal: every path <= 3x empty, flat across sizes.
+
+    sudo .venv/bin/python bench/xdp_paths.py [--repeat 1000000] [--fine-clock]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import struct
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from spagate.gate import bpfsys
+from spagate.gate.loader import GateOptions, load, unpin
+from spagate.gate.maps import ALLOW_KEY, FLOW_KEY, U64, addr16
+
+SIZES = (1, 10_000, 1_000_000)
+SRC, DST = "198.51.100.10", "203.0.113.1"
+
+
+def eth_ip4(src: str, dst: str, proto: int, l4: bytes) -> bytes:
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(l4),
+        1,
+        0,
+        64,
+        proto,
+        0,
+        socket.inet_aton(src),
+        socket.inet_aton(dst),
+    )
+    return bytes(6) + bytes(6) + b"\x08\x00" + ip + l4
+
+
+def tcp(sport: int, dport: int, flags: int) -> bytes:
+    return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 65535, 0, 0)
+
+
+def udp(sport: int, dport: int, payload: bytes) -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def fill_allow(fd: int, n: int, until: int) -> None:
+    """n entries (one is SRC, the rest other addresses) via batch updates."""
+    keys = bytearray()
+    for i in range(n - 1):
+        a = (100 << 24) | (64 << 16) | i  # 100.64.0.0/10 and up
+        keys += ALLOW_KEY.pack(b"\0" * 10 + b"\xff\xff" + a.to_bytes(4, "big"), 0, 0)
+    keys += ALLOW_KEY.pack(addr16(SRC), 0, 0)
+    vals = U64.pack(until) * n
+    step = 50_000
+    for off in range(0, n, step):
+        cnt = min(step, n - off)
+        kb = bytes(keys[off * ALLOW_KEY.size : (off + cnt) * ALLOW_KEY.size])
+        bpfsys.update_batch(fd, kb, vals[off * 8 : (off + cnt) * 8], cnt)
+
+
+def measure(prog_fd: int, pkt: bytes, repeat: int, expect: int | None = None) -> int:
+    r = bpfsys.prog_test_run(prog_fd, pkt, repeat)
+    if expect is not None and r.retval != expect:
+        raise SystemExit(f"unexpected verdict {r.retval} (wanted {expect})")
+    return r.duration_ns
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=1_000_000)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench/xdp_paths.py needs root")
+    rep = args.repeat
+    base = f"/sys/fs/bpf/spagate-bench-{os.getpid()}"
+    opts = GateOptions(allow_capacity=2_000_000, spa_budget_per_s=10**9)
+    # SPA queued: a program whose limits never bite and whose ring holds the whole run.
+    spa_opts = replace(
+        opts, spa_rate_per_s=1e9, spa_burst=10**9, allow_capacity=1024, ringbuf_pages=8192
+    )
+    empty = bpfsys.prog_load_xdp_return(bpfsys.XDP_PASS)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    cli = socket.create_connection(srv.getsockname())
+    conn, _ = srv.accept()
+    me, port = cli.getsockname(), srv.getsockname()[1]
+    gates = []
+    try:
+        for label, o in (
+            ("coarse", opts),
+            ("fine", replace(opts, coarse_clock=False)),
+        ):
+            g = load(o, f"{base}-{label}")
+            gates.append((label, g))
+        spa_gate = load(spa_opts, f"{base}-spa")
+        gates.append(("spa", spa_gate))
+
+        pk = {
+            "unrelated (TCP :80)": (eth_ip4(SRC, DST, 6, tcp(40000, 80, 2)), 2),
+            "SPA rate-limited": (eth_ip4(SRC, DST, 17, udp(40000, 8484, bytes(96))), 1),
+            "protected SYN dropped": (eth_ip4("192.0.2.99", DST, 6, tcp(40000, 22, 2)), 1),
+            "protected SYN allowed": (eth_ip4(SRC, DST, 6, tcp(40000, 22, 2)), 2),
+            "established (sk lookup)": (
+                eth_ip4(me[0], "127.0.0.1", 6, tcp(me[1], port, 0x10)),
+                2,
+            ),
+            "UDP flow": (eth_ip4(SRC, DST, 17, udp(40000, 51820, bytes(64))), 2),
+        }
+        e = measure(empty, pk["unrelated (TCP :80)"][0], rep)
+        rows: dict[str, dict[str, list[int]]] = {}
+        for label, g in gates[:2]:
+            g.maps.set_protected([("tcp", 22), ("tcp", port), ("udp", 51820)])
+            key = FLOW_KEY.pack(addr16(SRC), 40000, 51820)
+            for n in SIZES:
+                g.maps.clear()
+                fill_allow(g.maps.fd("allow"), n, time.monotonic_ns() + 3600 * 10**9)
+                bpfsys.update(g.maps.fd("udp_flows"), key, U64.pack(time.monotonic_ns()))
+                for name, (pkt, want) in pk.items():
+                    if label == "fine" and name not in (
+                        "protected SYN allowed",
+                        "UDP flow",
+                        "SPA rate-limited",
+                    ):
+                        continue
+                    ns = measure(g.prog_fd, pkt, rep, want)
+                    rows.setdefault(f"{name} [{label} clock]", {}).setdefault(str(n), []).append(ns)
+        spa_pkt = eth_ip4(SRC, DST, 17, udp(40000, 8484, bytes(96)))
+        spa_rep = min(rep, 20_000)  # what the ring holds without a reader
+        spa_ns = measure(spa_gate.prog_fd, spa_pkt, spa_rep, 1)
+        assert spa_gate.maps.counters()["spa_ringbuf_full"] == 0, "ring filled up"
+        e2 = measure(empty, pk["unrelated (TCP :80)"][0], rep)
+
+        print(f"repeat {rep:,} per figure; ns per packet (ratio to the empty program)")
+        print(f"empty XDP program: {e} ns (again after the run: {e2} ns)")
+        hdr = "".join(f"{f'allow={n:,}':>18}" for n in SIZES)
+        print(f"{'path':<40}{hdr}")
+        for name, per in rows.items():
+            cells = "".join(
+                f"{per[str(n)][0]:>9} ns {per[str(n)][0] / e:>4.1f}x"
+                for n in SIZES
+                if str(n) in per
+            )
+            print(f"{name:<40}{cells}")
+        print(
+            f"{'SPA queued (96 B payload, ring) [coarse]':<40}{spa_ns:>9} ns {spa_ns / e:>4.1f}x"
+            f"   (repeat {spa_rep:,})"
+        )
+    finally:
+        for s in (cli, conn, srv):
+            s.close()
+        os.close(empty)
+        for label, g in gates:
+            g.close()
+            unpin(f"{base}-{label}")
+
+
+if __name__ == "__main__":
+    main()
