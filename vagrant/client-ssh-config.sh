@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Print the client VM's ~/.ssh/config: client-ssh-config.sh REPO GATE_IP
-# "gate" goes through spagate; "gate-direct" is the same server without it.
+# "gate" goes through spagate; "gate-direct" is the same server without it. --ip source: the
+# gate opens for the address the packet comes from (the private network, not a public IP).
 set -euo pipefail
 repo=$1 gate_ip=$2
 
@@ -15,6 +16,6 @@ Host gate gate-direct
     ConnectTimeout 5
 
 Host gate
-    ProxyCommand $repo/.venv/bin/spagate connect -h %h -P %p
+    ProxyCommand $repo/.venv/bin/spagate connect -h %h -P %p --ip source
     ProxyUseFdpass yes
 CONF

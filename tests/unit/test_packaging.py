@@ -1,0 +1,304 @@
+"""Packaging and the Vagrant lab: what can be checked without VMs or systemd as PID 1.
+
+The Vagrantfile goes through `vagrant validate` (core config, and the libvirt provider block with
+Debian's vagrant-libvirt), the unit through `systemd-analyze verify`, shell scripts through
+`bash -n` and shellcheck, ssh configs through `ssh -G`, gate configs through the real parser.
+Each check is also run on a broken copy, to show that it can fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from spagate.errors import ConfigError
+from spagate.gate.config import GateConfig, Port, parse_config
+from spagate.protocol import parse_hex_key
+
+REPO = Path(__file__).resolve().parents[2]
+VAGRANT = REPO / "vagrant"
+PACKAGING = REPO / "packaging"
+DOCS = REPO / "docs"
+SCRIPTS = [
+    VAGRANT / "provision-gate.sh",
+    VAGRANT / "provision-client.sh",
+    VAGRANT / "gate-config.sh",
+    VAGRANT / "client-ssh-config.sh",
+    VAGRANT / "demo-ssh",
+    PACKAGING / "render-unit",
+    REPO / "setup",
+]
+K = "ab" * 32
+H = "cd" * 32
+
+
+def run(cmd, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
+
+
+# --- Vagrantfile -----------------------------------------------------------------------------
+
+
+def validate(vagrant_dir: Path, tmp: Path, provider: str | None) -> subprocess.CompletedProcess:
+    env = dict(
+        os.environ,
+        VAGRANT_CWD=str(vagrant_dir),
+        VAGRANT_HOME=str(tmp / "vagrant-home"),
+        VAGRANT_DOTFILE_PATH=str(tmp / "dotfile"),  # keep .vagrant/ out of the checkout
+        VAGRANT_CHECKPOINT_DISABLE="1",
+    )
+    if provider:
+        env["VAGRANT_DEFAULT_PROVIDER"] = provider
+        return run(["vagrant", "validate"], env=env)
+    return run(["vagrant", "validate", "--ignore-provider"], env=env)
+
+
+def test_vagrantfile_validates(tmp_path):
+    core = validate(VAGRANT, tmp_path, None)
+    assert core.returncode == 0, core.stdout + core.stderr
+    assert "validated successfully" in core.stdout
+    # Debian's vagrant-libvirt checks the libvirt block; VirtualBox needs VBoxManage to validate.
+    libvirt = validate(VAGRANT, tmp_path, "libvirt")
+    assert libvirt.returncode == 0, libvirt.stdout + libvirt.stderr
+
+
+def test_vagrant_validate_catches_a_broken_vagrantfile(tmp_path):
+    copy = tmp_path / "vagrant"
+    shutil.copytree(VAGRANT, copy, ignore=shutil.ignore_patterns(".keys", ".vagrant"))
+    vf = copy / "Vagrantfile"
+    good = vf.read_text()
+
+    vf.write_text(good.replace("lv.cpus", "lv.cpuz"))
+    bad = validate(copy, tmp_path, "libvirt")
+    assert bad.returncode != 0 and "cpuz" in bad.stdout + bad.stderr
+
+    vf.write_text(good)
+    (copy / "provision-gate.sh").unlink()
+    bad = validate(copy, tmp_path, None)
+    assert bad.returncode != 0 and "provision-gate.sh" in bad.stdout + bad.stderr
+    # validate never made keys: that happens only before up/reload/provision
+    assert not (copy / ".keys").exists()
+
+
+def test_lab_keys_are_made_once_private_and_usable(tmp_path):
+    copy = tmp_path / "vagrant"
+    shutil.copytree(VAGRANT, copy, ignore=shutil.ignore_patterns(".keys", ".vagrant"))
+    # The Vagrantfile's own make_lab_keys, with Vagrant.configure stubbed out.
+    ruby = "module Vagrant; def self.configure(*); end; end; load ARGV[0]; make_lab_keys"
+    for _ in range(2):
+        r = run(["ruby", "-e", ruby, str(copy / "Vagrantfile")])
+        assert r.returncode == 0, r.stderr
+        if _ == 0:
+            first = {p.name: p.read_bytes() for p in (copy / ".keys").iterdir()}
+    keys = copy / ".keys"
+    assert {p.name: p.read_bytes() for p in keys.iterdir()} == first  # second run kept them
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    for p in keys.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+
+    spa = (keys / "spa.ini").read_text()
+    values = dict(line.split(" = ") for line in spa.splitlines())
+    assert set(values) == {"key", "hmac-key"}
+    assert len(parse_hex_key(values["key"])) == len(parse_hex_key(values["hmac-key"])) == 32
+    assert values["key"] != values["hmac-key"]
+
+    pub = run(["ssh-keygen", "-y", "-f", str(keys / "demo_ssh_key")])
+    assert pub.returncode == 0 and pub.stdout.startswith("ssh-rsa "), pub.stderr
+    ignored = run(["git", "check-ignore", "vagrant/.keys/spa.ini"], cwd=REPO)
+    assert ignored.returncode == 0, "vagrant/.keys/ must be gitignored"
+
+
+def test_gate_vm_config_parses_and_protects_ssh_on_the_private_interface(tmp_path):
+    keys = tmp_path / "spa.ini"
+    keys.write_text(f"key = {K}\nhmac-key = {H}\n")
+    r = run([str(VAGRANT / "gate-config.sh"), str(keys), "eth1"])
+    assert r.returncode == 0, r.stderr
+    cfg = parse_config(r.stdout, "/etc/spagate.ini")
+    assert cfg.interfaces == ("eth1",)
+    assert cfg.protected == (Port("tcp", 22),)
+    assert cfg.xdp_mode == "generic"
+    assert cfg.identities[0].keys.key == bytes.fromhex(K)
+    assert cfg.notes == ()
+
+
+# --- ssh configs ------------------------------------------------------------------------------
+
+
+def ssh_g(config: Path, host: str) -> dict[str, str]:
+    r = run(["ssh", "-G", "-F", str(config), host])
+    assert r.returncode == 0, r.stderr
+    return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+
+
+def test_client_vm_ssh_config(tmp_path):
+    r = run([str(VAGRANT / "client-ssh-config.sh"), "/opt/spagate", "192.168.56.10"])
+    assert r.returncode == 0, r.stderr
+    conf = tmp_path / "config"
+    conf.write_text(r.stdout)
+    gate = ssh_g(conf, "gate")
+    assert gate["proxycommand"] == (
+        "/opt/spagate/.venv/bin/spagate connect -h %h -P %p --ip source"
+    )
+    assert gate["proxyusefdpass"] == "yes"
+    assert (gate["hostname"], gate["user"]) == ("192.168.56.10", "demo")
+    direct = ssh_g(conf, "gate-direct")
+    assert "proxycommand" not in direct and direct["hostname"] == "192.168.56.10"
+    assert direct["connecttimeout"] == "5"
+
+    conf.write_text(r.stdout.replace("ProxyUseFdpass", "ProxyUseFdpas"))
+    assert run(["ssh", "-G", "-F", str(conf), "gate"]).returncode != 0
+
+
+def test_ssh_config_doc_snippets_parse(tmp_path):
+    blocks = re.findall(r"```ssh-config\n(.*?)```", (DOCS / "ssh_config.md").read_text(), re.S)
+    assert len(blocks) >= 4
+    seen_fdpass = set()
+    for i, block in enumerate(blocks):
+        conf = tmp_path / f"config{i}"
+        conf.write_text(block)
+        pattern = re.search(r"^(?:Host|Match host)\s+([^\s,]+)", block, re.M).group(1)
+        host = pattern.replace("*", "x")
+        opts = ssh_g(conf, host)
+        assert "spagate connect -h %h -P %p" in opts["proxycommand"], block
+        seen_fdpass.add(opts["proxyusefdpass"])
+    assert seen_fdpass == {"yes", "no"}  # both the fd-passing and the relay form
+
+
+# --- systemd unit -----------------------------------------------------------------------------
+
+
+def fake_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    (repo / ".venv/bin").mkdir(parents=True)
+    exe = repo / ".venv/bin/spagate"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    return repo
+
+
+def render(repo) -> subprocess.CompletedProcess:
+    return run([str(PACKAGING / "render-unit"), str(repo)])
+
+
+def verify(unit_text: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    d = tmp_path / "units"
+    d.mkdir(exist_ok=True)
+    unit = d / "spagate.service"
+    unit.write_text(unit_text)
+    return run(["systemd-analyze", "verify", str(unit)])
+
+
+def test_unit_renders_and_verifies_cleanly(tmp_path):
+    for repo in (fake_repo(tmp_path), REPO):
+        r = render(repo)
+        assert r.returncode == 0, r.stderr
+        assert f"ExecStart={repo}/.venv/bin/spagate attach -c /etc/spagate.ini\n" in r.stdout
+        assert "@REPO@" not in r.stdout
+        v = verify(r.stdout, tmp_path)
+        # systemd-analyze warns about unknown keys but exits 0: any output is a failure
+        assert v.returncode == 0 and v.stdout + v.stderr == "", v.stdout + v.stderr
+
+
+def test_unit_verify_catches_mistakes(tmp_path):
+    good = render(fake_repo(tmp_path)).stdout
+    typo = verify(good.replace("ProtectSystem=", "ProtectSistem="), tmp_path)
+    assert "ProtectSistem" in typo.stdout + typo.stderr
+    missing = verify(good.replace(str(tmp_path), "/nonexistent"), tmp_path)
+    assert missing.returncode != 0 and "/nonexistent" in missing.stdout + missing.stderr
+
+
+def test_unit_keeps_to_the_documented_privileges():
+    text = (PACKAGING / "spagate.service").read_text()
+    caps = re.search(r"^CapabilityBoundingSet=(.*)$", text, re.M).group(1).split()
+    assert sorted(caps) == ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON", "CAP_SYS_ADMIN"]
+    # /run/spagate must stay writable under ProtectSystem=strict: the daemon's state file
+    musts = ("NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/sys/fs/bpf")
+    for line in (*musts, "RuntimeDirectory=spagate"):
+        assert re.search(rf"^{re.escape(line)}$", text, re.M), line
+    # bcc reads kernel headers under /lib/modules, which ProtectKernelModules= would hide
+    assert not re.search(r"^ProtectKernelModules=", text, re.M)
+
+
+@pytest.mark.parametrize(
+    ("repo", "message"),
+    [
+        ("relative/path", "absolute"),
+        ("/with space", "characters"),
+        ("/no/such/checkout", "run ./setup first"),
+    ],
+)
+def test_render_unit_refuses_bad_paths(repo, message):
+    r = render(repo)
+    assert r.returncode != 0 and r.stdout == ""
+    assert r.stderr.startswith("render-unit: error:") and message in r.stderr
+    assert r.stderr.count("\n") == 1
+
+
+# --- shell scripts ----------------------------------------------------------------------------
+
+
+def test_shell_scripts_pass_bash_n_and_shellcheck():
+    for script in SCRIPTS:
+        r = run(["bash", "-n", str(script)])
+        assert r.returncode == 0, f"{script}: {r.stderr}"
+    # setup predates this check and has a style note; warnings and errors count everywhere
+    r = run(["shellcheck", "--severity=warning", *map(str, SCRIPTS)])
+    assert r.returncode == 0, r.stdout
+    r = run(["shellcheck", *(str(s) for s in SCRIPTS if s.name != "setup")])
+    assert r.returncode == 0, r.stdout
+
+
+def test_shell_checks_catch_broken_scripts(tmp_path):
+    src = (VAGRANT / "provision-gate.sh").read_text()
+    broken = tmp_path / "syntax.sh"
+    broken.write_text(src.replace("done\n", "", 1))
+    assert run(["bash", "-n", str(broken)]).returncode != 0
+    unquoted = tmp_path / "unquoted.sh"
+    unquoted.write_text(src.replace('cd "$repo"', "cd $repo"))
+    r = run(["shellcheck", str(unquoted)])
+    assert r.returncode != 0 and "SC2086" in r.stdout
+
+
+# --- example configuration --------------------------------------------------------------------
+
+
+def with_keys(text: str) -> str:
+    text = re.sub(r"^key = .*$", f"key = {K}", text, flags=re.M)
+    return re.sub(r"^hmac-key = .*$", f"hmac-key = {H}", text, flags=re.M)
+
+
+def test_example_config_refuses_to_run_until_keys_are_filled_in():
+    text = (PACKAGING / "spagate.ini.example").read_text()
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "/etc/spagate.ini")
+    line = text.splitlines().index(next(x for x in text.splitlines() if x.startswith("key =")))
+    assert str(e.value).startswith(f"/etc/spagate.ini:{line + 1}: key:")
+
+
+def test_example_config_parses_and_its_shown_defaults_are_the_defaults():
+    text = with_keys((PACKAGING / "spagate.ini.example").read_text())
+    cfg = parse_config(text, "/etc/spagate.ini")
+    assert cfg.interfaces == ("eth0",)
+    assert cfg.protected == (Port("tcp", 22),)
+    assert (cfg.spa_port, cfg.open_seconds, cfg.allow) == (8484, 15, ())
+    assert [i.name for i in cfg.identities] == ["default"]
+
+    optional = text.split("# Optional, defaults shown:")[1].split("\n\n")[0]
+    settings = re.findall(r"^# ([a-z-]+ = .*)$", optional, re.M)
+    assert len(settings) == 4
+    uncommented = text.replace(optional, "\n" + "\n".join(settings) + "\n")
+    assert parse_config(uncommented, "/etc/spagate.ini") == cfg
+
+    section = text.split("# [alice-laptop]")[1]
+    lines = "\n".join(line[2:] for line in section.splitlines() if line.startswith("# "))
+    lines = lines.replace("hmac-key = ...", f"hmac-key = {'34' * 32}")
+    named = text + "\n[alice-laptop]\n" + lines.replace("key = ...", f"key = {'12' * 32}")
+    cfg2: GateConfig = parse_config(named, "/etc/spagate.ini")
+    alice = cfg2.identities[1]
+    assert (alice.name, alice.ports, alice.open_seconds) == ("alice-laptop", (Port("tcp", 22),), 30)
