@@ -25,6 +25,7 @@ DEFAULT_PATH = "/etc/spagate.ini"
 DEFAULT_SPA_PORT = 8484
 DEFAULT_OPEN_SECONDS = 15
 XDP_MODES = ("auto", "native", "generic")
+MAX_IDENTITIES = 8  # the XDP program checks the MAC against at most this many keys (SPA_KEYS_MAX)
 
 
 @dataclass(frozen=True, order=True)
@@ -270,6 +271,12 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
         identities.append(_identity(path, sec, protected))
     if not identities:
         raise ConfigError(path, None, "no keys: set key and hmac-key (spagate keygen prints them)")
+    if len(identities) > MAX_IDENTITIES:
+        raise ConfigError(
+            path,
+            sections[MAX_IDENTITIES - len(identities)].line,
+            f"{len(identities)} identities: at most {MAX_IDENTITIES} are supported",
+        )
     seen: dict[bytes, str] = {}
     for ident in identities:
         fp = ident.keys.hmac_key

@@ -130,3 +130,13 @@ def test_load_names_missing_and_non_utf8_files(tmp_path):
     os.chmod(p, 0o600)
     with pytest.raises(ConfigError, match=r":2: not valid UTF-8"):
         load_config(str(p))
+
+
+def test_more_identities_than_the_kernel_key_ring_are_refused():
+    sections = "".join(
+        f"[id{i}]\nkey = {i + 1:02x}{'00' * 31}\nhmac-key = {i + 100:02x}{'00' * 31}\n"
+        for i in range(9)
+    )
+    with pytest.raises(ConfigError, match=r"t.ini:25: 9 identities: at most 8"):
+        parse_config(sections, "t.ini")
+    assert len(parse_config(sections.split("[id8]")[0], "t.ini").identities) == 8
