@@ -185,29 +185,34 @@ def test_restart_keeps_windows_and_still_refuses_the_replay(gate):
 
 
 def test_a_flood_does_not_lock_the_client_out(gate):
+    """100,000+ junk packets from the flood host and from spoofed sources; a valid knock sent
+    in the middle still opens the gate within 1 s."""
     gate.configure("open-seconds = 30\n")
     gate.service()
     gate.start()
     flooders = [
         gate.lab.spawn(
             "flood",
-            [PY, "-m", "spagate.probe", "flood", gate.ip(), "8484", "--count", "50000", *spoof],
+            [PY, "-m", "spagate.probe", "flood", gate.ip(), "8484", "--count", "100000", *spoof],
             stdout=subprocess.PIPE,
             text=True,
         )
         for spoof in ([], ["--spoof", "198.18.0.0/15"])
     ]
-    time.sleep(0.3)  # the flood is under way
-    assert all(f.poll() is None for f in flooders), "the flood ended before the client sent"
+    assert wait_for(lambda: xdp_counters(gate).get("spa_rate_source", 0) > 1000, timeout=10)
+    sent = gate.send("client", "--ip", "source")
     t0 = time.monotonic()
-    assert gate.send("client", "--ip", "source").returncode == 0
+    assert sent.returncode == 0, sent.stderr
     opened = wait_for(lambda: gate.probe(timeout=0.2).startswith("connected"), timeout=1.0)
     elapsed = time.monotonic() - t0
+    running = [f.poll() is None for f in flooders]
     for f in flooders:
-        f.wait(60)
+        f.wait(120)
+    assert any(running), "the flood was over before the client's knock landed"
     assert opened, f"the gate did not open within 1s during the flood ({elapsed:.2f}s)"
     c = xdp_counters(gate)
-    assert c.get("spa_rate_source", 0) > 10_000  # the single-source half hit its bucket
+    assert c.get("spa_rate_source", 0) > 10_000  # the single-source flood hit its bucket
+    assert spa_verdicts(gate).get("accepted") == 1
 
 
 def test_detach_leaves_the_interface_clean(gate):
