@@ -1,5 +1,6 @@
 /* spagate XDP gate. Verdicts (docs/xdp.md has the full table):
- *   SPA port (UDP)   rate-limited copy to spa_events, always XDP_DROP (nothing answers)
+ *   SPA port (UDP)   per-source bucket, tail call to xdp_spa_verify: size, MAC (key ring),
+ *                    global budget, copy to spa_events; always XDP_DROP (nothing answers)
  *   protected TCP    SYN: allow map / static_allow; other segments: kernel socket, allow, static
  *   protected UDP    live flow in udp_flows, allow map (creates the flow), static_allow
  *   everything else  XDP_PASS untouched
@@ -8,6 +9,20 @@
  */
 #include "parsing.h"
 #include "maps.h"
+
+static __always_inline struct spa_key *spa_key_at(__u32 *slot)
+{
+	return spa_keys.lookup(slot);
+}
+
+static __always_inline __u32 *spa_key_count_get(void)
+{
+	__u32 zero = 0;
+
+	return spa_key_count.lookup(&zero);
+}
+
+#include "spa_mac.h"
 
 #ifndef SPA_PORT
 #define SPA_PORT 8484
@@ -219,12 +234,11 @@ static __always_inline int parse(struct cursor *c, struct pkt *p)
 	return -1;
 }
 
+/* SPA port, first half (in xdp_gate): per-source bucket, then hand over to xdp_spa_verify. */
 static __always_inline int spa(struct xdp_md *ctx, struct pkt *p, struct udphdr *uh, void *end)
 {
-	struct addr_key src;
-	struct spa_event *e;
-	struct budget *b;
-	__u32 zero = 0, plen, copy;
+	struct spa_scratch *s;
+	__u32 zero = 0;
 	__u64 now, tat, *stored;
 	__u16 ulen;
 
@@ -233,12 +247,15 @@ static __always_inline int spa(struct xdp_md *ctx, struct pkt *p, struct udphdr 
 	ulen = sg_ntohs(uh->len);
 	if ((void *)(uh + 1) > end || ulen < sizeof(*uh) || ulen > p->l4_len)
 		return verdict(REASON_MALFORMED, XDP_DROP);
-	plen = ulen - sizeof(*uh);
+	s = spa_scratch.lookup(&zero);
+	if (!s)
+		return verdict(REASON_SPA_TAIL_CALL_FAILED, XDP_DROP);
 
-	/* Per source: GCRA. tat = when the bucket would be full again; over tau = over burst. */
-	copy_addr(src.addr, p, 0);
+	/* Per source: GCRA. tat = when the bucket would be full again; over tau = over burst.
+	 * Charged before the MAC check: one source cannot make us hash at line rate. */
+	copy_addr(s->src, p, 0);
 	now = now_ns();
-	stored = spa_rate.lookup(&src);
+	stored = spa_rate.lookup((struct addr_key *)s->src);
 	if (stored) {
 		tat = *stored;
 		if (tat < now)
@@ -248,48 +265,21 @@ static __always_inline int spa(struct xdp_md *ctx, struct pkt *p, struct udphdr 
 		*stored = tat + SPA_INTERVAL_NS;
 	} else {
 		tat = now + SPA_INTERVAL_NS;
-		spa_rate.update(&src, &tat);
+		spa_rate.update((struct addr_key *)s->src, &tat);
 	}
 
-	/* Global: fixed one-second window. Racing resets between CPUs only blur the edge. */
-	b = spa_budget.lookup(&zero);
-	if (!b)
-		return verdict(REASON_SPA_RATE_GLOBAL, XDP_DROP);
-	if (now - b->window_start >= 1000000000ULL) {
-		b->window_start = now;
-		b->count = 0;
-	}
-	if (__sync_fetch_and_add(&b->count, 1) >= SPA_BUDGET)
-		return verdict(REASON_SPA_RATE_GLOBAL, XDP_DROP);
-
-	e = spa_events.ringbuf_reserve(sizeof(struct spa_event));
-	if (!e)
-		return verdict(REASON_SPA_RINGBUF_FULL, XDP_DROP);
-	__builtin_memcpy(e->src, src.addr, 16);
-	copy_addr(e->dst, p, 1);
-	e->sport = sg_ntohs(uh->source);
-	e->dport = sg_ntohs(uh->dest);
-	e->ifindex = ctx->ingress_ifindex;
-	e->len = plen;
-	e->pad = 0;
-	copy = plen < SPA_COPY_MAX ? plen : SPA_COPY_MAX;
-	e->copied = copy;
-	if (copy) {
-		/* bpf_xdp_load_bytes needs a length the verifier can bound to [1, SPA_COPY_MAX]:
-		 * re-clamp after the branch so the bound is on the register actually passed. */
-		copy &= 0xffff;
-		if (copy > SPA_COPY_MAX)
-			copy = SPA_COPY_MAX;
-		if (copy < 1)
-			copy = 1;
-		if (bpf_xdp_load_bytes(ctx, (void *)(uh + 1) - (void *)(long)ctx->data, e->payload,
-				       copy) < 0) {
-			spa_events.ringbuf_discard(e, 0);
-			return verdict(REASON_MALFORMED, XDP_DROP);
-		}
-	}
-	spa_events.ringbuf_submit(e, 0);
-	return verdict(REASON_SPA_QUEUED, XDP_DROP);
+	copy_addr(s->dst, p, 1);
+	s->now = now;
+	s->off = (void *)(uh + 1) - (void *)(long)ctx->data;
+	s->ifindex = ctx->ingress_ifindex;
+	s->sport = sg_ntohs(uh->source);
+	s->dport = sg_ntohs(uh->dest);
+	s->len = ulen - sizeof(*uh);
+	s->pad = 0;
+	/* The MAC check (~13k instructions per key) lives in its own program: inlined here the
+	 * verifier would walk it once per parse() path and run out of budget. */
+	spa_progs.call(ctx, 0);
+	return verdict(REASON_SPA_TAIL_CALL_FAILED, XDP_DROP);
 }
 
 static __always_inline int tcp_established(struct xdp_md *ctx, struct pkt *p, struct tcphdr *th)
@@ -421,4 +411,53 @@ int xdp_gate(struct xdp_md *ctx)
 	if (p.proto == IPPROTO_TCP)
 		return tcp(ctx, &p, p.l4, end, dport);
 	return udp(&p, p.l4, end, sport, dport);
+}
+
+/* SPA port, second half: tail-called from spa() with spa_scratch[0] filled. Size, MAC against
+ * the key ring, then the global budget (it only ever counts MAC-valid packets, i.e. replays),
+ * then the ring record. Always XDP_DROP: nothing answers on the SPA port. */
+int xdp_spa_verify(struct xdp_md *ctx)
+{
+	struct spa_scratch *s;
+	struct spa_event *e;
+	struct budget *b;
+	__u32 zero = 0;
+	int key;
+
+	s = spa_scratch.lookup(&zero);
+	if (!s)
+		return verdict(REASON_SPA_TAIL_CALL_FAILED, XDP_DROP);
+	if (s->len != SPA_PACKET_SIZE)
+		return verdict(REASON_SPA_BAD_SIZE, XDP_DROP);
+	if (bpf_xdp_load_bytes(ctx, s->off, &s->wire, sizeof(s->wire)) < 0)
+		return verdict(REASON_MALFORMED, XDP_DROP); /* cannot happen: xdp_gate checked len */
+	key = spa_mac_any(&s->wire);
+	if (key < 0)
+		return verdict(REASON_SPA_BAD_MAC, XDP_DROP);
+
+	/* Global: fixed one-second window. Racing resets between CPUs only blur the edge. */
+	b = spa_budget.lookup(&zero);
+	if (!b)
+		return verdict(REASON_SPA_RATE_GLOBAL, XDP_DROP);
+	if (s->now - b->window_start >= 1000000000ULL) {
+		b->window_start = s->now;
+		b->count = 0;
+	}
+	if (__sync_fetch_and_add(&b->count, 1) >= SPA_BUDGET)
+		return verdict(REASON_SPA_RATE_GLOBAL, XDP_DROP);
+
+	e = spa_events.ringbuf_reserve(sizeof(struct spa_event));
+	if (!e)
+		return verdict(REASON_SPA_RINGBUF_FULL, XDP_DROP);
+	__builtin_memcpy(e->src, s->src, 16);
+	__builtin_memcpy(e->dst, s->dst, 16);
+	e->sport = s->sport;
+	e->dport = s->dport;
+	e->ifindex = s->ifindex;
+	e->len = SPA_PACKET_SIZE;
+	e->copied = SPA_PACKET_SIZE;
+	e->key = key;
+	__builtin_memcpy(e->payload, &s->wire, SPA_PACKET_SIZE);
+	spa_events.ringbuf_submit(e, 0);
+	return verdict(REASON_SPA_QUEUED, XDP_DROP);
 }

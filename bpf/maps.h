@@ -5,7 +5,7 @@
  * 16 bytes with IPv4 mapped (::ffff:a.b.c.d). Times are CLOCK_MONOTONIC ns (bpf_ktime_get_ns;
  * time.monotonic_ns() in Python).
  *
- * Every map but spa_events is pinned under SPAGATE_PIN_DIR. bcc (BPF_TABLE_PINNED) creates and
+ * Every map but spa_events, spa_scratch and spa_progs is pinned under SPAGATE_PIN_DIR. bcc (BPF_TABLE_PINNED) creates and
  * pins a map whose pin does not exist yet and reuses the pinned map otherwise; the loader checks
  * pinned maps against the expected layout before compiling (bcc itself does not).
  */
@@ -13,6 +13,7 @@
 #define SPAGATE_MAPS_H
 
 #include "reasons.h"
+#include "spa_keys.h"
 
 #ifndef SPAGATE_PIN_DIR
 #error "SPAGATE_PIN_DIR must be defined (the loader passes -DSPAGATE_PIN_DIR=\"...\")"
@@ -42,6 +43,10 @@
 #endif
 #ifndef SPA_COPY_MAX
 #define SPA_COPY_MAX 1500
+#endif
+
+#if SPA_COPY_MAX < SPA_PACKET_SIZE
+#error "SPA_COPY_MAX must hold a whole SPA packet (96 bytes)"
 #endif
 
 #define PROTO_ANY 0 /* allow_key.proto: every protocol (with port 0: every protected port) */
@@ -92,7 +97,9 @@ struct nonce_key {
 	__u8 nonce[16];
 };
 
-/* spa_events record. payload holds the first `copied` bytes of a `len`-byte UDP payload. */
+/* spa_events record. payload holds the first `copied` bytes of a `len`-byte UDP payload
+ * (only 96-byte payloads with a valid MAC are queued: len = copied = 96). key: index of the
+ * spa_keys slot whose MAC matched. */
 struct spa_event {
 	__u8 src[16];
 	__u8 dst[16];
@@ -101,8 +108,23 @@ struct spa_event {
 	__u32 ifindex;
 	__u16 len;
 	__u16 copied;
-	__u32 pad;
+	__u32 key;
 	__u8 payload[SPA_COPY_MAX];
+};
+
+/* spa_scratch[0] (per CPU): what xdp_gate hands to the tail-called xdp_spa_verify, and the
+ * payload copy the MAC is computed over (kept off the 512-byte stack). */
+struct spa_scratch {
+	__u8 src[16];
+	__u8 dst[16];
+	__u64 now;      /* clock read by xdp_gate (ns) */
+	__u32 off;      /* UDP payload offset from ctx->data */
+	__u32 ifindex;
+	__u16 sport;
+	__u16 dport;
+	__u16 len;      /* UDP payload length */
+	__u16 pad;
+	struct spa_wire wire;
 };
 
 BPF_TABLE_PINNED("lru_hash", struct allow_key, __u64, allow, ALLOW_CAPACITY, SG_PIN(allow));
@@ -118,6 +140,14 @@ BPF_TABLE_PINNED("lru_hash", struct addr_key, __u64, spa_rate, SPA_RATE_CAPACITY
 BPF_TABLE_PINNED("array", __u32, struct budget, spa_budget, 1, SG_PIN(spa_budget));
 BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, REASON_COUNT, SG_PIN(counters));
 BPF_TABLE_PINNED("lru_hash", struct nonce_key, __u64, replay, REPLAY_CAPACITY, SG_PIN(replay));
+/* spa_keys[i]: HMAC midstates of key i (spagate/gate/spakeys.py); spa_key_count[0]: slots in
+ * use. The daemon writes the slots first, then the count. */
+BPF_TABLE_PINNED("array", __u32, struct spa_key, spa_keys, SPA_KEYS_MAX, SG_PIN(spa_keys));
+BPF_TABLE_PINNED("array", __u32, __u32, spa_key_count, 1, SG_PIN(spa_key_count));
 BPF_RINGBUF_OUTPUT(spa_events, RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(spa_scratch, struct spa_scratch, 1);
+/* spa_progs[0]: xdp_spa_verify, filled by the loader. Not pinned: the kernel empties a
+ * program array when its last user reference (the loader's fd) goes away. */
+BPF_PROG_ARRAY(spa_progs, 1);
 
 #endif

@@ -11,9 +11,9 @@
 enum spagate_reason {
 	REASON_PASS_NOT_IP = 0,          /* not IPv4/IPv6 (ARP, LLDP, runt frame...): passed */
 	REASON_PASS_UNRELATED = 1,       /* IP but not for the SPA port nor a protected port */
-	REASON_SPA_QUEUED = 2,           /* SPA packet copied to spa_events, dropped */
+	REASON_SPA_QUEUED = 2,           /* SPA packet, MAC valid, copied to spa_events, dropped */
 	REASON_SPA_RATE_SOURCE = 3,      /* SPA packet over its source's token bucket, dropped */
-	REASON_SPA_RATE_GLOBAL = 4,      /* SPA packet over the global budget per second, dropped */
+	REASON_SPA_RATE_GLOBAL = 4,      /* MAC-valid SPA packet over the global budget/s, dropped */
 	REASON_SPA_RINGBUF_FULL = 5,     /* SPA packet within budget but spa_events full, dropped */
 	REASON_PROTECTED_ALLOWED = 6,    /* protected port, source in the allow map: passed */
 	REASON_PROTECTED_STATIC = 7,     /* protected port, source in static_allow: passed */
@@ -25,7 +25,10 @@ enum spagate_reason {
 	REASON_MALFORMED = 13,           /* IP packet whose headers are short or lie: dropped */
 	REASON_FRAGMENT_PASSED = 14,     /* non-first fragment (no L4 header): passed */
 	REASON_FRAGMENT_DROPPED = 15,    /* first fragment too short for its L4 header, or SPA: dropped */
-	REASON_COUNT = 16,
+	REASON_SPA_BAD_SIZE = 16,        /* SPA packet whose payload is not 96 bytes: dropped */
+	REASON_SPA_BAD_MAC = 17,         /* SPA packet whose MAC matches no configured key: dropped */
+	REASON_SPA_TAIL_CALL_FAILED = 18, /* SPA verifier program missing (spa_progs empty): dropped */
+	REASON_COUNT = 19,
 };
 
 #endif

@@ -94,6 +94,7 @@ class Daemon:
         maps = prog.maps
         maps.set_protected((p.proto, p.port) for p in cfg.protected)
         maps.set_static(cfg.allow)
+        maps.set_spa_keys([i.keys.hmac_key for i in cfg.identities])
         hooks = Hooks(cfg.open_cmd, cfg.close_cmd, self.log)
         intake = Intake(cfg, maps, self.log, hooks, ifnames=lambda i: names.get(i, str(i)))
         restored = intake.restore()

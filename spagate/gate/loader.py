@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from spagate.errors import SpagateError
-from spagate.gate import bpfsys
+from spagate.gate import bpfsys, spakeys
 from spagate.gate.maps import MAP_SPECS, GateMaps, addr_from16
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
@@ -44,8 +44,9 @@ XDP_FLAGS_DRV_MODE = 1 << 2
 MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
 _ATTACHED_MODES = {1: "native", 2: "generic", 3: "offload", 4: "multi"}
 
-# Header of struct spa_event (bpf/maps.h): src, dst, sport, dport, ifindex, len, copied, pad.
-SPA_EVENT_HEADER = struct.Struct("=16s16sHHIHH4x")
+# Header of struct spa_event (bpf/maps.h): src, dst, sport, dport, ifindex, len, copied, key.
+SPA_EVENT_HEADER = struct.Struct("=16s16sHHIHHI")
+SPA_PACKET_SIZE = 96  # bpf/spa_keys.h: the only payload size the program queues
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class GateOptions:
     spa_rate_per_s: float = 1.0  # per-source tokens per second
     spa_burst: int = 8  # per-source bucket size
     spa_budget_per_s: int = 2000  # SPA packets per second from all sources together
-    spa_copy_max: int = 1500  # payload bytes copied to the ring buffer
+    spa_copy_max: int = 1500  # ring record payload room (>= 96; only 96-byte packets queue)
     udp_idle_timeout_s: float = 120.0
     allow_capacity: int = 65536
     static_capacity: int = 16384
@@ -77,7 +78,10 @@ class GateOptions:
         need(self.spa_rate_per_s > 0, "spa_rate_per_s must be > 0")
         need(self.spa_burst >= 1, "spa_burst must be >= 1")
         need(self.spa_budget_per_s >= 1, "spa_budget_per_s must be >= 1")
-        need(1 <= self.spa_copy_max <= 1500, "spa_copy_max must be 1..1500")
+        need(
+            SPA_PACKET_SIZE <= self.spa_copy_max <= 1500,
+            f"spa_copy_max must be {SPA_PACKET_SIZE}..1500",
+        )
         need(self.udp_idle_timeout_s > 0, "udp_idle_timeout_s must be > 0")
         p = self.ringbuf_pages
         need(p >= 1 and p & (p - 1) == 0, "ringbuf_pages must be a power of two")
@@ -95,6 +99,8 @@ class GateOptions:
             "spa_budget": 1,
             "counters": len(_reasons()),
             "replay": self.replay_capacity,
+            "spa_keys": spakeys.SPA_KEYS_MAX,
+            "spa_key_count": 1,
         }
 
     def cflags(self, pin_dir: Path) -> list[str]:
@@ -140,14 +146,15 @@ class SpaRecord(NamedTuple):
     dport: int
     ifindex: int
     length: int  # UDP payload length on the wire
+    key_index: int = 0  # spa_keys slot whose MAC matched (the daemon writes identity order)
 
 
 def decode_spa_event(raw: bytes) -> SpaRecord:
     """Decode one spa_events record (header + copied payload)."""
-    src, dst, sport, dport, ifindex, length, copied = SPA_EVENT_HEADER.unpack_from(raw)
+    src, dst, sport, dport, ifindex, length, copied, key = SPA_EVENT_HEADER.unpack_from(raw)
     h = SPA_EVENT_HEADER.size
     return SpaRecord(
-        raw[h : h + copied], addr_from16(src), addr_from16(dst), sport, dport, ifindex, length
+        raw[h : h + copied], addr_from16(src), addr_from16(dst), sport, dport, ifindex, length, key
     )
 
 
@@ -309,6 +316,9 @@ class Gate:
         self.pin_dir = pin_dir
         self.pin_actions = pin_actions  # what prepare_pins did per map
         self.prog_fd: int = bpf.load_func(b"xdp_gate", bpf.XDP).fd
+        # The MAC check runs in its own program, tail-called from xdp_gate (docs/xdp.md).
+        self.verify_fd: int = bpf.load_func(b"xdp_spa_verify", bpf.XDP).fd
+        bpf[b"spa_progs"][ct.c_int(0)] = ct.c_int(self.verify_fd)
         fds = {name: bpf[name.encode()].map_fd for name in MAP_SPECS}
         for name, fd in fds.items():
             info, spec = bpfsys.map_info(fd), MAP_SPECS[name]

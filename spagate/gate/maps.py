@@ -17,7 +17,7 @@ import errno
 import os
 import struct
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import (
     IPv4Address,
@@ -30,7 +30,7 @@ from ipaddress import (
 from pathlib import Path
 
 from spagate.errors import SpagateError
-from spagate.gate import bpfsys
+from spagate.gate import bpfsys, spakeys
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -54,6 +54,9 @@ REASONS: tuple[str, ...] = (
     "malformed",
     "fragment_passed",
     "fragment_dropped",
+    "spa_bad_size",
+    "spa_bad_mac",
+    "spa_tail_call_failed",
 )
 
 PROTOS = {"tcp": 6, "udp": 17}
@@ -92,6 +95,8 @@ MAP_SPECS: dict[str, MapSpec] = {
         MapSpec("spa_budget", bpfsys.MAP_ARRAY, 4, BUDGET.size),
         MapSpec("counters", bpfsys.MAP_PERCPU_ARRAY, 4, 8),
         MapSpec("replay", bpfsys.MAP_LRU_HASH, 16, 8),
+        MapSpec("spa_keys", bpfsys.MAP_ARRAY, 4, spakeys.SPA_KEY_SIZE),
+        MapSpec("spa_key_count", bpfsys.MAP_ARRAY, 4, 4),
     )
 }
 
@@ -300,6 +305,31 @@ class GateMaps:
             else:
                 out.append(IPv6Network((a, plen)))
         return sorted(out, key=lambda n: (n.version, n))
+
+    # -- SPA keys (the kernel's MAC check) ------------------------------------------------
+
+    def set_spa_keys(self, hmac_keys: Sequence[bytes]) -> None:
+        """Make exactly these HMAC keys the ones the kernel checks SPA packets against (slot i =
+        hmac_keys[i]). Slots are written before the count, so the kernel never tries a slot
+        not written yet; unused slots are then zeroed."""
+        keys = [bytes(k) for k in hmac_keys]
+        if len(keys) > spakeys.SPA_KEYS_MAX:
+            raise SpagateError(
+                f"{len(keys)} SPA keys: the XDP program checks at most {spakeys.SPA_KEYS_MAX}"
+            )
+        for i, k in enumerate(keys):
+            if len(k) != 32:
+                raise SpagateError(f"SPA key {i}: an hmac-key is 32 bytes, got {len(k)}")
+        fd = self._fds["spa_keys"]
+        for i, k in enumerate(keys):
+            bpfsys.update(fd, U32.pack(i), spakeys.pack_key(k))
+        bpfsys.update(self._fds["spa_key_count"], U32.pack(0), U32.pack(len(keys)))
+        for i in range(len(keys), spakeys.SPA_KEYS_MAX):
+            bpfsys.update(fd, U32.pack(i), bytes(spakeys.SPA_KEY_SIZE))
+
+    def spa_key_count(self) -> int:
+        raw = bpfsys.lookup(self._fds["spa_key_count"], U32.pack(0), 4)
+        return U32.unpack(raw)[0] if raw else 0
 
     # -- counters, flows -----------------------------------------------------------------
 

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
+from ipaddress import IPv4Address
 
 import pytest
 
 from spagate.gate.loader import GateOptions, load, unpin
+from spagate.protocol import KeyPair, Message, encode, generate_keypair
 
 PROTECTED = [("tcp", 22), ("tcp", 443), ("udp", 51820), ("udp", 53)]
 # Small SPA limits keep the budget cases quick; one ring page holds two 1,500-byte records.
 TEST_OPTIONS = GateOptions(spa_burst=3, spa_budget_per_s=40, ringbuf_pages=1)
 
+# The key the `fresh` gate checks SPA MACs against (spa_keys slot 0).
+SPA_KEYS = generate_keypair()
+
 _seq = itertools.count()
+
+
+def spa_payload(keys: KeyPair = SPA_KEYS) -> bytes:
+    """A valid 96-byte SPA packet (fresh nonce and IV) MACed with keys.hmac_key."""
+    msg = Message(int(time.time() * 1000), os.urandom(16), IPv4Address("198.51.100.7"))
+    return encode(keys, msg, os.urandom(16))
 
 
 def pin_dir_for_test() -> str:
@@ -36,10 +48,12 @@ def gate():
 
 @pytest.fixture
 def fresh(gate):
-    """The module's gate with empty state: no windows, flows, static list; default ports."""
+    """The module's gate with empty state: no windows, flows, static list; default ports;
+    SPA_KEYS as the only SPA key."""
     gate.poll(0)
     gate.records.clear()
     gate.maps.clear()
     gate.maps.set_static([])
     gate.maps.set_protected(PROTECTED)
+    gate.maps.set_spa_keys([SPA_KEYS.hmac_key])
     return gate

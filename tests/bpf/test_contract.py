@@ -45,7 +45,7 @@ def test_spa_event_struct_matches_header():
         "ifindex",
         "len",
         "copied",
-        "pad",
+        "key",
         "payload",
     ]
 

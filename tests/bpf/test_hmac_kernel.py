@@ -1,7 +1,7 @@
 """The XDP HMAC-SHA256 of bpf/sha256.h, run through BPF_PROG_TEST_RUN.
 
 A tiny XDP program (PROGRAM below) reads a bare 96-byte SPA payload (no headers), tries the
-keys of an array map exactly the way bpf/gate.c is meant to, and returns XDP_PASS when a
+keys of an array map with bpf/spa_mac.h (as bpf/gate.c does), and returns XDP_PASS when a
 key's MAC matches, XDP_DROP otherwise. Keys are the midstates from spagate.gate.spakeys.
 """
 
@@ -19,36 +19,27 @@ from spagate.gate import bpfsys, spakeys
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 
-# The key loop is what bpf/gate.c should use: bounded, not unrolled (one HMAC is ~12k
-# instructions; an unrolled ring would not fit a 16-bit jump offset), stops at the count.
+# The key loop (bpf/spa_mac.h) is the one bpf/gate.c's verifier program uses.
 PROGRAM = r"""
 #include <uapi/linux/bpf.h>
-#include "sha256.h"
+#include "spa_keys.h"
 
 BPF_ARRAY(spa_keys, struct spa_key, SPA_KEYS_MAX);
 BPF_ARRAY(spa_key_count, __u32, 1);
 
-/* 1 if any configured key's HMAC matches wire->mac. */
-static __always_inline int spa_mac_any(const struct spa_wire *wire)
+static __always_inline struct spa_key *spa_key_at(__u32 *slot)
 {
-	__u32 zero = 0, *n = spa_key_count.lookup(&zero), count;
-
-	if (!n)
-		return 0;
-	count = *n;
-#pragma clang loop unroll(disable)
-	for (__u32 i = 0; i < SPA_KEYS_MAX; i++) {
-		__u32 idx = i; /* the map helper takes its address: keep i in a register */
-		struct spa_key *k;
-
-		if (i >= count)
-			break;
-		k = spa_keys.lookup(&idx);
-		if (k && spa_hmac_ok(k, wire))
-			return 1;
-	}
-	return 0;
+	return spa_keys.lookup(slot);
 }
+
+static __always_inline __u32 *spa_key_count_get(void)
+{
+	__u32 zero = 0;
+
+	return spa_key_count.lookup(&zero);
+}
+
+#include "spa_mac.h"
 
 int xdp_hmac(struct xdp_md *ctx)
 {
@@ -58,7 +49,7 @@ int xdp_hmac(struct xdp_md *ctx)
 		return XDP_DROP;
 	if (bpf_xdp_load_bytes(ctx, 0, &wire, sizeof(wire)) < 0)
 		return XDP_DROP;
-	return spa_mac_any(&wire) ? XDP_PASS : XDP_DROP;
+	return spa_mac_any(&wire) >= 0 ? XDP_PASS : XDP_DROP;
 }
 """
 CFLAGS = [f"-I{BPF_DIR}", "-Wno-ignored-attributes", "-Wno-duplicate-decl-specifier"]

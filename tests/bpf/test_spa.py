@@ -1,17 +1,28 @@
-"""SPA port: ring buffer records byte for byte, per-source bucket, global budget, full ring."""
+"""SPA port: the MAC is checked in the kernel (tail-called xdp_spa_verify), then the global
+budget, then the ring record (byte for byte). The per-source bucket comes before the MAC."""
 
 from __future__ import annotations
 
+import ctypes as ct
+import os
+import time
 from ipaddress import IPv4Address, IPv6Address
 
+import pytest
 from bpf_packets import ETH_IP6, UDP, eth, ipv4, ipv6, udp
-from conftest import TEST_OPTIONS
+from conftest import SPA_KEYS, TEST_OPTIONS, spa_payload
 
+from spagate.errors import SpagateError
 from spagate.gate.bpfsys import XDP_DROP
+from spagate.protocol import decode, generate_keypair
 
 
 def spa4(payload: bytes, src="198.51.100.7", sport=50123) -> bytes:
     return eth(ipv4(src, "203.0.113.1", UDP, udp(sport, 8484, payload)))
+
+
+def spoofed(i: int) -> str:
+    return f"100.{64 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}"
 
 
 def run(gate, packet, ifindex=0):
@@ -22,21 +33,23 @@ def run(gate, packet, ifindex=0):
 
 
 def test_record_v4_byte_for_byte(fresh):
-    payload = bytes((i * 7 + 3) & 0xFF for i in range(96))
+    payload = spa_payload()
     assert run(fresh, spa4(payload), ifindex=1) == {"spa_queued": 1}
     assert fresh.poll(100) == 1
     (rec,) = fresh.records
     assert rec.payload == payload
     assert rec.length == 96
+    assert rec.key_index == 0
     assert rec.src == IPv4Address("198.51.100.7")
     assert rec.dst == IPv4Address("203.0.113.1")
     assert (rec.sport, rec.dport, rec.ifindex) == (50123, 8484, 1)
+    assert decode(rec.payload, [SPA_KEYS]).key_index == 0  # userspace agrees
 
 
 def test_record_v6_with_extension_header(fresh):
     from bpf_packets import DSTOPTS, chain6
 
-    payload = bytes(range(200, 256)) + bytes(40)
+    payload = spa_payload()
     pkt = eth(
         ipv6("2001:db8::77", "2001:db8::1", UDP, udp(999, 8484, payload), chain6([DSTOPTS], UDP)),
         ETH_IP6,
@@ -49,61 +62,126 @@ def test_record_v6_with_extension_header(fresh):
     assert (rec.sport, rec.dport) == (999, 8484)
 
 
-def test_record_sizes_empty_max_and_truncated(fresh):
-    for size in (0, 1, 1500, 1600):
-        payload = bytes((i * 13) & 0xFF for i in range(size))
-        fresh.maps.clear("spa_rate")
-        assert run(fresh, spa4(payload)) == {"spa_queued": 1}
-        fresh.poll(100)
-        (rec,) = fresh.records
-        fresh.records.clear()
-        assert rec.length == size
-        assert rec.payload == payload[: TEST_OPTIONS.spa_copy_max]
+def test_junk_is_dropped_in_the_kernel(fresh):
+    valid = spa_payload()
+    for i, junk in enumerate(
+        (bytes(96), os.urandom(96), valid[:40] + bytes([valid[40] ^ 0x10]) + valid[41:])
+    ):
+        assert run(fresh, spa4(junk, src=spoofed(i))) == {"spa_bad_mac": 1}
+    assert fresh.poll(100) == 0
 
 
-def test_per_source_bucket(fresh):
-    burst = TEST_OPTIONS.spa_burst
-    for _ in range(burst):
-        assert run(fresh, spa4(b"a" * 96)) == {"spa_queued": 1}
-        fresh.poll(0)
-    assert run(fresh, spa4(b"a" * 96)) == {"spa_rate_source": 1}
-    assert run(fresh, spa4(b"a" * 96)) == {"spa_rate_source": 1}
-    # Another source still gets through; the limited one's records stopped at the burst.
-    assert run(fresh, spa4(b"b" * 96, src="198.51.100.8")) == {"spa_queued": 1}
+def test_wrong_sizes_are_dropped_before_the_mac(fresh):
+    valid = spa_payload()
+    for i, payload in enumerate((b"", b"x", valid[:95], valid + b"\0", valid * 2, bytes(1472))):
+        assert run(fresh, spa4(payload, src=spoofed(i))) == {"spa_bad_size": 1}, len(payload)
+    assert fresh.poll(100) == 0
+
+
+def test_key_ring_slot_two_of_three(fresh):
+    ring = [generate_keypair() for _ in range(3)]
+    fresh.maps.set_spa_keys([k.hmac_key for k in ring])
+    assert fresh.maps.spa_key_count() == 3
+    packet = spa_payload(ring[2])
+    assert run(fresh, spa4(packet)) == {"spa_queued": 1}
+    assert run(fresh, spa4(spa_payload(SPA_KEYS), src="192.0.2.9")) == {"spa_bad_mac": 1}
     fresh.poll(100)
-    assert [r.payload[:1] for r in fresh.records] == [b"a"] * burst + [b"b"]
+    (rec,) = fresh.records
+    assert (rec.payload, rec.key_index) == (packet, 2)
+    # Rotated out: slot 2 is no longer counted (and zeroed).
+    fresh.maps.set_spa_keys([ring[0].hmac_key, ring[1].hmac_key])
+    assert run(fresh, spa4(spa_payload(ring[2]), src="192.0.2.10")) == {"spa_bad_mac": 1}
+    assert run(fresh, spa4(spa_payload(ring[1]), src="192.0.2.10")) == {"spa_queued": 1}
+
+
+def test_no_keys_queues_nothing(fresh):
+    fresh.maps.set_spa_keys([])
+    assert fresh.maps.spa_key_count() == 0
+    assert run(fresh, spa4(spa_payload())) == {"spa_bad_mac": 1}
+
+
+def test_set_spa_keys_refuses_too_many(fresh):
+    with pytest.raises(SpagateError, match="at most 8"):
+        fresh.maps.set_spa_keys([os.urandom(32) for _ in range(9)])
+    with pytest.raises(SpagateError, match="32 bytes"):
+        fresh.maps.set_spa_keys([b"short"])
+    assert fresh.maps.spa_key_count() == 1  # unchanged
+    assert run(fresh, spa4(spa_payload())) == {"spa_queued": 1}
+
+
+def test_eight_keys_last_slot(fresh):
+    ring = [generate_keypair() for _ in range(8)]
+    fresh.maps.set_spa_keys([k.hmac_key for k in ring])
+    assert run(fresh, spa4(spa_payload(ring[7]))) == {"spa_queued": 1}
+    fresh.poll(100)
+    assert [r.key_index for r in fresh.records] == [7]
+
+
+def test_per_source_bucket_comes_before_the_mac(fresh):
+    burst = TEST_OPTIONS.spa_burst
+    for _ in range(burst):  # junk spends the source's tokens...
+        assert run(fresh, spa4(os.urandom(96))) == {"spa_bad_mac": 1}
+    # ...so even a valid packet from it is now over its bucket (no hashing for it either).
+    assert run(fresh, spa4(spa_payload())) == {"spa_rate_source": 1}
+    assert run(fresh, spa4(b"short")) == {"spa_rate_source": 1}
+    # Another source still gets through.
+    b = spa_payload()
+    assert run(fresh, spa4(b, src="198.51.100.8")) == {"spa_queued": 1}
+    fresh.poll(100)
+    assert [r.payload for r in fresh.records] == [b]
 
 
 def test_per_source_bucket_refills(fresh):
     for _ in range(TEST_OPTIONS.spa_burst):
-        run(fresh, spa4(b"a"))
+        assert run(fresh, spa4(spa_payload())) == {"spa_queued": 1}
         fresh.poll(0)
-    assert run(fresh, spa4(b"a")) == {"spa_rate_source": 1}
-    import time
-
+    assert run(fresh, spa4(spa_payload())) == {"spa_rate_source": 1}
     time.sleep(1.1)  # one token per second
-    assert run(fresh, spa4(b"a")) == {"spa_queued": 1}
-    assert run(fresh, spa4(b"a")) == {"spa_rate_source": 1}
+    assert run(fresh, spa4(spa_payload())) == {"spa_queued": 1}
+    assert run(fresh, spa4(spa_payload())) == {"spa_rate_source": 1}
 
 
-def test_global_budget_against_spoofed_sources(fresh):
+def test_global_budget_counts_only_mac_valid_packets(fresh):
     budget = TEST_OPTIONS.spa_budget_per_s
+    # A junk flood from spoofed sources, several budgets' worth: none of it spends the budget.
+    for i in range(3 * budget):
+        assert run(fresh, spa4(os.urandom(96), src=spoofed(i))) == {"spa_bad_mac": 1}
+    valid = spa_payload()
+    assert run(fresh, spa4(valid, src="192.0.2.200")) == {"spa_queued": 1}
+    fresh.poll(100)
+    assert [r.payload for r in fresh.records] == [valid]
+
+
+def test_global_budget_stops_mac_valid_replays(fresh):
+    budget = TEST_OPTIONS.spa_budget_per_s
+    replay = spa_payload()  # one captured packet replayed from spoofed sources
     queued = 0
     for i in range(budget):
-        moved = run(fresh, spa4(bytes(96), src=f"100.64.{i // 250}.{i % 250 + 1}"))
-        queued += moved.get("spa_queued", 0)
+        queued += run(fresh, spa4(replay, src=spoofed(i))).get("spa_queued", 0)
         fresh.poll(0)
     assert queued == budget
     for i in range(5):
-        assert run(fresh, spa4(bytes(96), src=f"100.65.0.{i + 1}")) == {"spa_rate_global": 1}
+        assert run(fresh, spa4(replay, src=f"100.127.0.{i + 1}")) == {"spa_rate_global": 1}
+    # Junk is still told apart (MAC first), not counted as over budget.
+    assert run(fresh, spa4(bytes(96), src="100.127.1.1")) == {"spa_bad_mac": 1}
     fresh.poll(0)
     assert len(fresh.records) == budget
 
 
 def test_ring_buffer_full(fresh):
     # TEST_OPTIONS: one page holds two 1,500-byte records; nothing polls in between.
-    assert run(fresh, spa4(bytes(96), src="192.0.2.1")) == {"spa_queued": 1}
-    assert run(fresh, spa4(bytes(96), src="192.0.2.2")) == {"spa_queued": 1}
-    assert run(fresh, spa4(bytes(96), src="192.0.2.3")) == {"spa_ringbuf_full": 1}
+    for src in ("192.0.2.1", "192.0.2.2"):
+        assert run(fresh, spa4(spa_payload(), src=src)) == {"spa_queued": 1}
+    assert run(fresh, spa4(spa_payload(), src="192.0.2.3")) == {"spa_ringbuf_full": 1}
     assert fresh.poll(100) == 2
-    assert run(fresh, spa4(bytes(96), src="192.0.2.4")) == {"spa_queued": 1}
+    assert run(fresh, spa4(spa_payload(), src="192.0.2.4")) == {"spa_queued": 1}
+
+
+def test_missing_verifier_program_drops(fresh):
+    progs = fresh._bpf[b"spa_progs"]
+    del progs[ct.c_int(0)]
+    try:
+        assert run(fresh, spa4(spa_payload())) == {"spa_tail_call_failed": 1}
+    finally:
+        progs[ct.c_int(0)] = ct.c_int(fresh.verify_fd)
+    assert run(fresh, spa4(spa_payload(), src="192.0.2.5")) == {"spa_queued": 1}

@@ -5,6 +5,7 @@ Each case asserts the XDP action and that exactly one counter moved, by one: its
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 from dataclasses import dataclass, field
@@ -42,15 +43,18 @@ from bpf_packets import (
     tcp,
     udp,
 )
+from conftest import spa_payload
 
 from spagate.gate import bpfsys
 from spagate.gate.bpfsys import XDP_DROP, XDP_PASS
 from spagate.gate.maps import FLOW_KEY, U64, addr16
+from spagate.protocol import generate_keypair
 
 S4, D4 = "10.1.2.3", "10.9.9.9"
 S6, D6 = "2001:db8::1", "2001:db8:ffff::2"
 MAPPED_S4 = "::ffff:10.1.2.3"
 SEC = 1_000_000_000
+VALID = spa_payload()  # MACed with the fresh gate's key (the kernel does not check replays)
 
 
 def _now():
@@ -410,17 +414,26 @@ CASES = [
     Case("udp-static", udp4(), P, "protected_static", (static,)),
     Case("udp6-allowed", udp6(), P, "protected_allowed", (allow6,)),
     Case("udp6-none", udp6(), D, "udp_dropped"),
-    # --- SPA port (record contents checked in test_spa) -----------------------------------
-    Case("spa4", udp4(8484, bytes(96)), D, "spa_queued"),
-    Case("spa6", udp6(8484, bytes(96)), D, "spa_queued"),
-    Case("spa-empty", udp4(8484, b""), D, "spa_queued"),
-    Case("spa-from-allowed", udp4(8484, bytes(96)), D, "spa_queued", (allow_any,)),
+    # --- SPA port (record contents, buckets, budget in test_spa) ----------------------------
+    Case("spa4", udp4(8484, VALID), D, "spa_queued"),
+    Case("spa6", udp6(8484, VALID), D, "spa_queued"),
+    Case("spa-from-allowed", udp4(8484, VALID), D, "spa_queued", (allow_any,)),
     Case(
         "spa-vlan",
-        eth(ipv4(S4, D4, UDP, udp(1, 8484, bytes(96))), vlans=(ETH_8021Q,)),
+        eth(ipv4(S4, D4, UDP, udp(1, 8484, VALID)), vlans=(ETH_8021Q,)),
         D,
         "spa_queued",
     ),
+    Case("spa4-zeros", udp4(8484, bytes(96)), D, "spa_bad_mac"),
+    Case("spa6-junk", udp6(8484, os.urandom(96)), D, "spa_bad_mac"),
+    Case("spa-mac-flipped", udp4(8484, bytes([VALID[0] ^ 1]) + VALID[1:]), D, "spa_bad_mac"),
+    Case("spa-body-flipped", udp4(8484, VALID[:95] + bytes([VALID[95] ^ 1])), D, "spa_bad_mac"),
+    Case("spa-other-key", udp4(8484, spa_payload(generate_keypair())), D, "spa_bad_mac"),
+    Case("spa-empty", udp4(8484, b""), D, "spa_bad_size"),
+    Case("spa-95", udp4(8484, VALID[:95]), D, "spa_bad_size"),
+    Case("spa-97", udp4(8484, VALID + b"\0"), D, "spa_bad_size"),
+    Case("spa-1400", udp4(8484, VALID * 14 + bytes(56)), D, "spa_bad_size"),
+    Case("spa6-97", udp6(8484, VALID + b"\0"), D, "spa_bad_size"),
 ]
 
 assert len({c.id for c in CASES}) == len(CASES)
