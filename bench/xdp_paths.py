@@ -3,6 +3,8 @@
 Runs each path `--repeat` times in the kernel (opts.duration = average ns) with the allow map
 holding 1, 10,000 and 1,000,000 entries, beside a program that only returns XDP_PASS, and
 prints the ratio to that empty program. Goal: every path <= 3x empty, flat across sizes.
+The SPA paths run the in-kernel MAC check (tail call to xdp_spa_verify): a valid packet
+queued to the ring, and junk (bad MAC) with 1 and SPA_KEYS_MAX keys (what a flood costs).
 
     sudo .venv/bin/python bench/xdp_paths.py [--repeat 1000000] [--fine-clock]
 """
@@ -16,13 +18,15 @@ import struct
 import sys
 import time
 from dataclasses import replace
+from ipaddress import ip_address
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spagate.gate import bpfsys
+from spagate.gate import bpfsys, spakeys
 from spagate.gate.loader import GateOptions, load, unpin
 from spagate.gate.maps import ALLOW_KEY, FLOW_KEY, U64, addr16
+from spagate.protocol import Message, encode, generate_keypair
 
 SIZES = (1, 10_000, 1_000_000)
 SRC, DST = "198.51.100.10", "203.0.113.1"
@@ -135,10 +139,23 @@ def main() -> None:
                         continue
                     ns = measure(g.prog_fd, pkt, rep, want)
                     rows.setdefault(f"{name} [{label} clock]", {}).setdefault(str(n), []).append(ns)
-        spa_pkt = eth_ip4(SRC, DST, 17, udp(40000, 8484, bytes(96)))
+        keys = generate_keypair()
+        msg = Message(int(time.time() * 1000), os.urandom(16), ip_address(SRC))
+        valid = encode(keys, msg, os.urandom(16))
+        spa_pkt = eth_ip4(SRC, DST, 17, udp(40000, 8484, valid))
+        junk_pkt = eth_ip4(SRC, DST, 17, udp(40000, 8484, os.urandom(96)))
         spa_rep = min(rep, 20_000)  # what the ring holds without a reader
+        junk_rep = min(rep, 100_000)  # ~1 us per key and packet
+        spa_gate.maps.set_spa_keys([keys.hmac_key])
         spa_ns = measure(spa_gate.prog_fd, spa_pkt, spa_rep, 1)
-        assert spa_gate.maps.counters()["spa_ringbuf_full"] == 0, "ring filled up"
+        c = spa_gate.maps.counters()
+        assert c["spa_queued"] == spa_rep, f"valid packet not queued: {c}"
+        junk_ns = {1: measure(spa_gate.prog_fd, junk_pkt, junk_rep, 1)}
+        others = [generate_keypair().hmac_key for _ in range(spakeys.SPA_KEYS_MAX - 1)]
+        spa_gate.maps.set_spa_keys([keys.hmac_key, *others])
+        junk_ns[spakeys.SPA_KEYS_MAX] = measure(spa_gate.prog_fd, junk_pkt, junk_rep, 1)
+        c = spa_gate.maps.counters()
+        assert c["spa_bad_mac"] == 2 * junk_rep, f"junk not dropped as bad MAC: {c}"
         e2 = measure(empty, pk["unrelated (TCP :80)"][0], rep)
 
         print(f"repeat {rep:,} per figure; ns per packet (ratio to the empty program)")
@@ -153,9 +170,12 @@ def main() -> None:
             )
             print(f"{name:<40}{cells}")
         print(
-            f"{'SPA queued (96 B payload, ring) [coarse]':<40}{spa_ns:>9} ns {spa_ns / e:>4.1f}x"
+            f"{'SPA queued (valid MAC, 1 key, ring)':<40}{spa_ns:>9} ns {spa_ns / e:>4.1f}x"
             f"   (repeat {spa_rep:,})"
         )
+        for n, ns in junk_ns.items():
+            name = f"SPA junk (bad MAC, {n} key{'s' if n > 1 else ''})"
+            print(f"{name:<40}{ns:>9} ns {ns / e:>4.1f}x   (repeat {junk_rep:,})")
     finally:
         for s in (cli, conn, srv):
             s.close()
