@@ -144,7 +144,7 @@ def main() -> None:
         valid = encode(keys, msg, os.urandom(16))
         spa_pkt = eth_ip4(SRC, DST, 17, udp(40000, 8484, valid))
         junk_pkt = eth_ip4(SRC, DST, 17, udp(40000, 8484, os.urandom(96)))
-        spa_rep = min(rep, 20_000)  # what the ring holds without a reader
+        spa_rep = min(rep, 200_000)  # what the ring (8192 pages) holds without a reader
         junk_rep = min(rep, 100_000)  # ~1 us per key and packet
         spa_gate.maps.set_spa_keys([keys.hmac_key])
         spa_ns = measure(spa_gate.prog_fd, spa_pkt, spa_rep, 1)

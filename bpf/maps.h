@@ -41,13 +41,6 @@
 #ifndef RINGBUF_PAGES
 #define RINGBUF_PAGES 256
 #endif
-#ifndef SPA_COPY_MAX
-#define SPA_COPY_MAX 1500
-#endif
-
-#if SPA_COPY_MAX < SPA_PACKET_SIZE
-#error "SPA_COPY_MAX must hold a whole SPA packet (96 bytes)"
-#endif
 
 #define PROTO_ANY 0 /* allow_key.proto: every protocol (with port 0: every protected port) */
 
@@ -98,8 +91,9 @@ struct nonce_key {
 };
 
 /* spa_events record. payload holds the first `copied` bytes of a `len`-byte UDP payload
- * (only 96-byte payloads with a valid MAC are queued: len = copied = 96). key: index of the
- * spa_keys slot whose MAC matched. */
+ * (only 96-byte payloads with a valid MAC are queued: len = copied = 96; the fields stay so
+ * the record format need not change with the payload rule). key: index of the spa_keys slot
+ * whose MAC matched. */
 struct spa_event {
 	__u8 src[16];
 	__u8 dst[16];
@@ -109,7 +103,7 @@ struct spa_event {
 	__u16 len;
 	__u16 copied;
 	__u32 key;
-	__u8 payload[SPA_COPY_MAX];
+	__u8 payload[SPA_PACKET_SIZE];
 };
 
 /* spa_scratch[0] (per CPU): what xdp_gate hands to the tail-called xdp_spa_verify, and the

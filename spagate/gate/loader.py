@@ -57,7 +57,6 @@ class GateOptions:
     spa_rate_per_s: float = 1.0  # per-source tokens per second
     spa_burst: int = 8  # per-source bucket size
     spa_budget_per_s: int = 2000  # SPA packets per second from all sources together
-    spa_copy_max: int = 1500  # ring record payload room (>= 96; only 96-byte packets queue)
     udp_idle_timeout_s: float = 120.0
     allow_capacity: int = 65536
     static_capacity: int = 16384
@@ -78,10 +77,6 @@ class GateOptions:
         need(self.spa_rate_per_s > 0, "spa_rate_per_s must be > 0")
         need(self.spa_burst >= 1, "spa_burst must be >= 1")
         need(self.spa_budget_per_s >= 1, "spa_budget_per_s must be >= 1")
-        need(
-            SPA_PACKET_SIZE <= self.spa_copy_max <= 1500,
-            f"spa_copy_max must be {SPA_PACKET_SIZE}..1500",
-        )
         need(self.udp_idle_timeout_s > 0, "udp_idle_timeout_s must be > 0")
         p = self.ringbuf_pages
         need(p >= 1 and p & (p - 1) == 0, "ringbuf_pages must be a power of two")
@@ -112,7 +107,6 @@ class GateOptions:
             f"-DSPA_INTERVAL_NS={interval}ULL",
             f"-DSPA_TAU_NS={interval * (self.spa_burst - 1)}ULL",
             f"-DSPA_BUDGET={self.spa_budget_per_s}",
-            f"-DSPA_COPY_MAX={self.spa_copy_max}",
             f"-DUDP_IDLE_NS={round(self.udp_idle_timeout_s * 1e9)}ULL",
             f"-DALLOW_CAPACITY={self.allow_capacity}",
             f"-DSTATIC_CAPACITY={self.static_capacity}",
@@ -139,7 +133,7 @@ def _reasons() -> tuple[str, ...]:
 class SpaRecord(NamedTuple):
     """One SPA packet the program queued (spa_events)."""
 
-    payload: bytes  # first min(length, spa_copy_max) bytes of the UDP payload
+    payload: bytes  # the UDP payload (96 bytes: only MAC-valid SPA packets are queued)
     src: IPv4Address | IPv6Address
     dst: IPv4Address | IPv6Address
     sport: int

@@ -13,7 +13,7 @@ from spagate.gate.loader import GateOptions, load, unpin
 from spagate.protocol import KeyPair, Message, encode, generate_keypair
 
 PROTECTED = [("tcp", 22), ("tcp", 443), ("udp", 51820), ("udp", 53)]
-# Small SPA limits keep the budget cases quick; one ring page holds two 1,500-byte records.
+# Small SPA limits keep the budget cases quick; one ring page holds 26 records (test_spa).
 TEST_OPTIONS = GateOptions(spa_burst=3, spa_budget_per_s=40, ringbuf_pages=1)
 
 # The key the `fresh` gate checks SPA MACs against (spa_keys slot 0).

@@ -4,6 +4,7 @@ budget, then the ring record (byte for byte). The per-source bucket comes before
 from __future__ import annotations
 
 import ctypes as ct
+import mmap
 import os
 import time
 from ipaddress import IPv4Address, IPv6Address
@@ -14,6 +15,7 @@ from conftest import SPA_KEYS, TEST_OPTIONS, spa_payload
 
 from spagate.errors import SpagateError
 from spagate.gate.bpfsys import XDP_DROP
+from spagate.gate.loader import SPA_EVENT_HEADER, SPA_PACKET_SIZE
 from spagate.protocol import decode, generate_keypair
 
 
@@ -169,11 +171,14 @@ def test_global_budget_stops_mac_valid_replays(fresh):
 
 
 def test_ring_buffer_full(fresh):
-    # TEST_OPTIONS: one page holds two 1,500-byte records; nothing polls in between.
-    for src in ("192.0.2.1", "192.0.2.2"):
-        assert run(fresh, spa4(spa_payload(), src=src)) == {"spa_queued": 1}
+    # TEST_OPTIONS: one page. A record is an 8-byte ring header + struct spa_event (48 + 96,
+    # already a multiple of 8); nothing polls in between.
+    holds = mmap.PAGESIZE // (8 + SPA_EVENT_HEADER.size + SPA_PACKET_SIZE)
+    assert holds < TEST_OPTIONS.spa_budget_per_s  # the ring, not the budget, is the limit
+    for i in range(holds):
+        assert run(fresh, spa4(spa_payload(), src=spoofed(i))) == {"spa_queued": 1}
     assert run(fresh, spa4(spa_payload(), src="192.0.2.3")) == {"spa_ringbuf_full": 1}
-    assert fresh.poll(100) == 2
+    assert fresh.poll(100) == holds
     assert run(fresh, spa4(spa_payload(), src="192.0.2.4")) == {"spa_queued": 1}
 
 
