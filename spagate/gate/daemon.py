@@ -24,7 +24,7 @@ from spagate.gate.intake import Intake
 
 DEFAULT_PIN_DIR = "/sys/fs/bpf/spagate"
 STATE_DIR = Path("/run/spagate")
-PRUNE_EVERY_S = 10.0
+PUBLISH_EVERY_S = 1.0
 
 
 def state_path(pin_dir: str) -> Path:
@@ -118,18 +118,19 @@ class Daemon:
                 + (f"; static allow {', '.join(map(str, cfg.allow))}" if cfg.allow else "")
                 + (f"; {restored} nonces restored" if restored else "")
             )
-            next_prune = time.monotonic() + PRUNE_EVERY_S
             published = dict(intake.counts)
+            next_publish = 0.0
             while not self.stopping:
                 prog.poll(200)
                 hooks.poll()
                 self.log.tick()
-                if intake.counts != published:  # what `spagate status` shows of the daemon
+                now = time.monotonic()
+                if now >= next_publish and intake.counts != published:
+                    # What `spagate status` shows of the daemon; at most once a second.
                     published = dict(intake.counts)
                     self._write_state(attached, published)
-                if time.monotonic() >= next_prune:
-                    maps.replay_prune(time.time_ns() // 1_000_000)
-                    next_prune = time.monotonic() + PRUNE_EVERY_S
+                    next_publish = now + PUBLISH_EVERY_S
+                intake.prune()
         finally:
             if opts.keep_attached and running:
                 if attached:

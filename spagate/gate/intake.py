@@ -7,7 +7,7 @@ The clocks are injected; the maps and hooks are the only I/O, passed in by the d
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -24,6 +24,7 @@ class Maps(Protocol):
     def allow(self, ip, until_ns: int, proto: str | None = None, port: int = 0) -> None: ...
     def replay_remember(self, nonce: bytes, until_ms: int) -> None: ...
     def replay_entries(self) -> dict[bytes, int]: ...
+    def replay_forget(self, nonce: bytes) -> bool: ...
 
 
 class Intake:
@@ -43,14 +44,26 @@ class Intake:
             [i.keys for i in config.identities], max_skew_ms=config.max_skew_ms
         )
         self.counts: Counter[str] = Counter()
+        # Nonces persisted in the replay map, in the order they expire (nearly: the window
+        # is short), so pruning deletes only what expired, a few at a time.
+        self._persisted: deque[tuple[int, bytes]] = deque()
 
     def restore(self) -> int:
         """Load nonces accepted before a restart, so their packets stay replays."""
         now = self.wall_ms()
         n = 0
-        for nonce, until_ms in self.maps.replay_entries().items():
+        for nonce, until_ms in sorted(self.maps.replay_entries().items(), key=lambda e: e[1]):
             if until_ms > now and self.verifier.remember(nonce, until_ms):
                 n += 1
+            self._persisted.append((until_ms, nonce))
+        return n
+
+    def prune(self, limit: int = 64) -> int:
+        """Forget up to `limit` expired nonces in the replay map (cheap enough for every loop)."""
+        now, n = self.wall_ms(), 0
+        while self._persisted and self._persisted[0][0] <= now and n < limit:
+            self.maps.replay_forget(self._persisted.popleft()[1])
+            n += 1
         return n
 
     def handle(self, rec) -> bool:
@@ -71,6 +84,7 @@ class Intake:
         # Persist the nonce before opening: after a crash between the two, a replay of this
         # packet is still refused.
         self.maps.replay_remember(res.message.nonce, res.replay_until_ms)
+        self._persisted.append((res.replay_until_ms, res.message.nonce))
         until = self.mono_ns() + grant.seconds * NS
         if grant.ports is None:
             self.maps.allow(grant.ip, until)

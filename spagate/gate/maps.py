@@ -391,6 +391,10 @@ class GateMaps:
                 out[key] = U64.unpack(raw)[0]
         return out
 
+    def replay_forget(self, nonce: bytes) -> bool:
+        """Forget one nonce; True if it was there."""
+        return bpfsys.delete(self._fds["replay"], bytes(nonce))
+
     def replay_prune(self, now_ms: int) -> int:
         """Forget nonces whose until is <= now_ms; returns how many."""
         fd, n = self._fds["replay"], 0
