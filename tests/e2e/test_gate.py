@@ -159,7 +159,7 @@ def test_key_rotation_with_two_identities(gate):
     assert wait_for(lambda: gate.probe("flood").startswith("connected"))
     assert any("identity=new" in line for line in gate.log)
     assert any("identity=old" in line for line in gate.log)
-    assert spa_verdicts(gate) == {"accepted": 2}
+    assert wait_for(lambda: spa_verdicts(gate) == {"accepted": 2}), spa_verdicts(gate)
     assert xdp_counters(gate)["spa_bad_mac"] == 1  # the stranger's key, dropped in the kernel
 
 
@@ -215,7 +215,7 @@ def test_a_flood_does_not_lock_the_client_out(gate):
     assert opened, f"the gate did not open within 1s during the flood ({elapsed:.2f}s)"
     c = xdp_counters(gate)
     assert c.get("spa_rate_source", 0) > 10_000  # the single-source flood hit its bucket
-    assert spa_verdicts(gate).get("accepted") == 1
+    assert wait_for(lambda: spa_verdicts(gate) == {"accepted": 1}), spa_verdicts(gate)
 
 
 def test_detach_leaves_the_interface_clean(gate):
