@@ -64,5 +64,6 @@ def pytest_sessionfinish(session, exitstatus):
         problems.append("no test passed in layer(s): " + ", ".join(empty))
     if problems:
         if reporter:
+            reporter.ensure_newline()
             reporter.write_line("CI: " + "; ".join(problems) + " - failing the run", red=True)
         session.exitstatus = 1
