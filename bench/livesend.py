@@ -67,7 +67,7 @@ int flood(struct xdp_md *ctx)
 		if ((void *)(tcp + 1) > end)
 			return XDP_ABORTED;
 		tcp->check = csum_replace4(tcp->check, old, new);
-	} else if (ip->protocol == IPPROTO_UDP) {
+	} else if (JUNK && ip->protocol == IPPROTO_UDP) {
 		struct udphdr *udp = (void *)(ip + 1);
 		u32 *word = (void *)(udp + 1);
 		if ((void *)(word + 1) > end)
@@ -136,9 +136,14 @@ def in_netns(path: str | None):
 
 
 class LiveSender:
-    """The sender program for one template frame; run() floods `count` copies."""
+    """The sender program for one template frame; run() floods `count` copies.
 
-    def __init__(self, template: bytes, out_ifindex: int, src_base: str, src_mask: int):
+    junk: a UDP payload's first word is randomised per frame (a flood of distinct junk);
+    junk=False sends the template's payload unchanged (replays of one valid SPA packet)."""
+
+    def __init__(
+        self, template: bytes, out_ifindex: int, src_base: str, src_mask: int, junk: bool = True
+    ):
         import bcc
 
         self.template = template
@@ -149,6 +154,7 @@ class LiveSender:
                 f"-DSRC_BASE={base}U",
                 f"-DSRC_MASK={src_mask}U",
                 f"-DOUT_IFINDEX={out_ifindex}",
+                f"-DJUNK={int(junk)}",
                 "-Wno-ignored-attributes",
                 "-Wno-duplicate-decl-specifier",
             ],
@@ -158,6 +164,7 @@ class LiveSender:
     def run(self, count: int, netns: str | None = None, cpu: int | None = None,
             batch: int = 64) -> int:  # fmt: skip
         """Send count frames (blocks). Returns the program's verdict of the last frame."""
+        mask = os.sched_getaffinity(0)
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})  # this thread only
         din = ct.create_string_buffer(self.template, len(self.template))
@@ -167,8 +174,11 @@ class LiveSender:
         opts.repeat = count
         opts.flags = BPF_F_TEST_XDP_LIVE_FRAMES
         opts.batch_size = batch
-        with in_netns(netns):
-            ret = bpfsys._lib().bpf_prog_test_run_opts(self.fd, ct.byref(opts))
+        try:
+            with in_netns(netns):
+                ret = bpfsys._lib().bpf_prog_test_run_opts(self.fd, ct.byref(opts))
+        finally:
+            os.sched_setaffinity(0, mask)
         bpfsys._check(ret, "bpf_prog_test_run_opts (live frames)")
         return opts.retval
 
