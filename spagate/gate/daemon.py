@@ -51,6 +51,20 @@ class DaemonOptions:
     pin_dir: str = DEFAULT_PIN_DIR
 
 
+# What loading, pinning and attaching need (the systemd unit grants exactly these).
+REQUIRED_CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+
+
+def missing_capabilities(status: str | None = None) -> list[str]:
+    """Capabilities from REQUIRED_CAPS that this process does not have in effect."""
+    if status is None:
+        with open("/proc/self/status") as f:
+            status = f.read()
+    eff = next((int(line.split()[1], 16) for line in status.splitlines()
+                if line.startswith("CapEff:")), 0)  # fmt: skip
+    return [name for name, bit in REQUIRED_CAPS.items() if not eff >> bit & 1]
+
+
 def check_interfaces(names: tuple[str, ...]) -> dict[str, int]:
     if not names:
         raise SpagateError("no interface: name one (spagate attach eth0) or set 'interface ='")
@@ -78,6 +92,9 @@ class Daemon:
 
         cfg, opts = self.config, self.opts
         ifindex = check_interfaces(opts.interfaces)
+        missing = missing_capabilities()
+        if missing:
+            raise SpagateError(f"spagate attach needs {', '.join(missing)} (run it as root)")
         names = {i: n for n, i in ifindex.items()}
         for note in cfg.notes:
             self.log.info(note)

@@ -50,6 +50,7 @@ class LabGate:
         self.proc: subprocess.Popen | None = None
         self._attached = threading.Event()
         self.echo = False
+        self.wrapper: list[str] = []  # argv prefix for the daemon (e.g. setpriv in tests)
 
     def ip(self, host: str = "gate") -> str:
         return self.lab[host].v4 if self.family == 4 else self.lab[host].v6
@@ -75,7 +76,7 @@ class LabGate:
         # Only the network namespace is entered: the gate pins its maps in this /sys/fs/bpf.
         self.proc = self.lab.spawn(
             "gate",
-            [*argv, *args],
+            [*self.wrapper, *argv, *args],
             mounts=False,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
