@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from spagate.errors import ConfigError
+from spagate.gate.spakeys import SPA_KEYS_MAX
 from spagate.protocol import KeyPair, parse_hex_key
 
 IPAddress = IPv4Address | IPv6Address
@@ -25,7 +26,7 @@ DEFAULT_PATH = "/etc/spagate.ini"
 DEFAULT_SPA_PORT = 8484
 DEFAULT_OPEN_SECONDS = 15
 XDP_MODES = ("auto", "native", "generic")
-MAX_IDENTITIES = 8  # the XDP program checks the MAC against at most this many keys (SPA_KEYS_MAX)
+MAX_IDENTITIES = SPA_KEYS_MAX  # the XDP program checks the MAC against at most this many keys
 
 
 @dataclass(frozen=True, order=True)
