@@ -234,3 +234,28 @@ def test_detach_leaves_the_interface_clean(gate):
     out = gate.lab.run("gate", [PY, "-m", "spagate", "detach", "eth0"], mounts=False)
     assert out.returncode == 0 and "detached eth0" in out.stdout
     assert not xdp_on_eth0()
+
+
+def test_operator_commands_from_another_shell(gate):
+    gate.configure("protected = tcp/22, udp/5353\n")
+    gate.service()
+    gate.start()
+    flood = gate.lab["flood"].v4
+    out = gate.spagate("allow", flood, "--port", "tcp/22", "--for", "30")
+    assert out.returncode == 0 and f"allowed {flood} on tcp/22 for 30s" in out.stdout
+    assert gate.probe("flood").startswith("connected")
+    status = gate.spagate("status").stdout
+    assert "attached to eth0 (native)" in status or "attached to eth0 (generic)" in status
+    assert "protected: tcp/22, udp/5353" in status
+    line = next(x for x in status.splitlines() if x.strip().startswith(flood))
+    assert "tcp/22" in line and 25 < float(line.split()[-2].rstrip("s")) <= 30
+    out = gate.spagate("revoke", flood)
+    assert out.returncode == 0 and "revoked 1 window(s)" in out.stdout
+    assert gate.probe("flood") == "timeout"
+    bad = gate.spagate("allow", "not-an-ip")
+    assert (
+        bad.returncode == 2
+        and bad.stderr.strip() == "spagate: error: 'not-an-ip' is not an IP address"
+    )
+    bad = gate.spagate("allow", flood, "--port", "sctp/1")
+    assert bad.returncode == 2 and "--port" in bad.stderr and "Traceback" not in bad.stderr
