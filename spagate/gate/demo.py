@@ -191,7 +191,7 @@ def run_demo() -> None:
         print("    (--ip source: open for the address the packet comes from; the lab has no")
         print("     public address to look up)")
         sent = gate.send("client", "--ip", "source")
-        _show("client |", (sent.stdout + sent.stderr) or f"exit {sent.returncode}")
+        _show("client |", (sent.stdout + sent.stderr) or "sent one SPA packet (exit 0)")
         if sent.returncode != 0:
             raise SpagateError("spagate send failed")
 
