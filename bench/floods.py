@@ -461,7 +461,7 @@ def phase_spa(lab, work, args, log) -> dict:
         with GateMaps.from_pin_dir(gate.pin_dir) as maps:
             for k, (kind, (tmpl, base, mask)) in enumerate(kinds.items()):
                 with LiveSender(tmpl, lab.ifindex["client"], base, mask) as s:
-                    c0 = maps.counters()
+                    c0, rx0 = maps.counters(), lab.rx()
                     th = threading.Thread(
                         target=s.run, args=(args.spa_count, lab.nspath("client"), SEND_CPU)
                     )
@@ -469,12 +469,12 @@ def phase_spa(lab, work, args, log) -> dict:
                     th.start()
                     time.sleep(0.3)
                     tries, opened, first_sent = [], None, None
-                    for attempt in range(5):
+                    for attempt in range(8):
                         ip = f"203.0.113.{10 * k + attempt + 1}"
                         sent = int(_ask(client, f"one {ip}"))
                         first_sent = first_sent or sent
                         tries.append(ip)
-                        end = time.monotonic() + 1.0
+                        end = time.monotonic() + 0.25
                         while time.monotonic() < end:
                             exp = _allowed_ns(maps, ip)
                             if exp is not None:
@@ -485,6 +485,7 @@ def phase_spa(lab, work, args, log) -> dict:
                             break
                     th.join()
                     dur = time.monotonic() - t_start
+                    rx1 = lab.rx()
                     c = {n: v - c0[n] for n, v in maps.counters().items() if v != c0[n]}
                 if opened:
                     lat, during, sent = opened
@@ -495,8 +496,10 @@ def phase_spa(lab, work, args, log) -> dict:
                         f"(flood {dur:.1f}s)")  # fmt: skip
                 else:
                     log(f"  {kind:<32} NOT opened ({len(tries)} packets sent during the flood)")
-                log(f"      counters: {c}")
+                lost = (rx1[1] - rx0[1]) / max(rx1[0] - rx0[0] + rx1[1] - rx0[1], 1)
+                log(f"      counters: {c}; eth0 ring drops (overload): {100 * lost:.0f}%")
                 out[kind] = {
+                    "ring_drop_pct": 100 * lost,
                     "opened": bool(opened and opened[1]),
                     "tries": len(tries),
                     "ms": opened[0] / 1e6 if opened else None,
