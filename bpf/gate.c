@@ -96,11 +96,15 @@ static __always_inline int expired(__u64 *expiry, __u64 *now)
 }
 
 /* Source in the allow map for (proto, port), (proto, every port) or (every proto, every port),
- * with an expiry in the future. The key's addr is filled by the caller. */
+ * with an expiry in the future. The key's addr is filled by the caller. A source without an
+ * unexpired allow_hint has no unexpired entry: one lookup for every source never allowed. */
 static __always_inline int allow_hit(struct allow_key *k, __u8 proto, __u16 port, __u64 *now)
 {
 	__u64 *exp;
 
+	exp = allow_hint.lookup((struct addr_key *)k->addr);
+	if (!exp || expired(exp, now))
+		return 0;
 	k->pad = 0;
 	k->proto = PROTO_ANY; /* the daemon's usual grant: the whole host, checked first */
 	k->port = 0;
@@ -119,10 +123,15 @@ static __always_inline int allow_hit(struct allow_key *k, __u8 proto, __u16 port
 	return 0;
 }
 
+/* Source in static_allow; the trie is skipped while the list is empty. */
 static __always_inline int static_hit(const __u8 *addr)
 {
 	struct lpm_key k = {.prefixlen = 128};
+	__u32 zero = 0;
+	__u32 *n = static_count.lookup(&zero);
 
+	if (!n || !*n)
+		return 0;
 	__builtin_memcpy(k.addr, addr, 16);
 	return static_allow.lookup(&k) != NULL;
 }
@@ -345,7 +354,7 @@ static __always_inline int udp(struct pkt *p, struct udphdr *uh, void *end, __u1
 {
 	struct flow_key fk;
 	struct allow_key k;
-	__u64 now, *last;
+	__u64 now = 0, *last;
 	__u16 ulen;
 
 	if ((void *)(uh + 1) > end || p->l4_len < sizeof(*uh))
@@ -356,17 +365,19 @@ static __always_inline int udp(struct pkt *p, struct udphdr *uh, void *end, __u1
 	if (p->mapped_src)
 		return verdict(REASON_UDP_DROPPED, XDP_DROP);
 
-	copy_addr(fk.addr, p, 0);
+	copy_addr(k.addr, p, 0);
+	__builtin_memcpy(fk.addr, k.addr, 16);
 	fk.sport = sport;
 	fk.dport = dport;
-	now = now_ns();
 	last = udp_flows.lookup(&fk);
-	if (last && (__s64)(now - *last) < (__s64)UDP_IDLE_NS) {
-		if (*last != now)
-			*last = now; /* in-place refresh: no map update call */
-		return verdict(REASON_UDP_FLOW, XDP_PASS);
+	if (last) {
+		now = now_ns();
+		if ((__s64)(now - *last) < (__s64)UDP_IDLE_NS) {
+			if (*last != now)
+				*last = now; /* in-place refresh: no map update call */
+			return verdict(REASON_UDP_FLOW, XDP_PASS);
+		}
 	}
-	__builtin_memcpy(k.addr, fk.addr, 16);
 	if (allow_hit(&k, IPPROTO_UDP, dport, &now)) {
 		udp_flows.update(&fk, &now);
 		return verdict(REASON_PROTECTED_ALLOWED, XDP_PASS);
@@ -381,9 +392,10 @@ int xdp_gate(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct cursor c = {.pos = data, .end = end};
-	struct protected_key pk;
 	struct pkt p;
 	__u16 sport, dport;
+	__u64 *word;
+	__u32 slot;
 	int r;
 
 	r = parse(&c, &p);
@@ -403,10 +415,9 @@ int xdp_gate(struct xdp_md *ctx)
 	if (p.proto == IPPROTO_UDP && dport == SPA_PORT)
 		return spa(ctx, &p, p.l4, end);
 
-	pk.port = dport;
-	pk.proto = p.proto;
-	pk.pad = 0;
-	if (!protected.lookup(&pk))
+	slot = PROTECTED_SLOT(p.proto == IPPROTO_UDP, dport);
+	word = protected.lookup(&slot);
+	if (!word || !(*word & (1ULL << (dport & 63))))
 		return verdict(REASON_PASS_UNRELATED, XDP_PASS);
 	if (p.proto == IPPROTO_TCP)
 		return tcp(ctx, &p, p.l4, end, dport);

@@ -35,9 +35,6 @@
 #ifndef REPLAY_CAPACITY
 #define REPLAY_CAPACITY 65536
 #endif
-#ifndef PROTECTED_CAPACITY
-#define PROTECTED_CAPACITY 1024
-#endif
 #ifndef RINGBUF_PAGES
 #define RINGBUF_PAGES 256
 #endif
@@ -53,13 +50,14 @@ struct allow_key {
 	__u8 pad;   /* always 0 */
 };
 
-/* protected: (proto, port) -> flags (PROTECTED_ON). */
-struct protected_key {
-	__u16 port;
-	__u8 proto;
-	__u8 pad;
-};
-#define PROTECTED_ON 1
+/* allow_hint: src addr (struct addr_key) -> latest expiry of any of its allow entries (an upper
+ * bound: it may outlive them, never falls short of them). Written by GateMaps.allow only.
+ * An address without an unexpired hint is not allowed: one lookup, not three. */
+
+/* protected: two bitmaps of 65536 bits, one u64 word per array slot. Slot
+ * PROTECTED_SLOT(proto, port), bit port & 63. An array lookup is inlined by the JIT. */
+#define PROTECTED_WORDS 2048 /* 1024 words for TCP, then 1024 for UDP */
+#define PROTECTED_SLOT(is_udp, port) (((is_udp) ? 1024u : 0u) | ((__u32)(port) >> 6))
 
 /* static_allow: LPM trie over the 16-byte address -> 1. */
 struct lpm_key {
@@ -122,11 +120,14 @@ struct spa_scratch {
 };
 
 BPF_TABLE_PINNED("lru_hash", struct allow_key, __u64, allow, ALLOW_CAPACITY, SG_PIN(allow));
-BPF_TABLE_PINNED("hash", struct protected_key, __u32, protected, PROTECTED_CAPACITY,
-		 SG_PIN(protected));
+BPF_TABLE_PINNED("lru_hash", struct addr_key, __u64, allow_hint, ALLOW_CAPACITY,
+		 SG_PIN(allow_hint));
+BPF_TABLE_PINNED("array", __u32, __u64, protected, PROTECTED_WORDS, SG_PIN(protected));
 /* LPM tries must be created with BPF_F_NO_PREALLOC (the kernel refuses them otherwise). */
 BPF_TABLE_PINNED("lpm_trie", struct lpm_key, __u32, static_allow, STATIC_CAPACITY,
 		 SG_PIN(static_allow), BPF_F_NO_PREALLOC);
+/* static_count[0]: networks in static_allow (GateMaps.set_static); 0 skips the trie. */
+BPF_TABLE_PINNED("array", __u32, __u32, static_count, 1, SG_PIN(static_count));
 BPF_TABLE_PINNED("lru_hash", struct flow_key, __u64, udp_flows, UDP_FLOW_CAPACITY,
 		 SG_PIN(udp_flows));
 BPF_TABLE_PINNED("lru_hash", struct addr_key, __u64, spa_rate, SPA_RATE_CAPACITY,

@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 from spagate.errors import SpagateError
 from spagate.gate import bpfsys, spakeys
-from spagate.gate.maps import MAP_SPECS, GateMaps, addr_from16
+from spagate.gate.maps import MAP_SPECS, PROTECTED_WORDS, GateMaps, addr_from16
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 GATE_SOURCE = BPF_DIR / "gate.c"
@@ -63,7 +63,6 @@ class GateOptions:
     udp_flow_capacity: int = 65536
     spa_rate_capacity: int = 65536
     replay_capacity: int = 65536
-    protected_capacity: int = 1024
     ringbuf_pages: int = 256  # power of two
     coarse_clock: bool = True  # bpf_ktime_get_coarse_ns: same clock, tick resolution, cheaper
     extra_cflags: tuple[str, ...] = field(default=())
@@ -87,8 +86,10 @@ class GateOptions:
         """max_entries of every pinned map."""
         return {
             "allow": self.allow_capacity,
-            "protected": self.protected_capacity,
+            "allow_hint": self.allow_capacity,  # one per address: never more than allow
+            "protected": PROTECTED_WORDS,
             "static_allow": self.static_capacity,
+            "static_count": 1,
             "udp_flows": self.udp_flow_capacity,
             "spa_rate": self.spa_rate_capacity,
             "spa_budget": 1,
@@ -113,7 +114,6 @@ class GateOptions:
             f"-DUDP_FLOW_CAPACITY={self.udp_flow_capacity}",
             f"-DSPA_RATE_CAPACITY={self.spa_rate_capacity}",
             f"-DREPLAY_CAPACITY={self.replay_capacity}",
-            f"-DPROTECTED_CAPACITY={self.protected_capacity}",
             f"-DRINGBUF_PAGES={self.ringbuf_pages}",
             # Kernel headers pulled in by bcc's helpers warn under clang; not our code.
             "-Wno-ignored-attributes",
@@ -321,6 +321,10 @@ class Gate:
             if got != (*want, options.capacities()[name]):
                 raise SpagateError(f"map {name}: layout {got} differs from maps.py {want}")
         self.maps = GateMaps.from_fds(fds)
+        # Derived maps new next to kept ones (an upgrade, a replaced layout) start empty.
+        if pin_actions.get("allow_hint") != "kept":
+            self.maps.sync_allow_hint()
+        self.maps.sync_static_count()
         self.attached: dict[str, str] = {}  # ifname -> mode
         self._callbacks: list[Callable[[SpaRecord], None]] = []
         self._polled = 0

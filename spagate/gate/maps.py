@@ -65,12 +65,19 @@ PROTO_ANY = 0
 
 # Packed layouts (native byte order, ports in host order), mirrors of bpf/maps.h.
 ALLOW_KEY = struct.Struct("=16sHBx")  # struct allow_key
-PROTECTED_KEY = struct.Struct("=HBx")  # struct protected_key
 LPM_KEY = struct.Struct("=I16s")  # struct lpm_key
 FLOW_KEY = struct.Struct("=16sHH")  # struct flow_key
 BUDGET = struct.Struct("=QQ")  # struct budget
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")
+
+# protected: two 65536-bit bitmaps (TCP then UDP), one u64 word per array slot (bpf/maps.h).
+PROTECTED_WORDS = 2048
+
+
+def protected_slot(proto: int, port: int) -> tuple[int, int]:
+    """(array slot, bit mask) of (proto, port) in the protected bitmaps."""
+    return (1024 if proto == PROTOS["udp"] else 0) | port >> 6, 1 << (port & 63)
 
 
 @dataclass(frozen=True)
@@ -88,8 +95,10 @@ MAP_SPECS: dict[str, MapSpec] = {
     s.name: s
     for s in (
         MapSpec("allow", bpfsys.MAP_LRU_HASH, ALLOW_KEY.size, 8),
-        MapSpec("protected", bpfsys.MAP_HASH, PROTECTED_KEY.size, 4),
+        MapSpec("allow_hint", bpfsys.MAP_LRU_HASH, 16, 8),
+        MapSpec("protected", bpfsys.MAP_ARRAY, 4, 8),
         MapSpec("static_allow", bpfsys.MAP_LPM_TRIE, LPM_KEY.size, 4, bpfsys.BPF_F_NO_PREALLOC),
+        MapSpec("static_count", bpfsys.MAP_ARRAY, 4, 4),
         MapSpec("udp_flows", bpfsys.MAP_LRU_HASH, FLOW_KEY.size, 8),
         MapSpec("spa_rate", bpfsys.MAP_LRU_HASH, 16, 8),
         MapSpec("spa_budget", bpfsys.MAP_ARRAY, 4, BUDGET.size),
@@ -223,22 +232,46 @@ class GateMaps:
         p, port = _proto_num(proto), _port(port)
         if p == PROTO_ANY and port:
             raise ValueError("a port needs a protocol ('tcp' or 'udp')")
-        key = ALLOW_KEY.pack(addr16(ip), port, p)
-        bpfsys.update(self._fds["allow"], key, U64.pack(int(until_monotonic_ns)))
+        a, until = addr16(ip), int(until_monotonic_ns)
+        self._raise_hint(a, until)  # hint first: the kernel never sees an entry without it
+        bpfsys.update(self._fds["allow"], ALLOW_KEY.pack(a, port, p), U64.pack(until))
+        # Another writer may have lowered the hint meanwhile (read-max-write is not atomic).
+        self._raise_hint(a, until)
+
+    def _raise_hint(self, a: bytes, until: int) -> None:
+        """allow_hint[a] = max(allow_hint[a], until)."""
+        fd = self._fds["allow_hint"]
+        raw = bpfsys.lookup(fd, a, 8)
+        if raw is None or U64.unpack(raw)[0] < until:
+            bpfsys.update(fd, a, U64.pack(until))
+
+    def sync_allow_hint(self) -> int:
+        """Raise allow_hint to cover every allow entry (the loader calls this: a hint map
+        created next to an existing allow map starts empty). Returns the entries seen."""
+        fd, n = self._fds["allow"], 0
+        for key in list(bpfsys.keys(fd, ALLOW_KEY.size)):
+            raw = bpfsys.lookup(fd, key, 8)
+            if raw is not None:
+                self._raise_hint(key[:16], U64.unpack(raw)[0])
+                n += 1
+        return n
 
     def revoke(self, ip: str | IPAddress, proto: str | None = None, port: int = 0) -> bool:
-        """Remove one allow entry; True if it existed."""
+        """Remove one allow entry; True if it existed. The address's allow_hint stays (an upper
+        bound is enough; it expires with the latest window)."""
         key = ALLOW_KEY.pack(addr16(ip), _port(port), _proto_num(proto))
         return bpfsys.delete(self._fds["allow"], key)
 
     def revoke_ip(self, ip: str | IPAddress) -> int:
-        """Remove every allow entry and UDP flow of ip; returns how many entries went."""
+        """Remove every allow entry, the allow hint and every UDP flow of ip; returns how many
+        allow entries and flows went."""
         a = addr16(ip)
         n = 0
         for name in ("allow", "udp_flows"):
             fd = self._fds[name]
             for key in [k for k in bpfsys.keys(fd, MAP_SPECS[name].key_size) if k[:16] == a]:
                 n += bpfsys.delete(fd, key)
+        bpfsys.delete(self._fds["allow_hint"], a)
         return n
 
     def allowed(self, include_expired: bool = False) -> list[AllowEntry]:
@@ -261,23 +294,37 @@ class GateMaps:
     def set_protected(self, ports: Iterable[tuple[str, int]]) -> None:
         """Make exactly these (proto, port) pairs protected (adds first, then removes)."""
         fd = self._fds["protected"]
-        want = set()
+        want: dict[int, int] = {}
         for proto, port in ports:
             p = _proto_num(proto)
             if p == PROTO_ANY or not _port(port):
                 raise ValueError(f"protected port needs 'tcp'/'udp' and 1..65535: {proto} {port}")
-            want.add(PROTECTED_KEY.pack(port, p))
-        for key in want:
-            bpfsys.update(fd, key, U32.pack(1))
-        for key in list(bpfsys.keys(fd, PROTECTED_KEY.size)):
-            if key not in want:
-                bpfsys.delete(fd, key)
+            slot, bit = protected_slot(p, port)
+            want[slot] = want.get(slot, 0) | bit
+        have = self._protected_words()
+        changed = {i for i in set(want) | set(have) if want.get(i, 0) != have.get(i, 0)}
+        for i in changed:  # adds: old | new
+            if want.get(i, 0) & ~have.get(i, 0):
+                bpfsys.update(fd, U32.pack(i), U64.pack(have.get(i, 0) | want.get(i, 0)))
+        for i in changed:  # then removes
+            bpfsys.update(fd, U32.pack(i), U64.pack(want.get(i, 0)))
+
+    def _protected_words(self) -> dict[int, int]:
+        """Non-zero words of the protected bitmaps by slot."""
+        fd, out = self._fds["protected"], {}
+        for i in range(PROTECTED_WORDS):
+            raw = bpfsys.lookup(fd, U32.pack(i), 8)
+            if raw is not None and (w := U64.unpack(raw)[0]):
+                out[i] = w
+        return out
 
     def protected(self) -> list[tuple[str, int]]:
-        keys = bpfsys.keys(self._fds["protected"], PROTECTED_KEY.size)
-        return sorted(
-            (PROTO_NAMES.get(p, str(p)), port) for port, p in map(PROTECTED_KEY.unpack, keys)
-        )
+        out = []
+        for slot, word in self._protected_words().items():
+            proto = "udp" if slot >= 1024 else "tcp"
+            base = (slot & 1023) << 6
+            out += [(proto, base + b) for b in range(64) if word >> b & 1]
+        return sorted(out)
 
     # -- static_allow --------------------------------------------------------------------
 
@@ -292,9 +339,25 @@ class GateMaps:
             want.add(LPM_KEY.pack(net.prefixlen + extra, addr16(net.network_address)))
         for key in want:
             bpfsys.update(fd, key, U32.pack(1))
+        # static_count != 0 makes the kernel look in the trie: set before removals when the
+        # list stays non-empty, after them when it becomes empty.
+        if want:
+            self._set_static_count(len(want))
         for key in list(bpfsys.keys(fd, LPM_KEY.size)):
             if key not in want:
                 bpfsys.delete(fd, key)
+        if not want:
+            self._set_static_count(0)
+
+    def _set_static_count(self, n: int) -> None:
+        bpfsys.update(self._fds["static_count"], U32.pack(0), U32.pack(n))
+
+    def sync_static_count(self) -> int:
+        """Set static_count from the trie (the loader calls this: a count created next to an
+        existing static list starts at 0). Returns the count."""
+        n = sum(1 for _ in bpfsys.keys(self._fds["static_allow"], LPM_KEY.size))
+        self._set_static_count(n)
+        return n
 
     def static(self) -> list[IPNetwork]:
         out: list[IPNetwork] = []
@@ -364,8 +427,11 @@ class GateMaps:
 
     def clear(self, *names: str) -> None:
         """Empty maps by name (default: allow, udp_flows, spa_rate, spa_budget; not replay,
-        static_allow, protected or counters)."""
-        for name in names or ("allow", "udp_flows", "spa_rate", "spa_budget"):
+        static_allow, protected or counters). Clearing allow clears allow_hint too."""
+        names = names or ("allow", "udp_flows", "spa_rate", "spa_budget")
+        if "allow" in names and "allow_hint" not in names:
+            names = (*names, "allow_hint")
+        for name in names:
             spec, fd = MAP_SPECS[name], self._fds[name]
             if spec.type in (bpfsys.MAP_ARRAY, bpfsys.MAP_PERCPU_ARRAY):
                 zero = bytes(bpfsys.value_buffer_size(spec.type, spec.value_size))
@@ -375,6 +441,8 @@ class GateMaps:
                 continue
             for key in list(bpfsys.keys(fd, spec.key_size)):
                 bpfsys.delete(fd, key)
+        if "static_allow" in names:
+            self._set_static_count(0)
 
     # -- replay (daemon only; the program never reads it) --------------------------------
 
