@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spagate.gate import bpfsys, spakeys
 from spagate.gate.loader import GateOptions, load, unpin
-from spagate.gate.maps import ALLOW_KEY, FLOW_KEY, U64, addr16
+from spagate.gate.maps import ALLOW_KEY, FLOW_KEY, HINT, U64, addr16
 from spagate.protocol import Message, encode, generate_keypair
 
 SIZES = (1, 10_000, 1_000_000)
@@ -80,7 +80,7 @@ def fill_allow(maps, n: int, until: int) -> None:
         cnt = min(step, n - off)
         if hint_fd is not None:
             hb = bytes(addrs[off * 16 : (off + cnt) * 16])
-            bpfsys.update_batch(hint_fd, hb, vals[off * 8 : (off + cnt) * 8], cnt)
+            bpfsys.update_batch(hint_fd, hb, HINT.pack(until, until) * cnt, cnt)
         kb = keys[off * ALLOW_KEY.size : (off + cnt) * ALLOW_KEY.size]
         bpfsys.update_batch(fd, kb, vals[off * 8 : (off + cnt) * 8], cnt)
 

@@ -95,22 +95,22 @@ static __always_inline int expired(__u64 *expiry, __u64 *now)
 	return *expiry <= *now;
 }
 
-/* Source in the allow map for (proto, port), (proto, every port) or (every proto, every port),
- * with an expiry in the future. The key's addr is filled by the caller. A source without an
- * unexpired allow_hint has no unexpired entry: one lookup for every source never allowed. */
+/* Source allowed for (proto, port): a live whole-host grant (allow_hint.host_until), else a
+ * live allow entry (proto, port) or (proto, every port). The key's addr is filled by the
+ * caller. No hint, or its upper bound passed: nothing live in allow, no lookup there. */
 static __always_inline int allow_hit(struct allow_key *k, __u8 proto, __u16 port, __u64 *now)
 {
+	struct allow_hint *h;
 	__u64 *exp;
 
-	exp = allow_hint.lookup((struct addr_key *)k->addr);
-	if (!exp || expired(exp, now))
+	h = allow_hint.lookup((struct addr_key *)k->addr);
+	if (!h)
+		return 0;
+	if (!expired(&h->host_until, now))
+		return 1; /* the daemon's usual grant: the whole host */
+	if (expired(&h->until, now))
 		return 0;
 	k->pad = 0;
-	k->proto = PROTO_ANY; /* the daemon's usual grant: the whole host, checked first */
-	k->port = 0;
-	exp = allow.lookup(k);
-	if (exp && !expired(exp, now))
-		return 1;
 	k->proto = proto;
 	k->port = port;
 	exp = allow.lookup(k);

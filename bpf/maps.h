@@ -50,9 +50,15 @@ struct allow_key {
 	__u8 pad;   /* always 0 */
 };
 
-/* allow_hint: src addr (struct addr_key) -> latest expiry of any of its allow entries (an upper
- * bound: it may outlive them, never falls short of them). Written by GateMaps.allow only.
- * An address without an unexpired hint is not allowed: one lookup, not three. */
+/* allow_hint: src addr (struct addr_key) -> struct allow_hint, written by GateMaps only.
+ * host_until is THE expiry of the whole-host grant (allow key PROTO_ANY, port 0; 0 = none):
+ * the kernel decides on it without looking in allow. until is an upper bound of every allow
+ * entry's expiry of the address: when it has passed, allow holds nothing live for it. So a
+ * source never allowed costs one lookup, a whole-host grant one lookup, a port grant three. */
+struct allow_hint {
+	__u64 host_until;
+	__u64 until;
+};
 
 /* protected: two bitmaps of 65536 bits, one u64 word per array slot. Slot
  * PROTECTED_SLOT(proto, port), bit port & 63. An array lookup is inlined by the JIT. */
@@ -120,7 +126,7 @@ struct spa_scratch {
 };
 
 BPF_TABLE_PINNED("lru_hash", struct allow_key, __u64, allow, ALLOW_CAPACITY, SG_PIN(allow));
-BPF_TABLE_PINNED("lru_hash", struct addr_key, __u64, allow_hint, ALLOW_CAPACITY,
+BPF_TABLE_PINNED("lru_hash", struct addr_key, struct allow_hint, allow_hint, ALLOW_CAPACITY,
 		 SG_PIN(allow_hint));
 BPF_TABLE_PINNED("array", __u32, __u64, protected, PROTECTED_WORDS, SG_PIN(protected));
 /* LPM tries must be created with BPF_F_NO_PREALLOC (the kernel refuses them otherwise). */

@@ -68,6 +68,7 @@ ALLOW_KEY = struct.Struct("=16sHBx")  # struct allow_key
 LPM_KEY = struct.Struct("=I16s")  # struct lpm_key
 FLOW_KEY = struct.Struct("=16sHH")  # struct flow_key
 BUDGET = struct.Struct("=QQ")  # struct budget
+HINT = struct.Struct("=QQ")  # struct allow_hint: host_until, until
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")
 
@@ -95,7 +96,7 @@ MAP_SPECS: dict[str, MapSpec] = {
     s.name: s
     for s in (
         MapSpec("allow", bpfsys.MAP_LRU_HASH, ALLOW_KEY.size, 8),
-        MapSpec("allow_hint", bpfsys.MAP_LRU_HASH, 16, 8),
+        MapSpec("allow_hint", bpfsys.MAP_LRU_HASH, 16, HINT.size),
         MapSpec("protected", bpfsys.MAP_ARRAY, 4, 8),
         MapSpec("static_allow", bpfsys.MAP_LPM_TRIE, LPM_KEY.size, 4, bpfsys.BPF_F_NO_PREALLOC),
         MapSpec("static_count", bpfsys.MAP_ARRAY, 4, 4),
@@ -233,34 +234,49 @@ class GateMaps:
         if p == PROTO_ANY and port:
             raise ValueError("a port needs a protocol ('tcp' or 'udp')")
         a, until = addr16(ip), int(until_monotonic_ns)
-        self._raise_hint(a, until)  # hint first: the kernel never sees an entry without it
+        host = until if p == PROTO_ANY else None
+        # Hint first (the kernel decides whole-host grants on it; a hint without its entry
+        # only costs lookups), then the entry.
+        self._write_hint(a, host, until)
         bpfsys.update(self._fds["allow"], ALLOW_KEY.pack(a, port, p), U64.pack(until))
-        # Another writer may have lowered the hint meanwhile (read-max-write is not atomic).
-        self._raise_hint(a, until)
+        # Another writer may have lowered the bound meanwhile (read-modify-write).
+        if self._hint(a)[1] < until:
+            self._write_hint(a, None, until)
 
-    def _raise_hint(self, a: bytes, until: int) -> None:
-        """allow_hint[a] = max(allow_hint[a], until)."""
-        fd = self._fds["allow_hint"]
-        raw = bpfsys.lookup(fd, a, 8)
-        if raw is None or U64.unpack(raw)[0] < until:
-            bpfsys.update(fd, a, U64.pack(until))
+    def _hint(self, a: bytes) -> tuple[int, int]:
+        raw = bpfsys.lookup(self._fds["allow_hint"], a, HINT.size)
+        return HINT.unpack(raw) if raw is not None else (0, 0)
+
+    def _write_hint(self, a: bytes, host: int | None, until: int) -> None:
+        """allow_hint[a]: host_until = host (None: unchanged), until = max(until, old)."""
+        old_host, old_until = self._hint(a)
+        new = (old_host if host is None else host, max(old_until, until))
+        if new != (old_host, old_until):
+            bpfsys.update(self._fds["allow_hint"], a, HINT.pack(*new))
 
     def sync_allow_hint(self) -> int:
-        """Raise allow_hint to cover every allow entry (the loader calls this: a hint map
-        created next to an existing allow map starts empty). Returns the entries seen."""
+        """Make allow_hint cover every allow entry (the loader calls this: a hint map created
+        next to an existing allow map starts empty). Returns the entries seen."""
         fd, n = self._fds["allow"], 0
         for key in list(bpfsys.keys(fd, ALLOW_KEY.size)):
             raw = bpfsys.lookup(fd, key, 8)
-            if raw is not None:
-                self._raise_hint(key[:16], U64.unpack(raw)[0])
-                n += 1
+            if raw is None:
+                continue
+            a, port, p = ALLOW_KEY.unpack(key)
+            until = U64.unpack(raw)[0]
+            self._write_hint(a, until if (p, port) == (PROTO_ANY, 0) else None, until)
+            n += 1
         return n
 
     def revoke(self, ip: str | IPAddress, proto: str | None = None, port: int = 0) -> bool:
-        """Remove one allow entry; True if it existed. The address's allow_hint stays (an upper
-        bound is enough; it expires with the latest window)."""
-        key = ALLOW_KEY.pack(addr16(ip), _port(port), _proto_num(proto))
-        return bpfsys.delete(self._fds["allow"], key)
+        """Remove one allow entry; True if it existed. Revoking the whole-host grant clears
+        the hint's host_until; its upper bound stays (it passes with the latest window)."""
+        a, p, port = addr16(ip), _proto_num(proto), _port(port)
+        if (p, port) == (PROTO_ANY, 0):
+            _, until = self._hint(a)
+            if until:
+                bpfsys.update(self._fds["allow_hint"], a, HINT.pack(0, until))
+        return bpfsys.delete(self._fds["allow"], ALLOW_KEY.pack(a, port, p))
 
     def revoke_ip(self, ip: str | IPAddress) -> int:
         """Remove every allow entry, the allow hint and every UDP flow of ip; returns how many
