@@ -58,10 +58,11 @@ class Intake:
             self._persisted.append((until_ms, nonce))
         return n
 
-    def prune(self, limit: int = 64) -> int:
-        """Forget up to `limit` expired nonces in the replay map (cheap enough for every loop)."""
+    def prune(self) -> int:
+        """Forget the expired nonces in the replay map. Each nonce is deleted once, so this
+        costs one syscall per accepted packet however it is spread over the loops."""
         now, n = self.wall_ms(), 0
-        while self._persisted and self._persisted[0][0] <= now and n < limit:
+        while self._persisted and self._persisted[0][0] <= now:
             self.maps.replay_forget(self._persisted.popleft()[1])
             n += 1
         return n
