@@ -70,12 +70,12 @@ class Intake:
     def handle(self, rec) -> bool:
         """Verify one SPA record; open the gate when it passes. True when accepted."""
         src = unmap(rec.src)
-        where = f"from {_hostport(src, rec.sport)} via {self.ifnames(rec.ifindex)}"
         res = self.verifier.verify(rec.payload, self.wall_ms())
         if isinstance(res, Rejected):
             self.counts[res.reason.value] += 1
-            self.log.rejected(res.reason.value, f"{where}: {res.detail}")
+            self.log.rejected(res.reason.value, f"{self._where(rec, src)}: {res.detail}")
             return False
+        where = self._where(rec, src)
         identity = self.config.identities[res.key_index]
         grant = decide(self.config, identity, res.message.ip, src, unmap(rec.dst))
         if isinstance(grant, Refusal):
@@ -100,6 +100,9 @@ class Intake:
             f"window={grant.seconds}s {where}" + (" third-party" if grant.third_party else "")
         )
         return True
+
+    def _where(self, rec, src) -> str:
+        return f"from {_hostport(src, rec.sport)} via {self.ifnames(rec.ifindex)}"
 
 
 def _hostport(ip, port: int) -> str:

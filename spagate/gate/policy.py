@@ -8,6 +8,7 @@ from ipaddress import IPv4Address, IPv6Address
 from spagate.gate.config import GateConfig, Identity, Port
 
 IPAddress = IPv4Address | IPv6Address
+BROADCAST = IPv4Address("255.255.255.255")
 
 
 def unmap(ip: IPAddress) -> IPAddress:
@@ -40,7 +41,7 @@ def decide(
     if config.bind is not None and not config.bind.is_unspecified and unmap(config.bind) != dst:
         return Refusal("wrong-destination", f"sent to {dst}, the gate is bound to {config.bind}")
     ip = src if msg_ip.is_unspecified else msg_ip
-    if ip.is_multicast or ip == IPv4Address("255.255.255.255"):
+    if ip.is_multicast or ip == BROADCAST:
         return Refusal("unusable-ip", f"{ip} cannot open a connection")
     if config.require_source_match and ip != src:
         return Refusal("source-mismatch", f"message names {ip}, packet came from {src}")
