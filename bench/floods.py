@@ -634,7 +634,7 @@ def main() -> int:
                 gates.append(big)
                 big.maps.set_protected([("tcp", 22)])
                 t = time.monotonic()
-                fill_allow(big.maps.fd("allow"), 1_000_000, time.monotonic_ns() + 3600 * 10**9)
+                fill_allow(big.maps, 1_000_000, time.monotonic_ns() + 3600 * 10**9)
                 log(f"allow map filled with 1,000,000 entries in {time.monotonic() - t:.1f}s")
                 summary["syn"] = phase_syn(lab, gates, args, log)
             if "udp" in phases:
