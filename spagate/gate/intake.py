@@ -21,7 +21,9 @@ NS = 1_000_000_000
 
 
 class Maps(Protocol):
-    def allow(self, ip, until_ns: int, proto: str | None = None, port: int = 0) -> None: ...
+    def allow(
+        self, ip, until_ns: int, proto: str | None = None, port: int = 0, extend_only=False
+    ) -> None: ...
     def replay_remember(self, nonce: bytes, until_ms: int) -> None: ...
     def replay_entries(self) -> dict[bytes, int]: ...
     def replay_forget(self, nonce: bytes) -> bool: ...
@@ -88,10 +90,10 @@ class Intake:
         self._persisted.append((res.replay_until_ms, res.message.nonce))
         until = self.mono_ns() + grant.seconds * NS
         if grant.ports is None:
-            self.maps.allow(grant.ip, until)
+            self.maps.allow(grant.ip, until, extend_only=True)
         else:
             for p in grant.ports:
-                self.maps.allow(grant.ip, until, p.proto, p.port)
+                self.maps.allow(grant.ip, until, p.proto, p.port, extend_only=True)
         self.hooks.opened(grant.ip, grant.seconds)
         self.counts["accepted"] += 1
         ports = ",".join(map(str, grant.ports)) if grant.ports else "all"

@@ -224,16 +224,22 @@ class GateMaps:
         until_monotonic_ns: int,
         proto: str | None = None,
         port: int = 0,
+        extend_only: bool = False,
     ) -> None:
         """Open the gate for ip until the CLOCK_MONOTONIC time until_monotonic_ns.
 
         proto None (every protocol) requires port 0 (every protected port); with a proto,
-        port 0 means every protected port of that protocol.
+        port 0 means every protected port of that protocol. extend_only: leave a window that
+        already lasts longer as it is (a knock never shortens an operator's longer grant).
         """
         p, port = _proto_num(proto), _port(port)
         if p == PROTO_ANY and port:
             raise ValueError("a port needs a protocol ('tcp' or 'udp')")
         a, until = addr16(ip), int(until_monotonic_ns)
+        if extend_only:
+            raw = bpfsys.lookup(self._fds["allow"], ALLOW_KEY.pack(a, port, p), 8)
+            if raw is not None and U64.unpack(raw)[0] >= until:
+                return
         host = until if p == PROTO_ANY else None
         # Hint first (the kernel decides whole-host grants on it; a hint without its entry
         # only costs lookups), then the entry.

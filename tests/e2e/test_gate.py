@@ -259,3 +259,14 @@ def test_operator_commands_from_another_shell(gate):
     )
     bad = gate.spagate("allow", flood, "--port", "sctp/1")
     assert bad.returncode == 2 and "--port" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_knock_never_shortens_a_longer_manual_window(gate):
+    gate.configure("open-seconds = 5\n")
+    gate.start()
+    client = gate.lab["client"].v4
+    assert gate.spagate("allow", client, "--for", "3600").returncode == 0
+    assert gate.send("client", "--ip", "source").returncode == 0
+    assert wait_for(lambda: spa_verdicts(gate).get("accepted") == 1)
+    line = next(x for x in gate.spagate("status").stdout.splitlines() if client in x)
+    assert float(line.split()[-2].rstrip("s")) > 3500, line

@@ -20,7 +20,8 @@ class Maps:
     def __init__(self, replay=None):
         self.calls, self.replay = [], dict(replay or {})
 
-    def allow(self, ip, until_ns, proto=None, port=0):
+    def allow(self, ip, until_ns, proto=None, port=0, extend_only=False):
+        assert extend_only  # a knock never shortens a longer window
         self.calls.append(("allow", str(ip), until_ns, proto, port))
 
     def replay_remember(self, nonce, until_ms):
