@@ -95,6 +95,12 @@ class Daemon:
         missing = missing_capabilities()
         if missing:
             raise SpagateError(f"spagate attach needs {', '.join(missing)} (run it as root)")
+        other = read_state(opts.pin_dir)
+        if other and not other.get("stale") and other.get("pid") != os.getpid():
+            raise SpagateError(
+                f"spagate attach is already running (pid {other['pid']}, "
+                f"{', '.join(other.get('interfaces', {}))}) with {opts.pin_dir}: stop it first"
+            )
         names = {i: n for n, i in ifindex.items()}
         for note in cfg.notes:
             self.log.info(note)

@@ -270,3 +270,18 @@ def test_a_knock_never_shortens_a_longer_manual_window(gate):
     assert wait_for(lambda: spa_verdicts(gate).get("accepted") == 1)
     line = next(x for x in gate.spagate("status").stdout.splitlines() if client in x)
     assert float(line.split()[-2].rstrip("s")) > 3500, line
+
+
+def test_a_second_daemon_on_the_same_maps_is_refused(gate):
+    gate.configure()
+    gate.start()
+    out = gate.lab.run(
+        "gate",
+        [PY, "-m", "spagate", "attach", "eth0", "-c", str(gate.conf), "--pin-dir", gate.pin_dir],
+        mounts=False,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert f"already running (pid {gate.proc.pid}, eth0)" in out.stderr
+    assert gate.proc.poll() is None  # the first one is untouched and still guarding
+    assert gate.probe() == "timeout"
