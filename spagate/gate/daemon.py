@@ -39,8 +39,11 @@ def journal_emit(level: int, line: str) -> None:
     else:
         out = time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n"
     stream = sys.stderr if level <= 4 else sys.stdout
-    stream.write(out)
-    stream.flush()
+    try:
+        stream.write(out)
+        stream.flush()
+    except (OSError, ValueError):  # a closed terminal or pipe must never stop the gate
+        pass
 
 
 @dataclass
@@ -124,8 +127,12 @@ class Daemon:
 
         attached: dict[str, str] = {}
         running = False
+        failed = False
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._stop)
+        # Closing the terminal of a foreground gate must not take it down (and with it every
+        # knock): only SIGINT/SIGTERM stop it.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         try:
             for name in opts.interfaces:
                 attached[name] = prog.attach(name, opts.mode)
@@ -154,9 +161,20 @@ class Daemon:
                     self._write_state(attached, published)
                     next_publish = now + PUBLISH_EVERY_S
                 intake.prune()
+        except BaseException as e:
+            # Fail closed: once guarding, an unexpected error leaves the program attached (the
+            # ports stay shut, windows still close on time) rather than opening them to all.
+            failed = running and not isinstance(e, KeyboardInterrupt)
+            if failed:
+                self.log.error(
+                    f"stopping on an error: {type(e).__name__}: {e}; "
+                    f"{', '.join(attached)} stay guarded with no SPA intake until spagate "
+                    f"restarts (recovery: spagate detach {' '.join(attached)})"
+                )
+            raise
         finally:
-            if opts.keep_attached and running:
-                if attached:
+            if (opts.keep_attached and running) or failed:
+                if attached and not failed:
                     self.log.info(f"stopping; {', '.join(attached)} stay guarded (--keep-attached)")
             else:
                 for name in attached:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -285,3 +286,34 @@ def test_a_second_daemon_on_the_same_maps_is_refused(gate):
     assert f"already running (pid {gate.proc.pid}, eth0)" in out.stderr
     assert gate.proc.poll() is None  # the first one is untouched and still guarding
     assert gate.probe() == "timeout"
+
+
+def test_a_closed_terminal_does_not_stop_the_gate(gate):
+    gate.configure()
+    gate.service()
+    gate.start()
+    gate.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert gate.proc.poll() is None
+    assert gate.send("client", "--ip", "source").returncode == 0
+    assert wait_for(lambda: gate.probe().startswith("connected"))
+
+
+def test_an_unexpected_error_leaves_the_ports_shut_not_open(gate):
+    from spagate.gate.daemon import state_path
+
+    gate.configure()
+    gate.service()
+    gate.start()
+    state = state_path(gate.pin_dir)
+    state.unlink()
+    state.mkdir()  # the daemon's next status write fails
+    try:
+        assert gate.send("client", "--ip", "source").returncode == 0
+        assert wait_for(lambda: gate.proc.poll() is not None, timeout=10)
+        assert gate.proc.returncode != 0
+        assert any("stay guarded" in line for line in gate.log), gate.log
+        assert "xdp" in gate.lab.sh("gate", "ip -d link show eth0").stdout
+        assert gate.probe("flood") == "timeout"  # a stranger is still dropped
+    finally:
+        state.rmdir()

@@ -198,7 +198,8 @@ def test_unit_renders_and_verifies_cleanly(tmp_path):
     for repo in (fake_repo(tmp_path), REPO):
         r = render(repo)
         assert r.returncode == 0, r.stderr
-        assert f"ExecStart={repo}/.venv/bin/spagate attach -c /etc/spagate.ini\n" in r.stdout
+        want = f"ExecStart={repo}/.venv/bin/spagate attach --keep-attached -c /etc/spagate.ini\n"
+        assert want in r.stdout
         assert "@REPO@" not in r.stdout
         v = verify(r.stdout, tmp_path)
         # systemd-analyze warns about unknown keys but exits 0: any output is a failure
