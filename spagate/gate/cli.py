@@ -111,7 +111,9 @@ def register(app: typer.Typer) -> None:
     def allow(
         ip: str = typer.Argument(..., help="Address to let in."),
         port: list[str] = typer.Option(None, "--port", help="tcp/22 or udp/51820 (repeatable)."),
-        seconds: int = typer.Option(60, "--for", min=1, help="Seconds the window stays open."),
+        seconds: int = typer.Option(
+            60, "--for", min=1, max=31_536_000, help="Seconds the window stays open (1 year max)."
+        ),
         pin_dir: str = PIN_DIR,
     ) -> None:
         """Open the gate for an address by hand."""

@@ -327,8 +327,17 @@ def load_config(path: str = DEFAULT_PATH) -> GateConfig:
         raise ConfigError(path, None, "not found (see docs/getting-started.md)") from None
     except OSError as e:
         raise ConfigError(path, None, f"cannot open: {e.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(path, None, "is not a regular file")
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode
+        st = os.fstat(f.fileno())
+        mode = st.st_mode
+        if st.st_uid not in (0, os.geteuid()):
+            # Whoever owns it chooses the keys and the open-cmd that runs as root.
+            raise ConfigError(
+                path, None, f"is owned by uid {st.st_uid}: run chown root:root {path}"
+            )
         if stat.S_IMODE(mode) & 0o077:
             raise ConfigError(
                 path,

@@ -44,8 +44,10 @@ class Hooks:
         """Reap finished hooks and run the closes that are due."""
         now = self._clock()
         for arg in [a for a, due in self._closes.items() if due <= now]:
-            del self._closes[arg]
-            self._run(self.close_cmd, arg)
+            # A close leaves the pending list only once it has started: an external firewall
+            # must never stay open because a close was skipped. Retried on the next poll.
+            if self._run(self.close_cmd, arg, always=True):
+                del self._closes[arg]
         still = []
         for what, proc in self._running:
             rc = proc.poll()
@@ -58,7 +60,8 @@ class Hooks:
     def shutdown(self) -> None:
         """Run every pending close now: an external firewall must not stay open behind us."""
         for arg in list(self._closes):
-            self._run(self.close_cmd, arg)
+            if not self._run(self.close_cmd, arg, always=True):
+                self._log.error(f"close-cmd for {arg} could not run at shutdown")
         self._closes.clear()
         deadline = self._clock() + 5
         for what, proc in self._running:
@@ -69,13 +72,14 @@ class Hooks:
                 self._log.warning(f"hook killed after 5s at shutdown: {what}")
         self._running.clear()
 
-    def _run(self, template: str | None, arg: str) -> None:
+    def _run(self, template: str | None, arg: str, always: bool = False) -> bool:
+        """Start a hook; True once started. `always`: closes are exempt from the cap."""
         if not template:
-            return
+            return True
         cmd = template.replace("%s", arg)
-        if len(self._running) >= self._max:
+        if len(self._running) >= self._max and not always:
             self._log.warning(f"{self._max} hooks still running: skipped {cmd}")
-            return
+            return False
         try:
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", cmd],
@@ -85,5 +89,6 @@ class Hooks:
             )
         except OSError as e:
             self._log.warning(f"hook could not start ({e.strerror}): {cmd}")
-            return
+            return False
         self._running.append((cmd, proc))
+        return True

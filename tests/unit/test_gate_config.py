@@ -140,3 +140,15 @@ def test_more_identities_than_the_kernel_key_ring_are_refused():
     with pytest.raises(ConfigError, match=r"t.ini:25: 9 identities: at most 8"):
         parse_config(sections, "t.ini")
     assert len(parse_config(sections.split("[id8]")[0], "t.ini").identities) == 8
+
+
+def test_load_refuses_a_directory_and_a_file_owned_by_someone_else(tmp_path):
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(str(tmp_path))
+    p = tmp_path / "spagate.ini"
+    p.write_text(f"key = {K1}\nhmac-key = {H1}\n")
+    os.chmod(p, 0o600)
+    if os.geteuid() == 0:
+        os.chown(p, 65534, 65534)
+        with pytest.raises(ConfigError, match=r"owned by uid 65534: run chown root:root"):
+            load_config(str(p))

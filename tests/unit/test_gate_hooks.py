@@ -62,3 +62,19 @@ def test_shutdown_runs_pending_closes(tmp_path):
     hooks.opened(ip_address("::1"), 600)
     hooks.shutdown()
     assert "close 0000:0000:0000:0000:0000:0000:0000:0001" in out.read_text()
+
+
+def test_closes_are_never_skipped_by_the_cap(tmp_path):
+    out = tmp_path / "hooks.log"
+    now = [0.0]
+    lines = []
+    log = EventLog(lambda lvl, line: lines.append(line), time.monotonic)
+    hooks = Hooks("sleep 5", f"echo close %s >> {out}", log, clock=lambda: now[0], max_running=2)
+    for i in range(3):
+        hooks.opened(ip_address(f"192.0.2.{i + 1}"), 1)
+    assert any("skipped sleep 5" in x for x in lines)  # the third open hit the cap
+    now[0] = 2
+    hooks.poll()  # both running opens still sleep: the closes must run anyway
+    assert wait_for(lambda: out.exists() and out.read_text().count("close") == 3)
+    for _, proc in hooks._running:
+        proc.kill()
