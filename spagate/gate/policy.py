@@ -40,6 +40,9 @@ def decide(
     msg_ip, src, dst = unmap(msg_ip), unmap(src), unmap(dst)
     if config.bind is not None and not config.bind.is_unspecified and unmap(config.bind) != dst:
         return Refusal("wrong-destination", f"sent to {dst}, the gate is bound to {config.bind}")
+    if config.require_source_match and msg_ip.is_unspecified:
+        # Such a packet names no address: anyone who sees it could send it first.
+        return Refusal("source-mismatch", "message names no address (--ip source)")
     ip = src if msg_ip.is_unspecified else msg_ip
     if ip.is_multicast or ip == BROADCAST:
         return Refusal("unusable-ip", f"{ip} cannot open a connection")

@@ -62,3 +62,10 @@ def test_identity_ports_and_window():
     )
     g = decide(c, c.identities[0], SRC, SRC, DST)
     assert isinstance(g, Grant) and g.ports == (Port("udp", 51820),) and g.seconds == 60
+
+
+def test_require_source_match_refuses_a_message_naming_no_address():
+    c = cfg("require-source-match = yes\n")
+    for unspecified in ("0.0.0.0", "::"):
+        r = decide(c, c.identities[0], ip_address(unspecified), SRC, DST)
+        assert isinstance(r, Refusal) and r.reason == "source-mismatch"
