@@ -256,6 +256,11 @@ static __always_inline int spa(struct xdp_md *ctx, struct pkt *p, struct udphdr 
 	ulen = sg_ntohs(uh->len);
 	if ((void *)(uh + 1) > end || ulen < sizeof(*uh) || ulen > p->l4_len)
 		return verdict(REASON_MALFORMED, XDP_DROP);
+	/* ::ffff:a.b.c.d is never a source on the wire: userspace would take the sender for that
+	 * IPv4 host (its bucket, its source match). Before the bucket: it must not charge that
+	 * host's tokens either. */
+	if (p->mapped_src)
+		return verdict(REASON_MALFORMED, XDP_DROP);
 	s = spa_scratch.lookup(&zero);
 	if (!s)
 		return verdict(REASON_SPA_TAIL_CALL_FAILED, XDP_DROP);

@@ -190,3 +190,18 @@ def test_missing_verifier_program_drops(fresh):
     finally:
         progs[ct.c_int(0)] = ct.c_int(fresh.verify_fd)
     assert run(fresh, spa4(spa_payload(), src="192.0.2.5")) == {"spa_queued": 1}
+
+
+def test_ipv4_mapped_ipv6_source_is_malformed(fresh):
+    # ::ffff:a.b.c.d as an IPv6 source is never valid on the wire; userspace would take the
+    # sender for the IPv4 host. Dropped before the bucket, so that host's tokens stay whole.
+    v4 = "198.51.100.7"
+    for _ in range(TEST_OPTIONS.spa_burst + 2):
+        pkt = eth(ipv6(f"::ffff:{v4}", "2001:db8::1", UDP, udp(999, 8484, spa_payload())), ETH_IP6)
+        assert run(fresh, pkt) == {"malformed": 1}
+    assert fresh.poll(100) == 0
+    for _ in range(TEST_OPTIONS.spa_burst):
+        assert run(fresh, spa4(spa_payload(), src=v4)) == {"spa_queued": 1}
+    # A native IPv6 source is still queued.
+    pkt = eth(ipv6("2001:db8::7", "2001:db8::1", UDP, udp(999, 8484, spa_payload())), ETH_IP6)
+    assert run(fresh, pkt) == {"spa_queued": 1}
