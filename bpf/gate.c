@@ -266,10 +266,18 @@ static __always_inline int spa(struct xdp_md *ctx, struct pkt *p, struct udphdr 
 		return verdict(REASON_SPA_TAIL_CALL_FAILED, XDP_DROP);
 
 	/* Per source: GCRA. tat = when the bucket would be full again; over tau = over burst.
-	 * Charged before the MAC check: one source cannot make us hash at line rate. */
+	 * Charged before the MAC check: one source cannot make us hash at line rate. The bucket
+	 * of a native IPv6 source is its /64: one holder has 2^64 addresses for free. */
 	copy_addr(s->src, p, 0);
+	__builtin_memcpy(s->bucket, s->src, 16);
+	if (p->v6) {
+		__u32 *w = (__u32 *)s->bucket;
+
+		w[2] = 0;
+		w[3] = 0;
+	}
 	now = now_ns();
-	stored = spa_rate.lookup((struct addr_key *)s->src);
+	stored = spa_rate.lookup((struct addr_key *)s->bucket);
 	if (stored) {
 		tat = *stored;
 		if (tat < now)
@@ -279,7 +287,7 @@ static __always_inline int spa(struct xdp_md *ctx, struct pkt *p, struct udphdr 
 		*stored = tat + SPA_INTERVAL_NS;
 	} else {
 		tat = now + SPA_INTERVAL_NS;
-		spa_rate.update((struct addr_key *)s->src, &tat);
+		spa_rate.update((struct addr_key *)s->bucket, &tat);
 	}
 
 	copy_addr(s->dst, p, 1);

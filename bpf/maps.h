@@ -78,7 +78,8 @@ struct flow_key {
 	__u16 dport;
 };
 
-/* spa_rate: src addr -> GCRA theoretical arrival time ns (a token bucket in one u64). */
+/* spa_rate: source bucket -> GCRA theoretical arrival time ns (a token bucket in one u64).
+ * The bucket is the source address for IPv4 (mapped), its /64 (low 8 bytes zero) for IPv6. */
 struct addr_key {
 	__u8 addr[16];
 };
@@ -115,6 +116,7 @@ struct spa_event {
 struct spa_scratch {
 	__u8 src[16];
 	__u8 dst[16];
+	__u8 bucket[16]; /* spa_rate key: src, or its /64 for IPv6 */
 	__u64 now;      /* clock read by xdp_gate (ns) */
 	__u32 off;      /* UDP payload offset from ctx->data */
 	__u32 ifindex;

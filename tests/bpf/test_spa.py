@@ -205,3 +205,38 @@ def test_ipv4_mapped_ipv6_source_is_malformed(fresh):
     # A native IPv6 source is still queued.
     pkt = eth(ipv6("2001:db8::7", "2001:db8::1", UDP, udp(999, 8484, spa_payload())), ETH_IP6)
     assert run(fresh, pkt) == {"spa_queued": 1}
+
+
+def spa6(payload: bytes, src: str) -> bytes:
+    return eth(ipv6(src, "2001:db8::1", UDP, udp(999, 8484, payload)), ETH_IP6)
+
+
+def test_ipv6_bucket_is_the_slash_64(fresh):
+    # Every address of one /64 shares a bucket: fresh addresses buy no fresh burst.
+    burst = TEST_OPTIONS.spa_burst
+    for i in range(burst):
+        assert run(fresh, spa6(os.urandom(96), f"2001:db8:0:1:{i + 1:x}::{i + 7:x}")) == {
+            "spa_bad_mac": 1
+        }
+    for i in range(5):
+        src = f"2001:db8:0:1:{0xFFFF - i:x}:{i:x}:{i:x}:{i + 1:x}"
+        assert run(fresh, spa6(spa_payload(), src)) == {"spa_rate_source": 1}
+    # The next /64 (and the previous one) have their own buckets.
+    assert run(fresh, spa6(spa_payload(), "2001:db8:0:2::1")) == {"spa_queued": 1}
+    assert run(fresh, spa6(spa_payload(), "2001:db8:0:0:ffff:ffff:ffff:ffff")) == {"spa_queued": 1}
+    # The record keeps the full source address.
+    fresh.poll(100)
+    assert [r.src for r in fresh.records] == [
+        IPv6Address("2001:db8:0:2::1"),
+        IPv6Address("2001:db8::ffff:ffff:ffff:ffff"),
+    ]
+
+
+def test_ipv4_bucket_stays_per_address(fresh):
+    burst = TEST_OPTIONS.spa_burst
+    for _ in range(burst):
+        assert run(fresh, spa4(os.urandom(96), src="198.51.100.1")) == {"spa_bad_mac": 1}
+    assert run(fresh, spa4(spa_payload(), src="198.51.100.1")) == {"spa_rate_source": 1}
+    # Neighbours (same /24, same /64 once mapped) keep their own buckets.
+    for last in (0, 2, 255):
+        assert run(fresh, spa4(spa_payload(), src=f"198.51.100.{last}")) == {"spa_queued": 1}
