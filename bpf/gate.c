@@ -1,6 +1,6 @@
 /* spagate XDP gate. Verdicts (docs/xdp.md has the full table):
  *   SPA port (UDP)   per-source bucket, tail call to xdp_spa_verify: size, MAC (key ring),
- *                    global budget, copy to spa_events; always XDP_DROP (nothing answers)
+ *                    MAC seen (spa_seen), global budget, copy to spa_events; always XDP_DROP
  *   protected TCP    SYN: allow map / static_allow; other segments: kernel socket, allow, static
  *   protected UDP    live flow in udp_flows, allow map (creates the flow), static_allow
  *   everything else  XDP_PASS untouched
@@ -46,6 +46,8 @@ static __always_inline __u32 *spa_key_count_get(void)
 #else
 #define now_ns() bpf_ktime_get_ns()
 #endif
+
+#define SG_EEXIST 17 /* errno: BPF_NOEXIST update of a key already there */
 
 #define IPV6_MAPPED_PREFIX_W2_BE sg_htonl(0x0000ffff) /* third word of ::ffff:a.b.c.d */
 
@@ -438,15 +440,17 @@ int xdp_gate(struct xdp_md *ctx)
 }
 
 /* SPA port, second half: tail-called from spa() with spa_scratch[0] filled. Size, MAC against
- * the key ring, then the global budget (it only ever counts MAC-valid packets, i.e. replays),
- * then the ring record. Always XDP_DROP: nothing answers on the SPA port. */
+ * the key ring, MAC seen before (replay flood), then the global budget (so it only ever counts
+ * distinct MAC-valid packets), then the ring record. Always XDP_DROP: nothing answers on the
+ * SPA port. */
 int xdp_spa_verify(struct xdp_md *ctx)
 {
 	struct spa_scratch *s;
 	struct spa_event *e;
+	struct mac_key *seen;
 	struct budget *b;
 	__u32 zero = 0;
-	int key;
+	int key, r;
 
 	s = spa_scratch.lookup(&zero);
 	if (!s)
@@ -459,20 +463,41 @@ int xdp_spa_verify(struct xdp_md *ctx)
 	if (key < 0)
 		return verdict(REASON_SPA_BAD_MAC, XDP_DROP);
 
-	/* Global: fixed one-second window. Racing resets between CPUs only blur the edge. */
+	/* One captured packet replayed from many sources: each copy passes its own bucket and
+	 * the MAC, so without this it would spend the global budget. Keyed by the MAC's first
+	 * 16 bytes (a map value pointer is a valid key). Lookup first: a duplicate then costs
+	 * one lookup and evicts nothing (an LRU insert may). The NOEXIST insert settles CPUs
+	 * racing on the same MAC: one inserts, the others get -EEXIST. Any other insert error
+	 * (no free LRU node) lets the packet on: this is flood protection, not the authority. */
+	seen = (struct mac_key *)s->wire.mac;
+	if (spa_seen.lookup(seen))
+		return verdict(REASON_SPA_REPLAY_DUP, XDP_DROP);
+	r = spa_seen.insert(seen, &s->now);
+	if (r == -SG_EEXIST)
+		return verdict(REASON_SPA_REPLAY_DUP, XDP_DROP);
+
+	/* Global: fixed one-second window. Racing resets between CPUs only blur the edge. A
+	 * packet that does not reach userspace is forgotten again, so a copy sent later (a
+	 * retransmission) is not taken for a replay. */
 	b = spa_budget.lookup(&zero);
-	if (!b)
+	if (!b) {
+		spa_seen.delete(seen);
 		return verdict(REASON_SPA_RATE_GLOBAL, XDP_DROP);
+	}
 	if (s->now - b->window_start >= 1000000000ULL) {
 		b->window_start = s->now;
 		b->count = 0;
 	}
-	if (__sync_fetch_and_add(&b->count, 1) >= SPA_BUDGET)
+	if (__sync_fetch_and_add(&b->count, 1) >= SPA_BUDGET) {
+		spa_seen.delete(seen);
 		return verdict(REASON_SPA_RATE_GLOBAL, XDP_DROP);
+	}
 
 	e = spa_events.ringbuf_reserve(sizeof(struct spa_event));
-	if (!e)
+	if (!e) {
+		spa_seen.delete(seen);
 		return verdict(REASON_SPA_RINGBUF_FULL, XDP_DROP);
+	}
 	__builtin_memcpy(e->src, s->src, 16);
 	__builtin_memcpy(e->dst, s->dst, 16);
 	e->sport = s->sport;

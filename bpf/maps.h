@@ -5,7 +5,7 @@
  * 16 bytes with IPv4 mapped (::ffff:a.b.c.d). Times are CLOCK_MONOTONIC ns (bpf_ktime_get_ns;
  * time.monotonic_ns() in Python).
  *
- * Every map but spa_events, spa_scratch and spa_progs is pinned under SPAGATE_PIN_DIR. bcc (BPF_TABLE_PINNED) creates and
+ * Every map but spa_events, spa_seen, spa_scratch and spa_progs is pinned under SPAGATE_PIN_DIR. bcc (BPF_TABLE_PINNED) creates and
  * pins a map whose pin does not exist yet and reuses the pinned map otherwise; the loader checks
  * pinned maps against the expected layout before compiling (bcc itself does not).
  */
@@ -34,6 +34,9 @@
 #endif
 #ifndef REPLAY_CAPACITY
 #define REPLAY_CAPACITY 65536
+#endif
+#ifndef SPA_SEEN_CAPACITY
+#define SPA_SEEN_CAPACITY 65536 /* >= budget/s x 2 x max skew (2000 x 10 s) MACs */
 #endif
 #ifndef RINGBUF_PAGES
 #define RINGBUF_PAGES 256
@@ -88,6 +91,13 @@ struct addr_key {
 struct budget {
 	__u64 window_start;
 	__u64 count;
+};
+
+/* spa_seen: first 16 bytes of the MAC of a SPA packet handed to userspace -> when (ns).
+ * Flood protection only (the daemon's replay cache is the authority): a replayed packet is
+ * dropped before it can spend the global budget. Written by xdp_spa_verify only. */
+struct mac_key {
+	__u8 mac[16];
 };
 
 /* replay: nonce -> until (unix ms). Written and read by the daemon only. */
@@ -148,6 +158,10 @@ BPF_TABLE_PINNED("lru_hash", struct nonce_key, __u64, replay, REPLAY_CAPACITY, S
 BPF_TABLE_PINNED("array", __u32, struct spa_key, spa_keys, SPA_KEYS_MAX, SG_PIN(spa_keys));
 BPF_TABLE_PINNED("array", __u32, __u32, spa_key_count, 1, SG_PIN(spa_key_count));
 BPF_RINGBUF_OUTPUT(spa_events, RINGBUF_PAGES);
+/* Not pinned: the daemon's replay nonces (pinned) are what refuses a replay across a
+ * restart; a new program starting with an empty spa_seen lets each captured MAC spend the
+ * budget once more, which the budget absorbs. */
+BPF_TABLE("lru_hash", struct mac_key, __u64, spa_seen, SPA_SEEN_CAPACITY);
 BPF_PERCPU_ARRAY(spa_scratch, struct spa_scratch, 1);
 /* spa_progs[0]: xdp_spa_verify, filled by the loader. Not pinned: the kernel empties a
  * program array when its last user reference (the loader's fd) goes away. */

@@ -28,7 +28,8 @@ enum spagate_reason {
 	REASON_SPA_BAD_SIZE = 16,        /* SPA packet whose payload is not 96 bytes: dropped */
 	REASON_SPA_BAD_MAC = 17,         /* SPA packet whose MAC matches no configured key: dropped */
 	REASON_SPA_TAIL_CALL_FAILED = 18, /* SPA verifier program missing (spa_progs empty): dropped */
-	REASON_COUNT = 19,
+	REASON_SPA_REPLAY_DUP = 19,      /* MAC-valid SPA packet whose MAC is in spa_seen: dropped */
+	REASON_COUNT = 20,
 };
 
 #endif

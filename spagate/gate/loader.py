@@ -63,6 +63,9 @@ class GateOptions:
     udp_flow_capacity: int = 65536
     spa_rate_capacity: int = 65536
     replay_capacity: int = 65536
+    # spa_seen (not pinned): MACs of SPA packets handed to userspace, so replays of one
+    # captured packet cannot spend the budget. Keep >= budget/s x 2 x max skew (s).
+    spa_seen_capacity: int = 65536
     ringbuf_pages: int = 256  # power of two
     coarse_clock: bool = True  # bpf_ktime_get_coarse_ns: same clock, tick resolution, cheaper
     extra_cflags: tuple[str, ...] = field(default=())
@@ -81,6 +84,7 @@ class GateOptions:
         need(p >= 1 and p & (p - 1) == 0, "ringbuf_pages must be a power of two")
         for name, cap in self.capacities().items():
             need(cap >= 1, f"{name} capacity must be >= 1")
+        need(self.spa_seen_capacity >= 1, "spa_seen capacity must be >= 1")
 
     def capacities(self) -> dict[str, int]:
         """max_entries of every pinned map."""
@@ -114,6 +118,7 @@ class GateOptions:
             f"-DUDP_FLOW_CAPACITY={self.udp_flow_capacity}",
             f"-DSPA_RATE_CAPACITY={self.spa_rate_capacity}",
             f"-DREPLAY_CAPACITY={self.replay_capacity}",
+            f"-DSPA_SEEN_CAPACITY={self.spa_seen_capacity}",
             f"-DRINGBUF_PAGES={self.ringbuf_pages}",
             # Kernel headers pulled in by bcc's helpers warn under clang; not our code.
             "-Wno-ignored-attributes",

@@ -57,6 +57,7 @@ REASONS: tuple[str, ...] = (
     "spa_bad_size",
     "spa_bad_mac",
     "spa_tail_call_failed",
+    "spa_replay_dup",
 )
 
 PROTOS = {"tcp": 6, "udp": 17}

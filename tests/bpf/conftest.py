@@ -48,11 +48,12 @@ def gate():
 
 @pytest.fixture
 def fresh(gate):
-    """The module's gate with empty state: no windows, flows, static list; default ports;
-    SPA_KEYS as the only SPA key."""
+    """The module's gate with empty state: no windows, flows, static list, MACs seen; default
+    ports; SPA_KEYS as the only SPA key."""
     gate.poll(0)
     gate.records.clear()
     gate.maps.clear()
+    gate._bpf[b"spa_seen"].clear()  # not pinned, not in GateMaps: the program's own map
     gate.maps.set_static([])
     gate.maps.set_protected(PROTECTED)
     gate.maps.set_spa_keys([SPA_KEYS.hmac_key])

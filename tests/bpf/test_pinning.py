@@ -12,6 +12,7 @@ from bpf_packets import SYN, TCP, eth, ipv4, tcp
 from conftest import TEST_OPTIONS, pin_dir_for_test
 
 from spagate.errors import SpagateError
+from spagate.gate import bpfsys
 from spagate.gate.bpfsys import XDP_DROP, XDP_PASS
 from spagate.gate.loader import load, unpin
 from spagate.gate.maps import MAP_SPECS, GateMaps
@@ -80,8 +81,6 @@ def test_capacity_change_migrates_entries(pin_dir):
 
 
 def test_layout_change_replaces_map(pin_dir):
-    from spagate.gate import bpfsys
-
     Path(pin_dir).mkdir()
     fd = bpfsys.map_create(bpfsys.MAP_HASH, "allow", 8, 8, 16)  # an old, different layout
     bpfsys.obj_pin(fd, Path(pin_dir) / "allow")
@@ -89,3 +88,11 @@ def test_layout_change_replaces_map(pin_dir):
     with load(TEST_OPTIONS, pin_dir) as g:
         assert g.pin_actions["allow"] == "replaced"
         assert g.maps.allowed() == []
+
+
+def test_spa_seen_is_sized_by_its_option_and_not_pinned(pin_dir):
+    with load(replace(TEST_OPTIONS, spa_seen_capacity=4096), pin_dir) as g:
+        assert bpfsys.map_info(g._bpf[b"spa_seen"].map_fd).max_entries == 4096
+    assert "spa_seen" not in os.listdir(pin_dir)
+    with pytest.raises(SpagateError, match="spa_seen capacity"):
+        load(replace(TEST_OPTIONS, spa_seen_capacity=0), pin_dir)

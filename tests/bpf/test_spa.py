@@ -154,20 +154,58 @@ def test_global_budget_counts_only_mac_valid_packets(fresh):
     assert [r.payload for r in fresh.records] == [valid]
 
 
-def test_global_budget_stops_mac_valid_replays(fresh):
+def test_global_budget_stops_distinct_mac_valid_packets(fresh):
     budget = TEST_OPTIONS.spa_budget_per_s
-    replay = spa_payload()  # one captured packet replayed from spoofed sources
     queued = 0
     for i in range(budget):
-        queued += run(fresh, spa4(replay, src=spoofed(i))).get("spa_queued", 0)
+        queued += run(fresh, spa4(spa_payload(), src=spoofed(i))).get("spa_queued", 0)
         fresh.poll(0)
     assert queued == budget
     for i in range(5):
-        assert run(fresh, spa4(replay, src=f"100.127.0.{i + 1}")) == {"spa_rate_global": 1}
+        assert run(fresh, spa4(spa_payload(), src=f"100.127.0.{i + 1}")) == {"spa_rate_global": 1}
     # Junk is still told apart (MAC first), not counted as over budget.
     assert run(fresh, spa4(bytes(96), src="100.127.1.1")) == {"spa_bad_mac": 1}
     fresh.poll(0)
     assert len(fresh.records) == budget
+
+
+def test_replay_flood_does_not_spend_the_budget(fresh):
+    budget = TEST_OPTIONS.spa_budget_per_s
+    replay = spa_payload()  # one captured packet replayed from spoofed sources
+    assert run(fresh, spa4(replay, src=spoofed(0))) == {"spa_queued": 1}
+    for i in range(1, 3 * budget):
+        assert run(fresh, spa4(replay, src=spoofed(i))) == {"spa_replay_dup": 1}
+    # Also from IPv6 and from the original source: the MAC is the key, not the sender.
+    assert run(fresh, spa6(replay, "2001:db8:9::1")) == {"spa_replay_dup": 1}
+    assert run(fresh, spa4(replay)) == {"spa_replay_dup": 1}
+    # The budget is untouched: a fresh knock from another source is queued, in the same second.
+    knock = spa_payload()
+    assert run(fresh, spa4(knock, src="192.0.2.200")) == {"spa_queued": 1}
+    assert run(fresh, spa4(knock, src="192.0.2.201")) == {"spa_replay_dup": 1}
+    fresh.poll(100)
+    assert [r.payload for r in fresh.records] == [replay, knock]
+
+
+def test_replay_dup_needs_a_valid_mac(fresh):
+    # Junk carrying a seen packet's MAC bytes is still junk (MAC first, then spa_seen).
+    valid = spa_payload()
+    assert run(fresh, spa4(valid)) == {"spa_queued": 1}
+    forged = valid[:32] + os.urandom(64)
+    assert run(fresh, spa4(forged, src="192.0.2.9")) == {"spa_bad_mac": 1}
+
+
+def test_over_budget_packet_is_not_remembered(fresh):
+    # A packet that never reached userspace (over the budget) may come again, e.g. resent.
+    budget = TEST_OPTIONS.spa_budget_per_s
+    for i in range(budget):
+        assert run(fresh, spa4(spa_payload(), src=spoofed(i))) == {"spa_queued": 1}
+        fresh.poll(0)
+    late = spa_payload()
+    assert run(fresh, spa4(late, src="192.0.2.77")) == {"spa_rate_global": 1}
+    assert run(fresh, spa4(late, src="192.0.2.77")) == {"spa_rate_global": 1}
+    time.sleep(1.1)  # next budget window
+    assert run(fresh, spa4(late, src="192.0.2.78")) == {"spa_queued": 1}
+    assert run(fresh, spa4(late, src="192.0.2.79")) == {"spa_replay_dup": 1}
 
 
 def test_ring_buffer_full(fresh):
@@ -177,9 +215,11 @@ def test_ring_buffer_full(fresh):
     assert holds < TEST_OPTIONS.spa_budget_per_s  # the ring, not the budget, is the limit
     for i in range(holds):
         assert run(fresh, spa4(spa_payload(), src=spoofed(i))) == {"spa_queued": 1}
-    assert run(fresh, spa4(spa_payload(), src="192.0.2.3")) == {"spa_ringbuf_full": 1}
+    lost = spa_payload()
+    assert run(fresh, spa4(lost, src="192.0.2.3")) == {"spa_ringbuf_full": 1}
     assert fresh.poll(100) == holds
-    assert run(fresh, spa4(spa_payload(), src="192.0.2.4")) == {"spa_queued": 1}
+    # Not remembered as seen: it never reached userspace.
+    assert run(fresh, spa4(lost, src="192.0.2.4")) == {"spa_queued": 1}
 
 
 def test_missing_verifier_program_drops(fresh):
