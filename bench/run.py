@@ -101,8 +101,9 @@ def table(outs: dict[str, str]) -> None:
         rows.append((f"valid SPA during {kind}", res, f"{r['tries']} packet(s)"))
     d = f.get("daemon", {})
     if d:
-        rows.append(("daemon: replays per CPU-second", f"{d['replay_per_cpu_s']:,.0f}",
-                     f"{d['replay_per_cpu_s'] / SPAROID['junk']:.1f}x sparoid junk"))  # fmt: skip
+        r = d["replays"]
+        rows.append(("replays of one packet: reached the daemon / dropped in the kernel",
+                     f"{r['queued']:,} / {r['dup']:,}", "per run of 65,536 sources"))  # fmt: skip
         rows.append(("daemon: accepted per CPU-second", f"{d['accept_per_cpu_s']:,.0f}",
                      f"{d['accept_per_cpu_s'] / SPAROID['valid']:.2f}x sparoid valid"))  # fmt: skip
         rss = d["rss_kb"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 
 from spagate.gate.demo import LabGate
 
@@ -19,7 +20,8 @@ def spa_verdicts(gate: LabGate) -> dict[str, int]:
 def xdp_counters(gate: LabGate) -> dict[str, int]:
     out = gate.spagate("status").stdout
     body = out.split("counters:", 1)[1]
-    return {k: int(v) for k, v in re.findall(r"^\s+(\w+)\s+(\d+)$", body, re.M)}
+    # status prints only non-zero counters: a Counter reads the others as 0
+    return Counter({k: int(v) for k, v in re.findall(r"^\s+(\w+)\s+(\d+)$", body, re.M)})
 
 
 def wait_for(pred, timeout: float = 5.0, step: float = 0.05):

@@ -103,12 +103,11 @@ def test_replay_stale_and_wrong_key_are_rejected_and_counted(gate):
     raw(gate, "client", good)
     assert wait_for(lambda: gate.probe() != "timeout")
     raw(gate, "client", good)
-    got = wait_for(lambda: spa_verdicts(gate).get("replay"))
-    assert got == 1, "\n".join(gate.log)
-    # A wrong key fails the MAC in the kernel: it never reaches the daemon.
-    assert spa_verdicts(gate) == {"accepted": 1, "replay": 1, "stale": 1}
+    # The replay is dropped in the kernel (spa_seen), a wrong key fails the MAC there: neither
+    # reaches the daemon (its replay cache is covered across a restart below).
+    assert wait_for(lambda: xdp_counters(gate)["spa_replay_dup"] == 1), "\n".join(gate.log)
+    assert spa_verdicts(gate) == {"accepted": 1, "stale": 1}
     assert xdp_counters(gate)["spa_bad_mac"] == 1
-    assert any("reject replay" in line for line in gate.log)
 
 
 def test_third_party_open_and_require_source_match(gate):
