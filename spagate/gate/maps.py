@@ -261,16 +261,23 @@ class GateMaps:
         if new != (old_host, old_until):
             bpfsys.update(self._fds["allow_hint"], a, HINT.pack(*new))
 
+    def _u64_items(self, name: str) -> list[tuple[bytes, int]]:
+        """(key, u64 value) of every entry of a map with u64 values; entries that vanish
+        during the walk (LRU eviction, a concurrent delete) are skipped."""
+        fd, size = self._fds[name], MAP_SPECS[name].key_size
+        out = []
+        for key in list(bpfsys.keys(fd, size)):
+            raw = bpfsys.lookup(fd, key, 8)
+            if raw is not None:
+                out.append((key, U64.unpack(raw)[0]))
+        return out
+
     def sync_allow_hint(self) -> int:
         """Make allow_hint cover every allow entry (the loader calls this: a hint map created
         next to an existing allow map starts empty). Returns the entries seen."""
-        fd, n = self._fds["allow"], 0
-        for key in list(bpfsys.keys(fd, ALLOW_KEY.size)):
-            raw = bpfsys.lookup(fd, key, 8)
-            if raw is None:
-                continue
+        n = 0
+        for key, until in self._u64_items("allow"):
             a, port, p = ALLOW_KEY.unpack(key)
-            until = U64.unpack(raw)[0]
             self._write_hint(a, until if (p, port) == (PROTO_ANY, 0) else None, until)
             n += 1
         return n
@@ -299,13 +306,9 @@ class GateMaps:
 
     def allowed(self, include_expired: bool = False) -> list[AllowEntry]:
         """Allow entries (sorted by expiry), with the seconds left."""
-        fd, now = self._fds["allow"], time.monotonic_ns()
+        now = time.monotonic_ns()
         out = []
-        for key in list(bpfsys.keys(fd, ALLOW_KEY.size)):
-            raw = bpfsys.lookup(fd, key, 8)
-            if raw is None:
-                continue
-            exp = U64.unpack(raw)[0]
+        for key, exp in self._u64_items("allow"):
             if exp <= now and not include_expired:
                 continue
             a, port, p = ALLOW_KEY.unpack(key)
@@ -437,14 +440,10 @@ class GateMaps:
             bpfsys.update(fd, U32.pack(i), zero)
 
     def udp_flows(self) -> list[UdpFlow]:
-        fd, now = self._fds["udp_flows"], time.monotonic_ns()
+        now = time.monotonic_ns()
         out = []
-        for key in list(bpfsys.keys(fd, FLOW_KEY.size)):
-            raw = bpfsys.lookup(fd, key, 8)
-            if raw is None:
-                continue
+        for key, last in self._u64_items("udp_flows"):
             a, sport, dport = FLOW_KEY.unpack(key)
-            last = U64.unpack(raw)[0]
             out.append(UdpFlow(addr_from16(a), sport, dport, last, (now - last) / 1e9))
         return out
 
@@ -475,12 +474,7 @@ class GateMaps:
         bpfsys.update(self._fds["replay"], bytes(nonce), U64.pack(int(until_ms)))
 
     def replay_entries(self) -> dict[bytes, int]:
-        fd, out = self._fds["replay"], {}
-        for key in list(bpfsys.keys(fd, 16)):
-            raw = bpfsys.lookup(fd, key, 8)
-            if raw is not None:
-                out[key] = U64.unpack(raw)[0]
-        return out
+        return dict(self._u64_items("replay"))
 
     def replay_forget(self, nonce: bytes) -> bool:
         """Forget one nonce; True if it was there."""
