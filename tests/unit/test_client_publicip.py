@@ -67,6 +67,17 @@ def test_ipv4_lookup_is_cached_for_a_minute(http_server, tmp_path):
     assert len(hits) == 2
 
 
+def test_a_cache_file_others_could_have_written_is_ignored(http_server, tmp_path):
+    url, hits = http_server("203.0.113.5\n")
+    planted = tmp_path / "public-ip-v4"
+    planted.write_text("198.51.100.66\n")  # someone else's address, planted in the cache
+    os.chmod(planted, 0o666)
+    assert publicip.public_ip(socket.AF_INET, url, tmp_path) == IPv4Address("203.0.113.5")
+    assert len(hits) == 1
+    assert planted.read_text() == "203.0.113.5\n"  # replaced by our own, mode 600
+    assert planted.stat().st_mode & 0o777 == 0o600
+
+
 def test_ipv6_lookup_separate_cache(http_server, tmp_path):
     url4, _ = http_server("203.0.113.5")
     url6, hits6 = http_server("2001:db8::5", family=socket.AF_INET6)
