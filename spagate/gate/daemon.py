@@ -200,8 +200,11 @@ class Daemon:
             "spa": counts,
         }
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps(state))
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def read_state(pin_dir: str) -> dict | None:

@@ -316,5 +316,6 @@ def test_an_unexpected_error_leaves_the_ports_shut_not_open(gate):
         assert any("stay guarded" in line for line in gate.log), gate.log
         assert "xdp" in gate.lab.sh("gate", "ip -d link show eth0").stdout
         assert gate.probe("flood") == "timeout"  # a stranger is still dropped
+        assert not state.with_suffix(".tmp").exists()  # the failed write left nothing behind
     finally:
         state.rmdir()
