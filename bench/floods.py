@@ -39,21 +39,20 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-from livesend import LiveSender, frame, in_netns, tcp_syn, udp  # noqa: E402
-
-from spagate.gate import bpfsys  # noqa: E402
-from spagate.gate.loader import GateOptions, _set_xdp, load, unpin  # noqa: E402
-from spagate.gate.maps import ALLOW_KEY, addr16  # noqa: E402
-from spagate.lab import V4_NET, Host, Lab  # noqa: E402
+from spagate.gate.kernel import bpfsys
+from spagate.gate.kernel.abi import ALLOW_KEY, XdpAction
+from spagate.gate.kernel.build import GateOptions, load
+from spagate.gate.kernel.link import XdpMode, set_xdp
+from spagate.gate.kernel.pins import unpin
+from spagate.lab.livesend import LiveSender, frame, in_netns, tcp_syn, udp
+from spagate.lab.netns import V4_NET, Host, Lab
+from spagate.net import addr16
+from spagate.protocol import make_packet
 
 SEND_CPU, GATE_CPU = 0, 1
-XDP_DRV = 1 << 2
 SPA_PORT = 8484
 TICK_NS = 10**9 // os.sysconf("SC_CLK_TCK")
 
@@ -133,9 +132,9 @@ class P2PLab(Lab):
         if len(new) != 1:
             raise SpagateError(f"gate NAPI thread not found ({new})")
         self.gate_napi = _napi_threads()[new[0]]  # napi/eth0-<id>: re-found before each run
-        self.drop_fd = bpfsys.prog_load_xdp_return(bpfsys.XDP_DROP, "bench_sink")
+        self.drop_fd = bpfsys.prog_load_xdp_return(XdpAction.DROP, "bench_sink")
         with in_netns(self.nspath("client")):
-            _set_xdp("eth0", self.drop_fd, XDP_DRV)
+            set_xdp("eth0", self.drop_fd, XdpMode.NATIVE)
         before = set(_napi_threads())
         self.sh("client", "echo 1 > /sys/class/net/eth0/threaded")
         for t in set(_napi_threads()) - before:
@@ -309,12 +308,12 @@ def phase_syn(lab, gates, args, log) -> dict:
         @contextlib.contextmanager
         def floor():
             with in_netns(lab.nspath("gate")):
-                _set_xdp("eth0", lab.drop_fd, XDP_DRV)
+                set_xdp("eth0", lab.drop_fd, XdpMode.NATIVE)
             try:
                 yield
             finally:
                 with in_netns(lab.nspath("gate")):
-                    _set_xdp("eth0", -1, XDP_DRV)
+                    set_xdp("eth0", -1, XdpMode.NATIVE)
 
         cfgs = {
             "XDP_DROP only (path floor)": (floor, s, None),
@@ -370,39 +369,6 @@ def phase_udp(lab, gates, args, log) -> dict:
 
 # --- the daemon ---------------------------------------------------------------------------------
 
-CLIENT = r"""
-import os, socket, sys, time
-from ipaddress import IPv4Address
-from spagate.protocol import KeyPair, Message, encode
-keys = KeyPair(bytes.fromhex(sys.argv[1]), bytes.fromhex(sys.argv[2]))
-host = sys.argv[3]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-nxt = int(IPv4Address("100.64.0.0"))
-print("ready", flush=True)
-for line in sys.stdin:
-    cmd = line.split()
-    if cmd[0] == "one":  # one packet opening cmd[1]; prints when it left
-        pkt = encode(keys, Message(time.time_ns() // 10**6, os.urandom(16), IPv4Address(cmd[1])),
-                     os.urandom(16))
-        t = time.monotonic_ns()
-        s.sendto(pkt, (host, 8484))
-        print(t, flush=True)
-    elif cmd[0] == "many":  # n fresh packets for n third-party addresses, at rate per second
-        n, rate = int(cmd[1]), float(cmd[2])
-        start = time.monotonic()
-        for i in range(n):
-            if i % 64 == 0:
-                d = start + i / rate - time.monotonic()
-                if d > 0:
-                    time.sleep(d)
-            ip = IPv4Address(nxt)
-            nxt += 1
-            pkt = encode(keys, Message(time.time_ns() // 10**6, os.urandom(16), ip),
-                         os.urandom(16))
-            s.sendto(pkt, (host, 8484))
-        print("done", flush=True)
-"""
-
 
 def _proc_cpu_ns(pid: int) -> int:
     return sum(
@@ -422,23 +388,9 @@ def _allowed_ns(maps, ip: str) -> int | None:
     return None if raw is None else int.from_bytes(raw, "little")
 
 
-def _client(lab, gate):
-    p = lab.spawn("client", [sys.executable, "-c", CLIENT, gate.keys.key.hex(),
-                             gate.keys.hmac_key.hex(), gate.ip()],
-                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert p.stdout.readline().strip() == "ready"
-    return p
-
-
-def _ask(p, line: str) -> str:
-    p.stdin.write(line + "\n")
-    p.stdin.flush()
-    return p.stdout.readline().strip()
-
-
 def phase_spa(lab, work, args, log) -> dict:
-    from spagate.gate.demo import LabGate
-    from spagate.gate.maps import GateMaps
+    from spagate.gate.kernel.maps import GateMaps
+    from spagate.lab.gate import LabGate
 
     window = 600
     gate = LabGate(lab, work)
@@ -446,7 +398,7 @@ def phase_spa(lab, work, args, log) -> dict:
     out = {}
     try:
         gate.start()
-        client = _client(lab, gate)
+        client = gate.knocker()
         g_ip = gate.ip()
         kinds = {
             "SYN flood, random sources": (frame(lab.mac["client"], lab.mac["gate"], "198.18.0.1",
@@ -471,7 +423,7 @@ def phase_spa(lab, work, args, log) -> dict:
                     tries, opened, first_sent = [], None, None
                     for attempt in range(8):
                         ip = f"203.0.113.{10 * k + attempt + 1}"
-                        sent = int(_ask(client, f"one {ip}"))
+                        sent = int(client.ask(f"one {ip}"))
                         first_sent = first_sent or sent
                         tries.append(ip)
                         end = time.monotonic() + 0.25
@@ -504,17 +456,16 @@ def phase_spa(lab, work, args, log) -> dict:
                     "tries": len(tries),
                     "ms": opened[0] / 1e6 if opened else None,
                 }
-        client.kill()
+        client.close()
     finally:
         gate.cleanup()
     return out
 
 
 def phase_daemon(lab, work, args, log) -> dict:
-    from spagate.gate.daemon import read_state
-    from spagate.gate.demo import LabGate
-    from spagate.gate.maps import GateMaps
-    from spagate.protocol import Message, encode
+    from spagate.gate.kernel.maps import GateMaps
+    from spagate.gate.service.state import read_state
+    from spagate.lab.gate import LabGate
 
     gate = LabGate(lab, work)
     gate.configure("rate = 100000/s burst 100000\nspa-budget = 10000000\n")
@@ -543,12 +494,9 @@ def phase_daemon(lab, work, args, log) -> dict:
         with GateMaps.from_pin_dir(gate.pin_dir) as maps:
             # Replays of one fresh valid packet from 65,536 sources: all MAC-valid; the kernel
             # queues the first and drops the rest (spa_seen, spa_replay_dup) before the budget.
-            from ipaddress import IPv4Address
-
             reps = []
             for i in range(3):
-                valid = encode(gate.keys, Message(time.time_ns() // 10**6, os.urandom(16),
-                               IPv4Address(f"203.0.113.{200 + i}")), os.urandom(16))  # fmt: skip
+                valid = make_packet(gate.keys, f"203.0.113.{200 + i}", time.time_ns() // 10**6)
                 tmpl = frame(lab.mac["client"], lab.mac["gate"], "198.18.0.1", gate.ip(), 17,
                              udp(40000, SPA_PORT, valid), l4_csum=False)  # fmt: skip
                 with LiveSender(tmpl, lab.ifindex["client"], "198.18.0.0", 0xFFFF, False) as s:
@@ -566,19 +514,21 @@ def phase_daemon(lab, work, args, log) -> dict:
                 )
             out["replays"] = {"queued": max(q for q, _ in reps), "dup": min(d for _, d in reps)}
             # Fresh valid packets for third-party addresses until 1,000,000 are accepted.
-            client = _client(lab, gate)
+            client = gate.knocker()
             base = counts().get("accepted", 0)
+            nxt = int(IPv4Address("100.64.0.0"))
             cpu0, t0 = _proc_cpu_ns(pid), time.monotonic()
             rss, accepted = [], 0
             while accepted < args.accepted and time.monotonic() - t0 < args.accept_timeout:
                 n = min(args.accepted - accepted, 100_000)
-                _ask(client, f"many {n} {args.accept_rate}")
+                client.ask(f"many {n} {args.accept_rate} {IPv4Address(nxt)} quiet")
+                nxt += n
                 settle()
                 accepted = counts().get("accepted", 0) - base
                 rss.append((accepted, _rss_kb(pid)))
                 log(f"  accepted {accepted:>9,}  RSS {rss[-1][1] / 1024:6.1f} MiB")
             cpu = _proc_cpu_ns(pid) - cpu0
-            client.kill()
+            client.close()
             out["accepted"] = accepted
             out["accept_per_cpu_s"] = accepted / (cpu / 1e9)
             out["rss_kb"] = rss
@@ -626,13 +576,13 @@ def main() -> int:
             gates.append(small)
             small.maps.set_protected([("tcp", 22)])
             if "syn" in phases:
-                from xdp_paths import fill_allow
-
                 big = load(GateOptions(allow_capacity=1_100_000), f"{pins}-big")
                 gates.append(big)
                 big.maps.set_protected([("tcp", 22)])
                 t = time.monotonic()
-                fill_allow(big.maps, 1_000_000, time.monotonic_ns() + 3600 * 10**9)
+                until = time.monotonic_ns() + 3600 * 10**9
+                big.maps.allow_hosts([int(i).to_bytes(16, "big") for i in range(1, 10**6 + 1)],
+                                     until)  # fmt: skip
                 log(f"allow map filled with 1,000,000 entries in {time.monotonic() - t:.1f}s")
                 summary["syn"] = phase_syn(lab, gates, args, log)
             if "udp" in phases:

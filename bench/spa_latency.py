@@ -20,30 +20,11 @@ import time
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from spagate.gate.demo import LabGate
-from spagate.gate.maps import GateMaps
-from spagate.lab import Lab
+from spagate.gate.kernel.maps import GateMaps
+from spagate.lab.gate import LabGate
+from spagate.lab.netns import Lab
 
 WINDOW_S = 600
-SENDER = r"""
-import json, os, socket, sys, time
-from ipaddress import IPv4Address
-from spagate.protocol import KeyPair, Message, encode
-keys = KeyPair(bytes.fromhex(sys.argv[1]), bytes.fromhex(sys.argv[2]))
-host, count, rate = sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sent = {}
-start = time.monotonic()
-for i in range(count):
-    ip = IPv4Address(int(IPv4Address("198.18.0.0")) + i)
-    pkt = encode(keys, Message(time.time_ns() // 1_000_000, os.urandom(16), ip), os.urandom(16))
-    delay = start + i / rate - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)  # sleep, not spin: the gate shares these two cores
-    sent[str(ip)] = time.monotonic_ns()
-    s.sendto(pkt, (host, 8484))
-json.dump(sent, sys.stdout)
-"""
 
 
 def main() -> int:
@@ -60,21 +41,9 @@ def main() -> int:
                 f"open-seconds = {WINDOW_S}\nrate = 100000/s burst 100000\nspa-budget = 100000\n"
             )
             gate.start()
-            out = lab.run(
-                "client",
-                [
-                    sys.executable,
-                    "-c",
-                    SENDER,
-                    gate.keys.key.hex(),
-                    gate.keys.hmac_key.hex(),
-                    gate.ip(),
-                    str(args.count),
-                    str(args.rate),
-                ],  # fmt: skip
-                timeout=args.count / args.rate + 120,
-            )
-            sent = json.loads(out.stdout)
+            knocker = gate.knocker()
+            sent = json.loads(knocker.ask(f"many {args.count} {args.rate} 198.18.0.0"))
+            knocker.close()
             time.sleep(1)
             with GateMaps.from_pin_dir(gate.pin_dir) as maps:
                 written = {str(e.ip): e.expires_ns - WINDOW_S * 10**9 for e in maps.allowed()}

@@ -12,12 +12,12 @@ import argparse
 import hmac
 import os
 import time
-from ipaddress import IPv4Address, ip_address
+from ipaddress import ip_address
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from spagate.protocol import KeyPair, Message, Verifier, encode, generate_keypair
+from spagate.protocol import KeyPair, Verifier, generate_keypair, make_packet
 
 
 class NaiveVerifier:
@@ -53,10 +53,7 @@ class NaiveVerifier:
 
 
 def packets(keys: KeyPair, n: int, now_ms: int) -> list[bytes]:
-    return [
-        encode(keys, Message(now_ms, os.urandom(16), IPv4Address("198.51.100.7")), os.urandom(16))
-        for _ in range(n)
-    ]
+    return [make_packet(keys, "198.51.100.7", now_ms) for _ in range(n)]
 
 
 def rate(fn, items, now_ms) -> float:

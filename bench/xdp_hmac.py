@@ -1,7 +1,7 @@
 """Cost of the in-kernel SPA MAC check (bpf/sha256.h) per packet, via BPF_PROG_TEST_RUN.
 
-Runs, in one process: an empty XDP program (`return XDP_PASS`), the HMAC test program of
-tests/bpf/test_hmac_kernel.py with 1 key and a valid packet, and with a full ring of
+Runs, in one process: an empty XDP program (`return XDP_PASS`), the HMAC program of
+spagate/lab/hmac.py with 1 key and a valid packet, and with a full ring of
 SPA_KEYS_MAX keys and a junk packet (the worst case a flood can force). Needs root.
 
     sudo .venv/bin/python bench/xdp_hmac.py [--repeat 100000] [--rounds 5]
@@ -10,21 +10,11 @@ SPA_KEYS_MAX keys and a junk packet (the worst case a flood can force). Needs ro
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-from pathlib import Path
 
-from spagate.gate import bpfsys, spakeys
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _test_module():
-    path = ROOT / "tests" / "bpf" / "test_hmac_kernel.py"
-    spec = importlib.util.spec_from_file_location("test_hmac_kernel", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from spagate.gate.kernel import bpfsys
+from spagate.gate.kernel.abi import SPA_KEYS_MAX, XdpAction
+from spagate.lab.hmac import HmacProgram, mac_packet
 
 
 def best_ns(fd: int, packet: bytes, repeat: int, rounds: int, want: int) -> int:
@@ -44,24 +34,23 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
 
-    mod = _test_module()
-    prog = mod.HmacProgram()
-    empty = bpfsys.prog_load_xdp_return(bpfsys.XDP_PASS, "xdp_empty")
+    prog = HmacProgram()
+    empty = bpfsys.prog_load_xdp_return(XdpAction.PASS, "xdp_empty")
     try:
         key = os.urandom(32)
-        packet = mod.spa_packet(key)
-        base = best_ns(empty, packet, args.repeat, args.rounds, bpfsys.XDP_PASS)
+        packet = mac_packet(key)
+        base = best_ns(empty, packet, args.repeat, args.rounds, XdpAction.PASS)
         prog.set_keys([key])
-        one = best_ns(prog.fd, packet, args.repeat, args.rounds, bpfsys.XDP_PASS)
-        one_junk = best_ns(prog.fd, os.urandom(96), args.repeat, args.rounds, bpfsys.XDP_DROP)
-        ring = [os.urandom(32) for _ in range(spakeys.SPA_KEYS_MAX)]
+        one = best_ns(prog.fd, packet, args.repeat, args.rounds, XdpAction.PASS)
+        one_junk = best_ns(prog.fd, os.urandom(96), args.repeat, args.rounds, XdpAction.DROP)
+        ring = [os.urandom(32) for _ in range(SPA_KEYS_MAX)]
         prog.set_keys(ring)
-        full = best_ns(prog.fd, os.urandom(96), args.repeat, args.rounds, bpfsys.XDP_DROP)
+        full = best_ns(prog.fd, os.urandom(96), args.repeat, args.rounds, XdpAction.DROP)
     finally:
         os.close(empty)
         prog.close()
 
-    n = spakeys.SPA_KEYS_MAX
+    n = SPA_KEYS_MAX
     print(f"repeat {args.repeat} x {args.rounds} rounds (best), ns per packet:")
     print(f"  empty XDP program                 {base:6d} ns   1.0x")
     print(f"  HMAC, 1 key, valid packet         {one:6d} ns  {one / max(base, 1):5.1f}x")

@@ -1,7 +1,7 @@
 """Nanoseconds per packet for each verdict path of the XDP gate (BPF_PROG_TEST_RUN, root).
 
 Runs each path `--repeat` times in the kernel (opts.duration = average ns) with the allow map
-holding 1, 10,000 and 1,000,000 entries, beside a program that only returns XDP_PASS, and
+holding 1, 10,000 and 1,000,000 entries, beside a program that only returns XdpAction.PASS, and
 prints the ratio to that empty program. Every figure is the best of `--rounds` interleaved
 rounds (noise from other work on the machine only ever adds). Goal: every non-SPA path <= 3x
 empty, flat across sizes.
@@ -16,19 +16,17 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import struct
-import sys
 import time
 from dataclasses import replace
-from ipaddress import ip_address
-from pathlib import Path
+from ipaddress import IPv4Address
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from spagate.gate import bpfsys, spakeys
-from spagate.gate.loader import GateOptions, load, unpin
-from spagate.gate.maps import ALLOW_KEY, FLOW_KEY, HINT, U64, addr16
-from spagate.protocol import Message, encode, generate_keypair
+from spagate.gate.kernel import bpfsys
+from spagate.gate.kernel.abi import FLOW_KEY, SPA_KEYS_MAX, U64, XdpAction
+from spagate.gate.kernel.build import GateOptions, load
+from spagate.gate.kernel.pins import unpin
+from spagate.lab import packets
+from spagate.net import addr16
+from spagate.protocol import generate_keypair, make_packet
 
 SIZES = (1, 10_000, 1_000_000)
 SRC, DST = "198.51.100.10", "203.0.113.1"
@@ -38,51 +36,20 @@ STATIC_NETS += [f"2001:db8:{i:x}::/48" for i in range(100)]
 
 
 def eth_ip4(src: str, dst: str, proto: int, l4: bytes) -> bytes:
-    ip = struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45,
-        0,
-        20 + len(l4),
-        1,
-        0,
-        64,
-        proto,
-        0,
-        socket.inet_aton(src),
-        socket.inet_aton(dst),
-    )
-    return bytes(6) + bytes(6) + b"\x08\x00" + ip + l4
+    return packets.eth(packets.ipv4(src, dst, proto, l4, ident=1))
 
 
 def tcp(sport: int, dport: int, flags: int) -> bytes:
-    return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 65535, 0, 0)
+    return packets.tcp(sport, dport, flags, seq=1)
 
 
-def udp(sport: int, dport: int, payload: bytes) -> bytes:
-    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+udp = packets.udp
 
 
 def fill_allow(maps, n: int, until: int) -> None:
-    """n whole-host entries (one is SRC, the rest other addresses) via batch updates, with
-    their allow_hint entries. maps: a GateMaps, or the allow map's fd alone (no hints: only
-    entries written through GateMaps are ever allowed)."""
-    fd = maps if isinstance(maps, int) else maps.fd("allow")
-    hint_fd = None if isinstance(maps, int) else maps.fd("allow_hint")
-    addrs = bytearray()
-    for i in range(n - 1):
-        a = (100 << 24) | (64 << 16) | i  # 100.64.0.0/10 and up
-        addrs += b"\0" * 10 + b"\xff\xff" + a.to_bytes(4, "big")
-    addrs += addr16(SRC)
-    keys = b"".join(ALLOW_KEY.pack(addrs[i : i + 16], 0, 0) for i in range(0, len(addrs), 16))
-    vals = U64.pack(until) * n
-    step = 50_000
-    for off in range(0, n, step):
-        cnt = min(step, n - off)
-        if hint_fd is not None:
-            hb = bytes(addrs[off * 16 : (off + cnt) * 16])
-            bpfsys.update_batch(hint_fd, hb, HINT.pack(until, until) * cnt, cnt)
-        kb = keys[off * ALLOW_KEY.size : (off + cnt) * ALLOW_KEY.size]
-        bpfsys.update_batch(fd, kb, vals[off * 8 : (off + cnt) * 8], cnt)
+    """n whole-host entries: SRC and n - 1 other addresses (100.64.0.0/10 and up)."""
+    others = [IPv4Address((100 << 24) | (64 << 16) | i) for i in range(n - 1)]
+    maps.allow_hosts([*others, SRC], until)
 
 
 def measure(prog_fd: int, pkt: bytes, repeat: int, expect: int | None = None) -> int:
@@ -107,7 +74,7 @@ def main() -> None:
     spa_opts = replace(
         opts, spa_rate_per_s=1e9, spa_burst=10**9, allow_capacity=1024, ringbuf_pages=8192
     )
-    empty = bpfsys.prog_load_xdp_return(bpfsys.XDP_PASS)
+    empty = bpfsys.prog_load_xdp_return(XdpAction.PASS)
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
@@ -174,8 +141,7 @@ def main() -> None:
                         best(f"{name} [{label} clock]", n, measure(g.prog_fd, pkt, rep, want))
                 g.maps.set_static([])
         keys = generate_keypair()
-        msg = Message(int(time.time() * 1000), os.urandom(16), ip_address(SRC))
-        valid = encode(keys, msg, os.urandom(16))
+        valid = make_packet(keys, SRC, int(time.time() * 1000))
         spa_pkt = eth_ip4(SRC, DST, 17, udp(40000, 8484, valid))
         junk_pkt = eth_ip4(SRC, DST, 17, udp(40000, 8484, os.urandom(96)))
         spa_rep = min(rep, 200_000)  # what the ring (8192 pages) holds without a reader
@@ -186,9 +152,9 @@ def main() -> None:
         # One packet repeated: queued once, then dropped as a replay (MAC check + spa_seen).
         assert c["spa_queued"] == 1 and c["spa_replay_dup"] == spa_rep - 1, c
         junk_ns = {1: measure(spa_gate.prog_fd, junk_pkt, junk_rep, 1)}
-        others = [generate_keypair().hmac_key for _ in range(spakeys.SPA_KEYS_MAX - 1)]
+        others = [generate_keypair().hmac_key for _ in range(SPA_KEYS_MAX - 1)]
         spa_gate.maps.set_spa_keys([keys.hmac_key, *others])
-        junk_ns[spakeys.SPA_KEYS_MAX] = measure(spa_gate.prog_fd, junk_pkt, junk_rep, 1)
+        junk_ns[SPA_KEYS_MAX] = measure(spa_gate.prog_fd, junk_pkt, junk_rep, 1)
         c = spa_gate.maps.counters()
         assert c["spa_bad_mac"] == 2 * junk_rep, f"junk not dropped as bad MAC: {c}"
         e = min(empties)

@@ -1,15 +1,16 @@
 """Client configuration: keys and settings from ~/.spagate.ini, ~/.sparoid.ini or the
-environment. Parsing is pure (text in, ClientConfig out); reading files is at the edge."""
+environment. Parsing is pure (text in, ClientConfig out, grammar: spagate.inifile); reading
+files is at the edge (inifile.read_key_file)."""
 
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from spagate.errors import ConfigError
+from spagate.inifile import parse_ini, read_key_file
 from spagate.protocol import KeyPair, parse_hex_key
 
 DEFAULT_PUBLIC_IP_URL = "https://icanhazip.com/"
@@ -26,53 +27,35 @@ class ClientConfig:
     public_ipv6_url: str = DEFAULT_PUBLIC_IP_URL
 
 
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-        return value[1:-1]
-    return value
-
-
 def parse_config(text: str, path: str) -> ClientConfig:
     """Parse sparoid-style `name = value` lines, optionally under one [section]."""
     values: dict[str, tuple[str, int]] = {}
     key_section: tuple[str | None, int] | None = None
-    section: str | None = None
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("["):
-            if not line.endswith("]") or not line[1:-1].strip():
-                raise ConfigError(path, lineno, "a section header looks like [name]")
-            section = line[1:-1].strip()
-            continue
-        if "=" not in line:  # never echo the line: it may hold key material
-            raise ConfigError(path, lineno, "expected `name = value`")
-        name, value = (part.strip() for part in line.split("=", 1))
-        name = name.lower()
-        value = _unquote(value)
-        if name in KEY_NAMES:
-            if key_section is not None and key_section[0] != section:
-                raise ConfigError(
-                    path,
-                    lineno,
-                    f"keys in more than one section (also line {key_section[1]}); "
-                    "a client config holds one identity",
-                )
-            key_section = (section, lineno)
-            try:
-                parse_hex_key(value)
-            except ValueError as e:
-                raise ConfigError(path, lineno, f"invalid {name}: {e}") from None
-        if name in KEY_NAMES or name in URL_NAMES:
-            if name in values:
-                raise ConfigError(
-                    path, lineno, f"{name} set twice (first on line {values[name][1]})"
-                )
-            if name in URL_NAMES and not value.startswith(("http://", "https://")):
-                raise ConfigError(path, lineno, f"{name} must be an http:// or https:// URL")
-            values[name] = (value, lineno)
-        # other names are ignored: sparoid config files may carry more settings
+    for sec in parse_ini(text, path):
+        for e in sec.entries:
+            name, value, lineno = e.name, e.value, e.line
+            if name in KEY_NAMES:
+                if key_section is not None and key_section[0] != sec.name:
+                    raise ConfigError(
+                        path,
+                        lineno,
+                        f"keys in more than one section (also line {key_section[1]}); "
+                        "a client config holds one identity",
+                    )
+                key_section = (sec.name, lineno)
+                try:
+                    parse_hex_key(value)
+                except ValueError as err:
+                    raise ConfigError(path, lineno, f"invalid {name}: {err}") from None
+            if name in KEY_NAMES or name in URL_NAMES:
+                if name in values:
+                    raise ConfigError(
+                        path, lineno, f"{name} set twice (first on line {values[name][1]})"
+                    )
+                if name in URL_NAMES and not value.startswith(("http://", "https://")):
+                    raise ConfigError(path, lineno, f"{name} must be an http:// or https:// URL")
+                values[name] = (value, lineno)
+            # other names are ignored: sparoid config files may carry more settings
     for name in KEY_NAMES:
         if name not in values:
             raise ConfigError(path, None, f"no `{name} = <64 hex characters>` line")
@@ -108,23 +91,7 @@ def config_from_env(env: Mapping[str, str]) -> ClientConfig | None:
 
 def read_config_file(path: Path) -> ClientConfig:
     """Read a key file, refusing one that group or others can access (as OpenSSH does)."""
-    try:
-        st = path.stat()
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(str(path), None, "not a regular file")
-        if st.st_mode & 0o077:
-            raise ConfigError(
-                str(path),
-                None,
-                f"key file is accessible by group or others (mode "
-                f"{stat.S_IMODE(st.st_mode):04o}); fix it with: chmod 600 {path}",
-            )
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(str(path), None, f"cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(path), None, "not UTF-8 text") from None
-    return parse_config(text, str(path))
+    return parse_config(read_key_file(path), str(path))
 
 
 def load_config(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -10,7 +9,9 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from spagate.errors import SpagateError
-from spagate.protocol import KeyPair, Message, encode
+from spagate.net import unmap
+from spagate.protocol import KeyPair
+from spagate.protocol import make_packet as _make_packet
 
 IP = IPv4Address | IPv6Address
 SOURCE = "source"  # --ip source: "open for the address the packet arrives from"
@@ -60,12 +61,9 @@ def parse_ip_option(value: str | None) -> IP | str | None:
     if value is None or value == SOURCE:
         return value
     try:
-        addr = ip_address(value)
+        return unmap(ip_address(value))
     except ValueError:
         raise SpagateError(f"--ip {value!r} is not an IP address or 'source'") from None
-    if isinstance(addr, IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
 
 
 def packet_ip(target: Target, ip_option: IP | str | None, public: Callable[[int], IP]) -> IP:
@@ -75,15 +73,14 @@ def packet_ip(target: Target, ip_option: IP | str | None, public: Callable[[int]
     v4 = target.ip.version == 4
     if ip_option == SOURCE:
         return IPv4Address(0) if v4 else IPv6Address(0)
-    mapped = target.ip.ipv4_mapped if isinstance(target.ip, IPv6Address) else None
-    if target.ip.is_loopback or (mapped is not None and mapped.is_loopback):
+    if unmap(target.ip).is_loopback:
         return IPv4Address("127.0.0.1") if v4 else IPv6Address("::1")
     return public(target.family)
 
 
 def make_packet(keys: KeyPair, ip: IP, now_ms: int | None = None) -> bytes:
-    ts = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    return encode(keys, Message(ts, os.urandom(16), ip), os.urandom(16))
+    """A fresh packet opening ip, stamped now (the wall clock) unless now_ms is given."""
+    return _make_packet(keys, ip, time.time_ns() // 1_000_000 if now_ms is None else now_ms)
 
 
 @dataclass

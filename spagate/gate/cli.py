@@ -1,5 +1,6 @@
 """Gate commands: attach, detach, status, allow, revoke, demo. bcc is imported lazily, only by
-attach (status/allow/revoke/detach work on the pinned maps and netlink, without compiling)."""
+attach (status/allow/revoke/detach work on the pinned maps and netlink, without compiling).
+Its one concern is the operator's command line: parse, check, call the service or the maps."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from pathlib import Path
 import typer
 
 from spagate.errors import SpagateError
-from spagate.gate.config import DEFAULT_PATH, XDP_MODES, load_config, parse_port
-from spagate.gate.daemon import DEFAULT_PIN_DIR
+from spagate.gate.core.config import DEFAULT_PATH, XDP_MODES, load_config, parse_port
+from spagate.gate.kernel.pins import DEFAULT_PIN_DIR
 
-PIN_DIR = typer.Option(DEFAULT_PIN_DIR, "--pin-dir", help="Where the gate's maps are pinned.")
+PIN_DIR = typer.Option(str(DEFAULT_PIN_DIR), "--pin-dir", help="Where the gate's maps are pinned.")
 
 
 def _need_root(what: str) -> None:
@@ -24,7 +25,7 @@ def _need_root(what: str) -> None:
 
 
 def _open_maps(pin_dir: str):
-    from spagate.gate.maps import GateMaps
+    from spagate.gate.kernel.maps import GateMaps
 
     if not Path(pin_dir, "allow").exists():
         raise SpagateError(f"no gate state under {pin_dir}: is `spagate attach` running?")
@@ -50,7 +51,7 @@ def register(app: typer.Typer) -> None:
         pin_dir: str = PIN_DIR,
     ) -> None:
         """Guard interfaces with the XDP gate and open it for valid SPA packets (foreground)."""
-        from spagate.gate.daemon import Daemon, DaemonOptions
+        from spagate.gate.service.daemon import Daemon, DaemonOptions
 
         cfg = load_config(config)
         mode = mode or cfg.xdp_mode
@@ -65,7 +66,7 @@ def register(app: typer.Typer) -> None:
         interfaces: list[str] = typer.Argument(..., help="Interfaces to remove the gate from."),
     ) -> None:
         """Remove an XDP program left on interfaces (recovery; needs no configuration)."""
-        from spagate.gate.loader import detach as detach_xdp
+        from spagate.gate.kernel.link import detach as detach_xdp
 
         _need_root("spagate detach")
         for name in interfaces:
@@ -79,7 +80,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def status(pin_dir: str = PIN_DIR) -> None:
         """Attached interfaces, protected ports, open windows and counters."""
-        from spagate.gate.daemon import read_state
+        from spagate.gate.service.state import read_state
 
         _need_root("spagate status")
         maps = _open_maps(pin_dir)
@@ -147,7 +148,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo() -> None:
         """Show the gate working between two network namespaces (root, no configuration)."""
-        from spagate.gate.demo import run_demo
+        from spagate.lab.demo import run_demo
 
         _need_root("spagate demo")
         run_demo()

@@ -1,8 +1,11 @@
-"""The sans-IO SPA protocol core: bytes and a clock in, a typed result out."""
+"""The sans-IO SPA protocol core: bytes and a clock in, a typed result out.
 
-from spagate.protocol.codec import PACKET_SIZE, Message, decode, encode
+Rule: nothing here opens a socket or a file, logs, or reads a clock by itself.
+"""
+
 from spagate.protocol.keys import KeyPair, generate_keypair, parse_hex_key
-from spagate.protocol.result import Accepted, Decoded, Reason, Rejected
+from spagate.protocol.messages import Accepted, Decoded, Message, Reason, Rejected
+from spagate.protocol.sparoid import PACKET_SIZE, decode, encode, make_packet
 from spagate.protocol.verifier import Verifier
 
 __all__ = [
@@ -17,5 +20,6 @@ __all__ = [
     "decode",
     "encode",
     "generate_keypair",
+    "make_packet",
     "parse_hex_key",
 ]

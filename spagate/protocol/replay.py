@@ -8,8 +8,18 @@ ones (the caller fails closed) and never evicts a live one.
 from __future__ import annotations
 
 import heapq
+from enum import Enum
 
-ADDED, REPLAY, FULL = 0, 1, 2
+
+class Added(Enum):
+    """What ReplayCache.add() did with a nonce."""
+
+    ADDED = "added"
+    REPLAY = "replay"  # the nonce is live: a replay
+    FULL = "full"  # capacity reached by live nonces: the caller fails closed
+
+
+ADDED, REPLAY, FULL = Added.ADDED, Added.REPLAY, Added.FULL
 
 
 class ReplayCache:
@@ -42,7 +52,7 @@ class ReplayCache:
             if until.get(nonce) == t:  # else superseded by a later remember()
                 del until[nonce]
 
-    def add(self, nonce: bytes, until_ms: int, now_ms: int) -> int:
+    def add(self, nonce: bytes, until_ms: int, now_ms: int) -> Added:
         """ADDED, REPLAY (nonce is live) or FULL (capacity reached by live nonces)."""
         self.expire(now_ms)
         until = self._until

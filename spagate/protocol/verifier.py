@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from spagate.protocol.codec import decode
 from spagate.protocol.keys import KeyPair
+from spagate.protocol.messages import Accepted, Decoded, Reason, Rejected
 from spagate.protocol.replay import ADDED, REPLAY, ReplayCache
-from spagate.protocol.result import Accepted, Decoded, Reason, Rejected
+from spagate.protocol.sparoid import decode
 
 
 class Verifier:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from ipaddress import IPv4Address
 
 import pytest
 
-from spagate.gate.loader import GateOptions, load, unpin
-from spagate.protocol import KeyPair, Message, encode, generate_keypair
+from spagate.gate.kernel.build import GateOptions, load
+from spagate.gate.kernel.pins import unpin
+from spagate.protocol import KeyPair, generate_keypair, make_packet
 
 PROTECTED = [("tcp", 22), ("tcp", 443), ("udp", 51820), ("udp", 53)]
 # Small SPA limits keep the budget cases quick; one ring page holds 26 records (test_spa).
@@ -24,8 +24,7 @@ _seq = itertools.count()
 
 def spa_payload(keys: KeyPair = SPA_KEYS) -> bytes:
     """A valid 96-byte SPA packet (fresh nonce and IV) MACed with keys.hmac_key."""
-    msg = Message(int(time.time() * 1000), os.urandom(16), IPv4Address("198.51.100.7"))
-    return encode(keys, msg, os.urandom(16))
+    return make_packet(keys, "198.51.100.7", int(time.time() * 1000))
 
 
 def pin_dir_for_test() -> str:
@@ -53,7 +52,7 @@ def fresh(gate):
     gate.poll(0)
     gate.records.clear()
     gate.maps.clear()
-    gate._bpf[b"spa_seen"].clear()  # not pinned, not in GateMaps: the program's own map
+    gate.forget_seen()  # not pinned, not in GateMaps: the program's own map
     gate.maps.set_static([])
     gate.maps.set_protected(PROTECTED)
     gate.maps.set_spa_keys([SPA_KEYS.hmac_key])

@@ -1,53 +1,104 @@
-"""C and Python agree: reason list, map layouts (as bcc compiled them), maps API arguments."""
+"""C and Python agree on every shared value: the compiler itself reports them.
+
+A probe program, generated from spagate/gate/kernel/abi.py, includes the gate's headers and
+writes each value (consts.h macros, reasons.h enum values, sizeof and offsetof of every
+structs.h layout) into an array map; BPF_PROG_TEST_RUN runs it once and the test compares the
+map with abi.py. Plus: the maps bcc created match MAP_SPECS, and the maps API's arguments.
+"""
 
 from __future__ import annotations
 
-import ctypes as ct
-import re
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
-from pathlib import Path
 
 import pytest
 
-from spagate.gate.loader import SPA_EVENT_HEADER
-from spagate.gate.maps import MAP_SPECS, REASONS, addr16, addr_from16
-
-BPF = Path(__file__).resolve().parents[2] / "bpf"
-
-
-def test_reasons_mirror_the_c_enum():
-    text = (BPF / "reasons.h").read_text()
-    found = dict(re.findall(r"REASON_(\w+)\s*=\s*(\d+)", text))
-    count = int(found.pop("COUNT"))
-    c_names = sorted(found, key=lambda n: int(found[n]))
-    assert [int(found[n]) for n in c_names] == list(range(count))
-    assert tuple(n.lower() for n in c_names) == REASONS
+from spagate.gate.kernel import abi, bpfsys
+from spagate.gate.kernel.build import Program
+from spagate.net import addr16, addr_from16
 
 
-def test_map_layouts_match_bcc(gate):
-    for name, spec in MAP_SPECS.items():
-        table = gate._bpf[name.encode()]
-        assert ct.sizeof(table.Key) == spec.key_size, name
-        leaf = getattr(table, "sLeaf", table.Leaf)  # bcc: per-CPU Leaf is an array per CPU
-        assert ct.sizeof(leaf) == spec.value_size, name
-    assert SPA_EVENT_HEADER.size == 48
+def _probes() -> list[tuple[str, str, int]]:
+    """(what, C expression, the value abi.py says)."""
+    out = [(f"macro {name}", f"(__u64)({name})", value) for name, value in abi.CONSTS.items()]
+    out += [(f"reason {r.name}", f"REASON_{r.name}", r.value) for r in abi.KernelReason]
+    out.append(("REASON_COUNT", "REASON_COUNT", len(abi.KernelReason)))
+    for layout in abi.LAYOUTS:
+        out.append((f"sizeof {layout.c_name}", f"sizeof(struct {layout.c_name})", layout.size))
+        for field in layout.offsets:
+            expr = f"__builtin_offsetof(struct {layout.c_name}, {field})"
+            out.append((f"offsetof {layout.c_name}.{field}", expr, layout.offset(field)))
+    return out
 
 
-def test_spa_event_struct_matches_header():
-    text = (BPF / "maps.h").read_text()
-    body = re.search(r"struct spa_event \{(.*?)\};", text, re.S).group(1)
-    fields = re.findall(r"(__u\d+|__u8)\s+(\w+)(\[\w+\])?;", body)
-    assert [f[1] for f in fields] == [
-        "src",
-        "dst",
-        "sport",
-        "dport",
-        "ifindex",
-        "len",
-        "copied",
-        "key",
-        "payload",
-    ]
+PROBES = _probes()
+PROGRAM = f"""
+#include <uapi/linux/bpf.h>
+#include "consts.h"
+#include "reasons.h"
+#include "structs.h"
+
+BPF_ARRAY(out, __u64, {len(PROBES)});
+
+static __always_inline void put(__u32 i, __u64 v)
+{{
+	__u64 *slot = out.lookup(&i);
+
+	if (slot)
+		*slot = v;
+}}
+
+int probe(struct xdp_md *ctx)
+{{
+{"".join(f"	put({i}, {expr});{chr(10)}" for i, (_, expr, _) in enumerate(PROBES))}
+	return XDP_PASS;
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def reported() -> dict[str, int]:
+    with Program(PROGRAM) as prog:
+        assert bpfsys.prog_test_run(prog.fd("probe"), bytes(64)).action == abi.XdpAction.PASS
+        fd = prog.map_fd("out")
+        return {
+            what: abi.U64.unpack(bpfsys.lookup(fd, abi.U32.pack(i), 8))[0]
+            for i, (what, _, _) in enumerate(PROBES)
+        }
+
+
+@pytest.mark.parametrize(
+    "what, expected", [(w, v) for w, _, v in PROBES], ids=[w for w, _, _ in PROBES]
+)
+def test_the_compiler_reports_what_abi_py_says(reported, what, expected):
+    assert reported[what] == expected
+
+
+def test_every_struct_of_structs_h_is_mirrored():
+    import re
+
+    text = "".join((Program.include_dir() / h).read_text() for h in ("structs.h", "spa_keys.h"))
+    # Kernel-only: the tail call's per-CPU hand-over and the payload copy the MAC runs over.
+    in_c = set(re.findall(r"^struct (\w+) \{", text, re.M)) - {"spa_scratch", "spa_wire"}
+    assert in_c == {layout.c_name for layout in abi.LAYOUTS}
+
+
+def test_every_macro_of_consts_h_is_mirrored():
+    import re
+
+    text = (Program.include_dir() / "consts.h").read_text()
+    assert set(re.findall(r"^#define (\w+) ", text, re.M)) - {"SPAGATE_CONSTS_H"} == set(abi.CONSTS)
+
+
+def test_map_layouts_match_what_bcc_created(gate):
+    for name, spec in abi.MAP_SPECS.items():
+        info = bpfsys.map_info(gate.maps.fd(name))
+        assert (info.type, info.key_size, info.value_size, info.flags) == (
+            spec.type,
+            spec.key_size,
+            spec.value_size,
+            spec.flags,
+        ), name
+    assert bpfsys.map_info(gate.internal["spa_events"]).type == abi.MapType.RINGBUF
 
 
 def test_address_forms():

@@ -9,13 +9,16 @@ import os
 import time
 
 import pytest
-from bpf_packets import SYN, TCP, UDP, eth, ipv4, tcp, udp
 from conftest import TEST_OPTIONS, pin_dir_for_test
 
-from spagate.gate import bpfsys
-from spagate.gate.bpfsys import XDP_DROP, XDP_PASS
-from spagate.gate.loader import load, unpin
-from spagate.gate.maps import HINT, addr16
+from spagate.gate.kernel import bpfsys
+from spagate.gate.kernel.abi import ALLOW_HINT as HINT
+from spagate.gate.kernel.abi import XdpAction
+from spagate.gate.kernel.build import load
+from spagate.gate.kernel.pins import unpin
+from spagate.lab.packets import SYN, TCP, UDP, eth, ipv4, tcp, udp
+from spagate.lab.util import run_counted
+from spagate.net import addr16
 
 SEC = 1_000_000_000
 SRC = "10.4.4.4"
@@ -30,12 +33,9 @@ def dgram(dport, src=SRC):
 
 
 def verdict(gate, packet):
-    before = gate.maps.counters()
-    res = gate.test_run(packet)
-    after = gate.maps.counters()
-    moved = [k for k in after if after[k] != before[k]]
+    res, moved = run_counted(gate, packet)
     assert len(moved) == 1, moved
-    return res.retval, moved[0]
+    return res.retval, next(iter(moved))
 
 
 def hint(gate, ip=SRC):
@@ -46,9 +46,9 @@ def hint(gate, ip=SRC):
 def test_whole_host_grant_shortened_closes(fresh):
     now = time.monotonic_ns()
     fresh.maps.allow(SRC, now + 60 * SEC)
-    assert verdict(fresh, syn()) == (XDP_PASS, "protected_allowed")
+    assert verdict(fresh, syn()) == (XdpAction.PASS, "protected_allowed")
     fresh.maps.allow(SRC, now - SEC)  # the same entry, rewritten as expired
-    assert verdict(fresh, syn()) == (XDP_DROP, "tcp_dropped_new")
+    assert verdict(fresh, syn()) == (XdpAction.DROP, "tcp_dropped_new")
     assert hint(fresh) == (now - SEC, now + 60 * SEC)  # exact host grant, upper bound kept
 
 
@@ -56,37 +56,37 @@ def test_revoke_whole_host_keeps_port_grant(fresh):
     now = time.monotonic_ns()
     fresh.maps.allow(SRC, now + 60 * SEC)
     fresh.maps.allow(SRC, now + 60 * SEC, "tcp", 443)
-    assert verdict(fresh, syn(22)) == (XDP_PASS, "protected_allowed")
+    assert verdict(fresh, syn(22)) == (XdpAction.PASS, "protected_allowed")
     assert fresh.maps.revoke(SRC)
-    assert verdict(fresh, syn(22)) == (XDP_DROP, "tcp_dropped_new")
-    assert verdict(fresh, syn(443)) == (XDP_PASS, "protected_allowed")
+    assert verdict(fresh, syn(22)) == (XdpAction.DROP, "tcp_dropped_new")
+    assert verdict(fresh, syn(443)) == (XdpAction.PASS, "protected_allowed")
     assert fresh.maps.revoke(SRC, "tcp", 443)
-    assert verdict(fresh, syn(443)) == (XDP_DROP, "tcp_dropped_new")
+    assert verdict(fresh, syn(443)) == (XdpAction.DROP, "tcp_dropped_new")
 
 
 def test_port_grant_then_whole_host(fresh):
     now = time.monotonic_ns()
     fresh.maps.allow(SRC, now + 60 * SEC, "tcp", 443)
     assert hint(fresh) == (0, now + 60 * SEC)
-    assert verdict(fresh, syn(22)) == (XDP_DROP, "tcp_dropped_new")
+    assert verdict(fresh, syn(22)) == (XdpAction.DROP, "tcp_dropped_new")
     fresh.maps.allow(SRC, now + 5 * SEC)
     assert hint(fresh) == (now + 5 * SEC, now + 60 * SEC)
-    assert verdict(fresh, syn(22)) == (XDP_PASS, "protected_allowed")
+    assert verdict(fresh, syn(22)) == (XdpAction.PASS, "protected_allowed")
 
 
 def test_revoke_ip_drops_the_hint(fresh):
     fresh.maps.allow(SRC, time.monotonic_ns() + 60 * SEC, "udp", 0)
-    assert verdict(fresh, dgram(51820)) == (XDP_PASS, "protected_allowed")
+    assert verdict(fresh, dgram(51820)) == (XdpAction.PASS, "protected_allowed")
     assert fresh.maps.revoke_ip(SRC) == 2  # the entry and the flow it created
     assert hint(fresh) is None
-    assert verdict(fresh, dgram(51820)) == (XDP_DROP, "udp_dropped")
+    assert verdict(fresh, dgram(51820)) == (XdpAction.DROP, "udp_dropped")
 
 
 def test_clear_empties_the_hint(fresh):
     fresh.maps.allow(SRC, time.monotonic_ns() + 60 * SEC)
     fresh.maps.clear("allow")
     assert hint(fresh) is None
-    assert verdict(fresh, syn()) == (XDP_DROP, "tcp_dropped_new")
+    assert verdict(fresh, syn()) == (XdpAction.DROP, "tcp_dropped_new")
 
 
 @pytest.mark.parametrize(
@@ -107,28 +107,28 @@ def test_protected_bitmap_round_trip(fresh, ports):
             if (proto, port) in ports:
                 assert got[1] in ("tcp_dropped_new", "udp_dropped"), (proto, port)
             else:
-                assert got == (XDP_PASS, "pass_unrelated"), (proto, port)
+                assert got == (XdpAction.PASS, "pass_unrelated"), (proto, port)
 
 
 def test_protected_replaced_exactly(fresh):
     fresh.maps.set_protected([("tcp", 22), ("tcp", 23), ("udp", 22)])
     fresh.maps.set_protected([("tcp", 23), ("tcp", 2222)])
     assert fresh.maps.protected() == [("tcp", 23), ("tcp", 2222)]
-    assert verdict(fresh, syn(22)) == (XDP_PASS, "pass_unrelated")
-    assert verdict(fresh, dgram(22)) == (XDP_PASS, "pass_unrelated")
-    assert verdict(fresh, syn(2222)) == (XDP_DROP, "tcp_dropped_new")
+    assert verdict(fresh, syn(22)) == (XdpAction.PASS, "pass_unrelated")
+    assert verdict(fresh, dgram(22)) == (XdpAction.PASS, "pass_unrelated")
+    assert verdict(fresh, syn(2222)) == (XdpAction.DROP, "tcp_dropped_new")
 
 
 def test_static_count_follows_the_list(fresh):
     src = "10.60.1.1"
     fresh.maps.set_static(["10.60.0.0/16"])
-    assert verdict(fresh, syn(src=src)) == (XDP_PASS, "protected_static")
+    assert verdict(fresh, syn(src=src)) == (XdpAction.PASS, "protected_static")
     fresh.maps.set_static(["10.60.0.0/16", "10.61.0.0/16"])
     fresh.maps.set_static(["10.61.0.0/16"])
-    assert verdict(fresh, syn(src="10.61.0.9")) == (XDP_PASS, "protected_static")
-    assert verdict(fresh, syn(src=src)) == (XDP_DROP, "tcp_dropped_new")
+    assert verdict(fresh, syn(src="10.61.0.9")) == (XdpAction.PASS, "protected_static")
+    assert verdict(fresh, syn(src=src)) == (XdpAction.DROP, "tcp_dropped_new")
     fresh.maps.set_static([])
-    assert verdict(fresh, syn(src="10.61.0.9")) == (XDP_DROP, "tcp_dropped_new")
+    assert verdict(fresh, syn(src="10.61.0.9")) == (XdpAction.DROP, "tcp_dropped_new")
 
 
 def test_reload_rebuilds_derived_maps():
@@ -150,9 +150,9 @@ def test_reload_rebuilds_derived_maps():
             assert g2.pin_actions["allow"] == "kept"
             assert hint(g2) == (until, until)
             assert hint(g2, "10.4.4.5") == (0, until)
-            assert verdict(g2, syn()) == (XDP_PASS, "protected_allowed")
-            assert verdict(g2, syn(443, "10.4.4.5")) == (XDP_PASS, "protected_allowed")
-            assert verdict(g2, syn(22, "10.4.4.5")) == (XDP_DROP, "tcp_dropped_new")
-            assert verdict(g2, syn(src="10.70.3.3")) == (XDP_PASS, "protected_static")
+            assert verdict(g2, syn()) == (XdpAction.PASS, "protected_allowed")
+            assert verdict(g2, syn(443, "10.4.4.5")) == (XdpAction.PASS, "protected_allowed")
+            assert verdict(g2, syn(22, "10.4.4.5")) == (XdpAction.DROP, "tcp_dropped_new")
+            assert verdict(g2, syn(src="10.70.3.3")) == (XdpAction.PASS, "protected_static")
     finally:
         unpin(pin_dir)

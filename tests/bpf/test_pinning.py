@@ -8,14 +8,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from bpf_packets import SYN, TCP, eth, ipv4, tcp
 from conftest import TEST_OPTIONS, pin_dir_for_test
 
 from spagate.errors import SpagateError
-from spagate.gate import bpfsys
-from spagate.gate.bpfsys import XDP_DROP, XDP_PASS
-from spagate.gate.loader import load, unpin
-from spagate.gate.maps import MAP_SPECS, GateMaps
+from spagate.gate.kernel import bpfsys
+from spagate.gate.kernel.abi import MAP_SPECS, MapType, XdpAction
+from spagate.gate.kernel.build import load
+from spagate.gate.kernel.maps import GateMaps
+from spagate.gate.kernel.pins import unpin
+from spagate.lab.packets import SYN, TCP, eth, ipv4, tcp
 
 SYN22 = eth(ipv4("10.3.3.3", "10.0.0.1", TCP, tcp(40000, 22, SYN)))
 
@@ -37,11 +38,11 @@ def test_reload_reuses_pinned_maps(pin_dir):
         g1.maps.set_static(["192.0.2.0/24"])
         g1.maps.allow("10.3.3.3", until)
         g1.maps.replay_remember(b"N" * 16, 1234)
-        assert g1.test_run(SYN22).retval == XDP_PASS
+        assert g1.test_run(SYN22).retval == XdpAction.PASS
     assert sorted(os.listdir(pin_dir)) == sorted(MAP_SPECS)
     with load(TEST_OPTIONS, pin_dir) as g2:
         assert set(g2.pin_actions.values()) == {"kept"}
-        assert g2.test_run(SYN22).retval == XDP_PASS  # window survived the reload
+        assert g2.test_run(SYN22).retval == XdpAction.PASS  # window survived the reload
         assert g2.maps.counters()["protected_allowed"] == 2  # counters too
         assert g2.maps.replay_entries() == {b"N" * 16: 1234}
         assert [str(n) for n in g2.maps.static()] == ["192.0.2.0/24"]
@@ -51,10 +52,10 @@ def test_pin_dir_view_sees_program_writes(pin_dir):
     with load(TEST_OPTIONS, pin_dir) as g, GateMaps.from_pin_dir(pin_dir) as view:
         view.set_protected([("tcp", 22), ("udp", 51820)])
         assert g.maps.protected() == [("tcp", 22), ("udp", 51820)]
-        assert g.test_run(SYN22).retval == XDP_DROP
+        assert g.test_run(SYN22).retval == XdpAction.DROP
         assert view.counters()["tcp_dropped_new"] == 1
         view.allow("::ffff:10.3.3.3", time.monotonic_ns() + 10**9, "tcp", 22)
-        assert g.test_run(SYN22).retval == XDP_PASS
+        assert g.test_run(SYN22).retval == XdpAction.PASS
         (entry,) = view.allowed()
         assert (str(entry.ip), entry.proto, entry.port) == ("10.3.3.3", "tcp", 22)
         view.replay_remember(bytes(range(16)), 10)
@@ -77,12 +78,12 @@ def test_capacity_change_migrates_entries(pin_dir):
     with load(bigger, pin_dir) as g:
         assert g.pin_actions["allow"] == "migrated"
         assert [e.expires_ns for e in g.maps.allowed()] == [until]
-        assert g.test_run(SYN22).retval == XDP_PASS
+        assert g.test_run(SYN22).retval == XdpAction.PASS
 
 
 def test_layout_change_replaces_map(pin_dir):
     Path(pin_dir).mkdir()
-    fd = bpfsys.map_create(bpfsys.MAP_HASH, "allow", 8, 8, 16)  # an old, different layout
+    fd = bpfsys.map_create(MapType.HASH, "allow", 8, 8, 16)  # an old, different layout
     bpfsys.obj_pin(fd, Path(pin_dir) / "allow")
     os.close(fd)
     with load(TEST_OPTIONS, pin_dir) as g:
@@ -92,7 +93,7 @@ def test_layout_change_replaces_map(pin_dir):
 
 def test_spa_seen_is_sized_by_its_option_and_not_pinned(pin_dir):
     with load(replace(TEST_OPTIONS, spa_seen_capacity=4096), pin_dir) as g:
-        assert bpfsys.map_info(g._bpf[b"spa_seen"].map_fd).max_entries == 4096
+        assert bpfsys.map_info(g.internal["spa_seen"]).max_entries == 4096
     assert "spa_seen" not in os.listdir(pin_dir)
     with pytest.raises(SpagateError, match="spa_seen capacity"):
         load(replace(TEST_OPTIONS, spa_seen_capacity=0), pin_dir)

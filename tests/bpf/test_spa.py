@@ -3,19 +3,18 @@ budget, then the ring record (byte for byte). The per-source bucket comes before
 
 from __future__ import annotations
 
-import ctypes as ct
 import mmap
 import os
 import time
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
-from bpf_packets import ETH_IP6, UDP, eth, ipv4, ipv6, udp
 from conftest import SPA_KEYS, TEST_OPTIONS, spa_payload
 
 from spagate.errors import SpagateError
-from spagate.gate.bpfsys import XDP_DROP
-from spagate.gate.loader import SPA_EVENT_HEADER, SPA_PACKET_SIZE
+from spagate.gate.kernel.abi import SPA_EVENT_HEADER, SPA_PACKET_SIZE, XdpAction
+from spagate.lab.packets import ETH_IP6, UDP, eth, ipv4, ipv6, udp
+from spagate.lab.util import run_counted
 from spagate.protocol import decode, generate_keypair
 
 
@@ -28,10 +27,9 @@ def spoofed(i: int) -> str:
 
 
 def run(gate, packet, ifindex=0):
-    before = gate.maps.counters()
-    assert gate.test_run(packet, ifindex=ifindex).retval == XDP_DROP
-    after = gate.maps.counters()
-    return {k: after[k] - before[k] for k in after if after[k] != before[k]}
+    res, moved = run_counted(gate, packet, ifindex)
+    assert res.retval == XdpAction.DROP
+    return moved
 
 
 def test_record_v4_byte_for_byte(fresh):
@@ -49,7 +47,7 @@ def test_record_v4_byte_for_byte(fresh):
 
 
 def test_record_v6_with_extension_header(fresh):
-    from bpf_packets import DSTOPTS, chain6
+    from spagate.lab.packets import DSTOPTS, chain6
 
     payload = spa_payload()
     pkt = eth(
@@ -223,12 +221,11 @@ def test_ring_buffer_full(fresh):
 
 
 def test_missing_verifier_program_drops(fresh):
-    progs = fresh._bpf[b"spa_progs"]
-    del progs[ct.c_int(0)]
+    fresh.set_verifier(False)
     try:
         assert run(fresh, spa4(spa_payload())) == {"spa_tail_call_failed": 1}
     finally:
-        progs[ct.c_int(0)] = ct.c_int(fresh.verify_fd)
+        fresh.set_verifier(True)
     assert run(fresh, spa4(spa_payload(), src="192.0.2.5")) == {"spa_queued": 1}
 
 

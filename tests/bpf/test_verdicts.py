@@ -11,7 +11,11 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-from bpf_packets import (
+from conftest import spa_payload
+
+from spagate.gate.kernel import bpfsys
+from spagate.gate.kernel.abi import FLOW_KEY, U64, XdpAction
+from spagate.lab.packets import (
     ACK,
     AH,
     DSTOPTS,
@@ -43,11 +47,8 @@ from bpf_packets import (
     tcp,
     udp,
 )
-from conftest import spa_payload
-
-from spagate.gate import bpfsys
-from spagate.gate.bpfsys import XDP_DROP, XDP_PASS
-from spagate.gate.maps import FLOW_KEY, U64, addr16
+from spagate.lab.util import run_counted
+from spagate.net import addr16
 from spagate.protocol import generate_keypair
 
 S4, D4 = "10.1.2.3", "10.9.9.9"
@@ -134,7 +135,7 @@ class Case:
     state: tuple = field(default=())
 
 
-P, D = XDP_PASS, XDP_DROP
+P, D = XdpAction.PASS, XdpAction.DROP
 
 
 def syn4(dport=22, src=S4, flags=SYN, **ip):
@@ -440,11 +441,7 @@ assert len({c.id for c in CASES}) == len(CASES)
 
 
 def run_case(gate, packet):
-    before = gate.maps.counters()
-    res = gate.test_run(packet)
-    after = gate.maps.counters()
-    moved = {k: after[k] - before[k] for k in after if after[k] != before[k]}
-    return res, moved
+    return run_counted(gate, packet)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -454,7 +451,7 @@ def test_verdict(fresh, case):
     res, moved = run_case(fresh, case.packet)
     assert moved == {case.reason: 1}
     assert res.retval == case.action
-    if case.action == XDP_PASS:
+    if case.action == XdpAction.PASS:
         assert res.data_out == case.packet  # passed untouched
 
 
@@ -465,38 +462,38 @@ def test_matrix_size():
 def test_udp_flow_created_then_survives_window(fresh):
     m = fresh.maps
     m.allow(S4, time.monotonic_ns() + 10 * SEC, "udp", 51820)
-    assert fresh.test_run(udp4()).retval == XDP_PASS
+    assert fresh.test_run(udp4()).retval == XdpAction.PASS
     flows = m.udp_flows()
     assert [(str(f.ip), f.sport, f.dport) for f in flows] == [(S4, 40000, 51820)]
     assert flows[0].idle_s < 1
     assert m.revoke(S4, "udp", 51820)
     res, moved = run_case(fresh, udp4())  # window closed, flow still live
-    assert (res.retval, moved) == (XDP_PASS, {"udp_flow": 1})
+    assert (res.retval, moved) == (XdpAction.PASS, {"udp_flow": 1})
     res, moved = run_case(fresh, udp4(sport=40001))  # a new flow is not
-    assert (res.retval, moved) == (XDP_DROP, {"udp_dropped": 1})
+    assert (res.retval, moved) == (XdpAction.DROP, {"udp_dropped": 1})
     assert m.revoke_ip(S4) == 1
     res, moved = run_case(fresh, udp4())
-    assert (res.retval, moved) == (XDP_DROP, {"udp_dropped": 1})
+    assert (res.retval, moved) == (XdpAction.DROP, {"udp_dropped": 1})
 
 
 def test_udp_flow_refresh_moves_last_seen(fresh):
     flow_idle(fresh.maps)
     fresh.maps.allow(S4, time.monotonic_ns() + 10 * SEC)
-    assert fresh.test_run(udp4()).retval == XDP_PASS
+    assert fresh.test_run(udp4()).retval == XdpAction.PASS
     (flow,) = fresh.maps.udp_flows()
     assert flow.idle_s < 1  # recreated with a fresh timestamp
     _flow(fresh.maps, 100 * SEC)  # old but within the 120 s idle timeout
-    assert fresh.test_run(udp4()).retval == XDP_PASS
+    assert fresh.test_run(udp4()).retval == XdpAction.PASS
     (flow,) = fresh.maps.udp_flows()
     assert flow.idle_s < 1
 
 
 def test_protected_changes_at_run_time(fresh):
-    assert fresh.test_run(syn4(2222)).retval == XDP_PASS
+    assert fresh.test_run(syn4(2222)).retval == XdpAction.PASS
     fresh.maps.set_protected([("tcp", 2222)])
     assert fresh.maps.protected() == [("tcp", 2222)]
-    assert fresh.test_run(syn4(2222)).retval == XDP_DROP
-    assert fresh.test_run(syn4(22)).retval == XDP_PASS
+    assert fresh.test_run(syn4(2222)).retval == XdpAction.DROP
+    assert fresh.test_run(syn4(22)).retval == XdpAction.PASS
 
 
 def test_ipv6_packet_struct_sanity():

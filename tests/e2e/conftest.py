@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from spagate.gate.demo import LabGate
-from spagate.lab import Lab
+from spagate.lab.gate import LabGate
+from spagate.lab.netns import Lab
 
 
 @pytest.fixture

@@ -9,22 +9,21 @@ import sys
 import time
 
 import pytest
-from e2e_util import spa_verdicts, wait_for, xdp_counters
 
-from spagate.protocol import Message, encode, generate_keypair
+from spagate.lab.util import spa_verdicts, wait_for, xdp_counters
+from spagate.protocol import generate_keypair, make_packet
 
 PY = sys.executable
 
 
 def craft(keys, ip: str, ts_ms: int | None = None) -> str:
     ts = time.time_ns() // 1_000_000 if ts_ms is None else ts_ms
-    msg = Message(ts_ms=ts, nonce=os.urandom(16), ip=__import__("ipaddress").ip_address(ip))
-    return encode(keys, msg, os.urandom(16)).hex()
+    return make_packet(keys, ip, ts).hex()
 
 
 def raw(gate, host: str, *payloads: str, port: int = 8484) -> str:
     out = gate.lab.run(
-        host, [PY, "-m", "spagate.probe", "raw", gate.ip(), str(port), *payloads, "-t", "1"]
+        host, [PY, "-m", "spagate.lab.probe", "raw", gate.ip(), str(port), *payloads, "-t", "1"]
     )
     return out.stdout.strip()
 
@@ -60,7 +59,7 @@ def test_udp_service_outlives_the_window_while_packets_keep_coming(gate):
     gate.start()
     probe = gate.lab.spawn(
         "client",
-        [PY, "-m", "spagate.probe", "udp", gate.ip(), "5353", "-t", "1"],
+        [PY, "-m", "spagate.lab.probe", "udp", gate.ip(), "5353", "-t", "1"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -198,7 +197,17 @@ def test_a_flood_does_not_lock_the_client_out(gate):
     flooders = [
         gate.lab.spawn(
             "flood",
-            [PY, "-m", "spagate.probe", "flood", gate.ip(), "8484", "--count", "100000", *spoof],
+            [
+                PY,
+                "-m",
+                "spagate.lab.probe",
+                "flood",
+                gate.ip(),
+                "8484",
+                "--count",
+                "100000",
+                *spoof,
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -301,7 +310,7 @@ def test_a_closed_terminal_does_not_stop_the_gate(gate):
 
 
 def test_an_unexpected_error_leaves_the_ports_shut_not_open(gate):
-    from spagate.gate.daemon import state_path
+    from spagate.gate.service.state import state_path
 
     gate.configure()
     gate.service()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from spagate.errors import ConfigError
-from spagate.gate.config import GateConfig, Port, parse_config
+from spagate.gate.core.config import GateConfig, Port, parse_config
 from spagate.protocol import parse_hex_key
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,0 +1,1 @@
+"""The XDP gate program (C sources, package data: compiled by spagate.gate.kernel.build)."""

@@ -1,0 +1,35 @@
+/* spagate verdict reasons: one per-CPU counter each (map "counters").
+ *
+ * This enum is the single list of kernel reasons. spagate/gate/kernel/abi.py mirrors it as
+ * KernelReason (lower-case names without the REASON_ prefix); tests/bpf/test_contract.py has
+ * the compiler report every value and fails when the two differ. Append new reasons at the
+ * end: pinned counters keep their index across upgrades.
+ */
+#ifndef SPAGATE_REASONS_H
+#define SPAGATE_REASONS_H
+
+enum spagate_reason {
+	REASON_PASS_NOT_IP = 0,          /* not IPv4/IPv6 (ARP, LLDP, runt frame...): passed */
+	REASON_PASS_UNRELATED = 1,       /* IP but not for the SPA port nor a protected port */
+	REASON_SPA_QUEUED = 2,           /* SPA packet, MAC valid, copied to spa_events, dropped */
+	REASON_SPA_RATE_SOURCE = 3,      /* SPA packet over its source's token bucket, dropped */
+	REASON_SPA_RATE_GLOBAL = 4,      /* MAC-valid SPA packet over the global budget/s, dropped */
+	REASON_SPA_RINGBUF_FULL = 5,     /* SPA packet within budget but spa_events full, dropped */
+	REASON_PROTECTED_ALLOWED = 6,    /* protected port, source in the allow map: passed */
+	REASON_PROTECTED_STATIC = 7,     /* protected port, source in static_allow: passed */
+	REASON_TCP_ESTABLISHED = 8,      /* protected TCP, not a SYN, kernel has the socket: passed */
+	REASON_TCP_DROPPED_NEW = 9,      /* protected TCP SYN from a source not allowed: dropped */
+	REASON_TCP_DROPPED_STRAY = 10,   /* protected TCP non-SYN, no socket, not allowed: dropped */
+	REASON_UDP_FLOW = 11,            /* protected UDP, live flow in udp_flows refreshed: passed */
+	REASON_UDP_DROPPED = 12,         /* protected UDP, no live flow, not allowed: dropped */
+	REASON_MALFORMED = 13,           /* IP packet whose headers are short or lie: dropped */
+	REASON_FRAGMENT_PASSED = 14,     /* non-first fragment (no L4 header): passed */
+	REASON_FRAGMENT_DROPPED = 15,    /* first fragment too short for its L4 header, or SPA: dropped */
+	REASON_SPA_BAD_SIZE = 16,        /* SPA packet whose payload is not 96 bytes: dropped */
+	REASON_SPA_BAD_MAC = 17,         /* SPA packet whose MAC matches no configured key: dropped */
+	REASON_SPA_TAIL_CALL_FAILED = 18, /* SPA verifier program missing (spa_progs empty): dropped */
+	REASON_SPA_REPLAY_DUP = 19,      /* MAC-valid SPA packet whose MAC is in spa_seen: dropped */
+	REASON_COUNT = 20,
+};
+
+#endif

@@ -1,0 +1,306 @@
+"""The gate's configuration (/etc/spagate.ini), parsed as pure code: text in, GateConfig out.
+
+A sparoid server configuration works unchanged (key, hmac-key, bind, port, open-cmd, close-cmd;
+nftables-cmd is reported as not needed). Top-level keys configure the gate; top-level key and
+hmac-key form the identity "default"; each [section] is a named identity with its own keys and,
+optionally, its own ports and window. Every problem is a ConfigError naming file:line.
+
+Rule: no bcc, no maps, no sockets. The grammar is spagate.inifile's; defaults shared with the
+XDP program come from spagate.gate.kernel.abi (a data module).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from spagate.errors import ConfigError
+from spagate.gate.kernel import abi
+from spagate.inifile import Section, parse_ini, read_key_file
+from spagate.net import IPAddress, IPNetwork
+from spagate.protocol import KeyPair, parse_hex_key
+
+DEFAULT_PATH = "/etc/spagate.ini"
+DEFAULT_SPA_PORT = abi.DEFAULT_SPA_PORT
+DEFAULT_OPEN_SECONDS = 15
+XDP_MODES = ("auto", "native", "generic")
+MAX_IDENTITIES = abi.SPA_KEYS_MAX  # the XDP program checks the MAC against at most this many
+
+
+@dataclass(frozen=True, order=True)
+class Port:
+    proto: str  # "tcp" or "udp"
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.proto}/{self.port}"
+
+
+@dataclass(frozen=True)
+class Rate:
+    per_second: float = 1e9 / abi.DEFAULT_SPA_INTERVAL_NS
+    burst: int = abi.DEFAULT_SPA_BURST
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    keys: KeyPair = field(repr=False)
+    ports: tuple[Port, ...] | None = None  # None: every protected port
+    open_seconds: int | None = None  # None: the global open-seconds
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    path: str
+    identities: tuple[Identity, ...]
+    interfaces: tuple[str, ...] = ()
+    spa_port: int = DEFAULT_SPA_PORT
+    bind: IPAddress | None = None
+    protected: tuple[Port, ...] = (Port("tcp", 22),)
+    open_seconds: int = DEFAULT_OPEN_SECONDS
+    allow: tuple[IPNetwork, ...] = ()
+    max_skew_ms: int = 5000
+    rate: Rate = Rate()
+    spa_budget: int = abi.DEFAULT_SPA_BUDGET
+    udp_idle_seconds: int = abi.DEFAULT_UDP_IDLE_NS // 1_000_000_000
+    xdp_mode: str = "auto"
+    require_source_match: bool = False
+    open_cmd: str | None = None
+    close_cmd: str | None = None
+    notes: tuple[str, ...] = ()  # things worth telling the operator at start
+
+    def window(self, identity: Identity) -> int:
+        return identity.open_seconds or self.open_seconds
+
+
+# --- value parsers: each returns the value or raises ValueError(one-line reason) ---------------
+
+
+def _int(text: str, lo: int, hi: int) -> int:
+    if not re.fullmatch(r"[0-9]+", text):
+        raise ValueError(f"expected a whole number from {lo} to {hi}, got {text!r}")
+    n = int(text)
+    if not lo <= n <= hi:
+        raise ValueError(f"{n} is out of range ({lo} to {hi})")
+    return n
+
+
+def _seconds(text: str, lo: float, hi: float) -> float:
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?", text)
+    if not m:
+        raise ValueError(f"expected seconds (e.g. 5 or 500ms), got {text!r}")
+    v = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+    if not lo <= v <= hi:
+        raise ValueError(f"{text} is out of range ({lo:g}s to {hi:g}s)")
+    return v
+
+
+def _bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("yes", "true", "on", "1"):
+        return True
+    if low in ("no", "false", "off", "0"):
+        return False
+    raise ValueError(f"expected yes or no, got {text!r}")
+
+
+def _list(text: str) -> list[str]:
+    return [p for p in re.split(r"[,\s]+", text.strip()) if p]
+
+
+def parse_port(text: str) -> Port:
+    m = re.fullmatch(r"(tcp|udp)/([0-9]+)", text.strip().lower())
+    if not m:
+        raise ValueError(f"expected PROTO/PORT like tcp/22 or udp/51820, got {text!r}")
+    return Port(m.group(1), _int(m.group(2), 1, 65535))
+
+
+def _ports(text: str) -> tuple[Port, ...]:
+    ports = tuple(sorted({parse_port(p) for p in _list(text)}))
+    if not ports:
+        raise ValueError("expected at least one PROTO/PORT")
+    return ports
+
+
+def _networks(text: str) -> tuple[IPNetwork, ...]:
+    nets = []
+    for p in _list(text):
+        try:
+            nets.append(ipaddress.ip_network(p, strict=False))
+        except ValueError:
+            raise ValueError(f"{p!r} is not an IP address or CIDR") from None
+    return tuple(nets)
+
+
+def _address(text: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address") from None
+
+
+def _rate(text: str) -> Rate:
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*/\s*s(?:\s+burst\s+([0-9]+))?", text.strip())
+    if not m:
+        raise ValueError(f"expected N/s or N/s burst M (e.g. 1/s burst 8), got {text!r}")
+    per_s = float(m.group(1))
+    if not 0 < per_s <= 100_000:
+        raise ValueError(f"rate {per_s:g}/s is out of range (more than 0, at most 100000)")
+    burst = _int(m.group(2), 1, 100_000) if m.group(2) else Rate.burst
+    return Rate(per_s, burst)
+
+
+def _iface(text: str) -> tuple[str, ...]:
+    names = tuple(_list(text))
+    for n in names:
+        if not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", n):
+            raise ValueError(f"{n!r} is not an interface name")
+    return names
+
+
+def _key(text: str) -> bytes:
+    return parse_hex_key(text)
+
+
+def _cmd(text: str) -> str | None:
+    return text or None
+
+
+def _mode(text: str) -> str:
+    if text not in XDP_MODES:
+        raise ValueError(f"expected one of {', '.join(XDP_MODES)}, got {text!r}")
+    return text
+
+
+# key -> (parser, field name); global keys may stand only above the first section.
+GLOBAL_KEYS = {
+    "bind": (_address, "bind"),
+    "port": (lambda t: _int(t, 1, 65535), "spa_port"),
+    "interface": (_iface, "interfaces"),
+    "protected": (_ports, "protected"),
+    "open-seconds": (lambda t: _int(t, 1, 86400), "open_seconds"),
+    "allow": (_networks, "allow"),
+    "max-skew": (lambda t: round(_seconds(t, 0.1, 300) * 1000), "max_skew_ms"),
+    "rate": (_rate, "rate"),
+    "spa-budget": (lambda t: _int(t, 1, 10_000_000), "spa_budget"),
+    "udp-idle": (lambda t: _int(t, 1, 86400), "udp_idle_seconds"),
+    "xdp-mode": (_mode, "xdp_mode"),
+    "require-source-match": (_bool, "require_source_match"),
+    "open-cmd": (_cmd, "open_cmd"),
+    "close-cmd": (_cmd, "close_cmd"),
+}
+IDENTITY_KEYS = {
+    "key": _key,
+    "hmac-key": _key,
+    "protected": _ports,
+    "open-seconds": GLOBAL_KEYS["open-seconds"][0],
+}
+IGNORED_KEYS = {"nftables-cmd": "nftables-cmd is not needed by spagate (XDP enforces): ignored"}
+
+
+def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
+    """Parse the gate configuration; raise ConfigError(path, line, reason) on any problem."""
+    top, *sections = parse_ini(text, path)
+    settings: dict[str, object] = {}  # GateConfig field -> value
+    notes: list[str] = []
+    values: dict[str, dict[str, tuple[object, int]]] = {}  # section -> key -> (value, line)
+
+    for sec in (top, *sections):
+        if sec.name == "default":
+            raise ConfigError(path, sec.line, "identity [default] is defined twice")
+        ident = values.setdefault(sec.name or "default", {})
+        for e in sec.entries:
+            k, n = e.name, e.line
+            if k in IGNORED_KEYS:
+                notes.append(f"{path}:{n}: {IGNORED_KEYS[k]}")
+                continue
+            if sec is top and k in GLOBAL_KEYS:
+                parser, fname = GLOBAL_KEYS[k]
+            elif sec is not top and k in IDENTITY_KEYS:
+                parser, fname = IDENTITY_KEYS[k], ""
+            elif k in ("key", "hmac-key"):
+                parser, fname = _key, ""
+            elif k in GLOBAL_KEYS:
+                raise ConfigError(
+                    path, n, f"{k} is a gate-wide setting: move it above the first [section]"
+                )
+            else:
+                known = sorted({*GLOBAL_KEYS, *IDENTITY_KEYS, *IGNORED_KEYS})
+                raise ConfigError(path, n, f"unknown key {k!r} (known keys: {', '.join(known)})")
+            try:
+                value = parser(e.value)
+            except ValueError as err:
+                raise ConfigError(path, n, f"{k}: {err}") from None
+            if fname:
+                settings[fname] = value
+            else:
+                ident[k] = (value, n)
+
+    protected: tuple[Port, ...] = settings.get("protected", GateConfig.protected)  # type: ignore[assignment]
+    if "protected" not in settings:
+        notes.append(f"{path}: no 'protected' key: guarding tcp/22 (ssh)")
+    identities = []
+    for sec in ([top] if values["default"] else []) + sections:
+        identities.append(_identity(path, sec, values[sec.name or "default"], protected))
+    if not identities:
+        raise ConfigError(path, None, "no keys: set key and hmac-key (spagate keygen prints them)")
+    if len(identities) > MAX_IDENTITIES:
+        raise ConfigError(
+            path,
+            sections[MAX_IDENTITIES - len(identities)].line,
+            f"{len(identities)} identities: at most {MAX_IDENTITIES} are supported",
+        )
+    seen: dict[bytes, str] = {}
+    for ident in identities:
+        fp = ident.keys.hmac_key
+        if fp in seen:
+            raise ConfigError(
+                path, None, f"identities [{seen[fp]}] and [{ident.name}] share an hmac-key"
+            )
+        seen[fp] = ident.name
+    for s in protected:
+        if s.proto == "udp" and s.port == settings.get("spa_port", DEFAULT_SPA_PORT):
+            raise ConfigError(path, None, f"protected {s} is also the SPA port")
+
+    return GateConfig(path=path, identities=tuple(identities), notes=tuple(notes), **settings)
+
+
+def _identity(
+    path: str, sec: Section, vals: dict[str, tuple[object, int]], protected: tuple[Port, ...]
+) -> Identity:
+    where = sec.line or None
+    label = f"[{sec.name}]" if sec.name else "top-level"
+    for k in ("key", "hmac-key"):
+        if k not in vals:
+            raise ConfigError(path, where, f"{label} identity has no {k}")
+    key, hmac_key = vals["key"][0], vals["hmac-key"][0]
+    if key == hmac_key:
+        raise ConfigError(path, vals["hmac-key"][1], "key and hmac-key must differ")
+    ports = vals.get("protected", (None, 0))
+    if ports[0] is not None:
+        outside = [str(p) for p in ports[0] if p not in protected]  # type: ignore[union-attr]
+        if outside:
+            raise ConfigError(
+                path, ports[1], f"{', '.join(outside)} not in the gate's protected ports"
+            )
+    seconds = vals.get("open-seconds", (None, 0))[0]
+    return Identity(
+        name=sec.name or "default",
+        keys=KeyPair(key, hmac_key),  # type: ignore[arg-type]
+        ports=ports[0],  # type: ignore[arg-type]
+        open_seconds=seconds,  # type: ignore[arg-type]
+    )
+
+
+def load_config(path: str = DEFAULT_PATH) -> GateConfig:
+    """Read and parse the configuration file; refuse one that others can read (it holds keys)
+    or that is not owned by root (or us): whoever owns it chooses the keys and the hooks."""
+    try:
+        text = read_key_file(path)
+    except ConfigError as e:
+        if e.message == "not found":
+            raise ConfigError(path, None, "not found (see docs/getting-started.md)") from None
+        raise
+    return parse_config(text, path)

@@ -1,0 +1,231 @@
+"""The Python mirror of everything the XDP program shares with userspace (spagate/bpf/).
+
+Rule 1: every constant, default, struct layout and reason of consts.h, structs.h, spa_keys.h
+and reasons.h appears here exactly once; Python code that needs one imports it from here.
+Rule 2: field offsets are derived from the field lists, never written as numbers.
+tests/bpf/test_contract.py has the compiler report every value, size and offset and compares.
+
+A leaf: imports nothing from spagate and does no I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+# --- consts.h -------------------------------------------------------------------------------------
+
+DEFAULT_SPA_PORT = 8484
+DEFAULT_SPA_INTERVAL_NS = 1_000_000_000
+DEFAULT_SPA_BURST = 8
+DEFAULT_SPA_BUDGET = 2000
+SPA_BUDGET_WINDOW_NS = 1_000_000_000
+DEFAULT_UDP_IDLE_NS = 120_000_000_000
+DEFAULT_RINGBUF_PAGES = 256
+# max_entries by map (the C macro is <NAME>_CAPACITY); spa_seen is not pinned.
+DEFAULT_CAPACITIES = {
+    "allow": 65536,
+    "static_allow": 16384,
+    "udp_flows": 65536,
+    "spa_rate": 65536,
+    "replay": 65536,
+    "spa_seen": 65536,
+}
+CAPACITY_MACROS = {
+    "allow": "ALLOW_CAPACITY",
+    "static_allow": "STATIC_CAPACITY",
+    "udp_flows": "UDP_FLOW_CAPACITY",
+    "spa_rate": "SPA_RATE_CAPACITY",
+    "replay": "REPLAY_CAPACITY",
+    "spa_seen": "SPA_SEEN_CAPACITY",
+}
+SPA_KEYS_MAX = 8
+SPA_PACKET_SIZE = 96
+PROTECTED_WORDS = 2048
+PROTECTED_UDP_BASE = 1024
+PROTO_ANY = 0
+SG_VLAN_MAX = 2
+SG_IPV6_EXT_MAX = 6
+
+# Every consts.h macro and its Python value (the contract test reads each from the compiler).
+CONSTS: dict[str, int] = {
+    "SPA_PORT": DEFAULT_SPA_PORT,
+    "SPA_INTERVAL_NS": DEFAULT_SPA_INTERVAL_NS,
+    "SPA_BURST": DEFAULT_SPA_BURST,
+    "SPA_TAU_NS": (DEFAULT_SPA_BURST - 1) * DEFAULT_SPA_INTERVAL_NS,
+    "SPA_BUDGET": DEFAULT_SPA_BUDGET,
+    "SPA_BUDGET_WINDOW_NS": SPA_BUDGET_WINDOW_NS,
+    "UDP_IDLE_NS": DEFAULT_UDP_IDLE_NS,
+    "RINGBUF_PAGES": DEFAULT_RINGBUF_PAGES,
+    **{CAPACITY_MACROS[m]: n for m, n in DEFAULT_CAPACITIES.items()},
+    "SPA_KEYS_MAX": SPA_KEYS_MAX,
+    "SPA_PACKET_SIZE": SPA_PACKET_SIZE,
+    "PROTECTED_WORDS": PROTECTED_WORDS,
+    "PROTECTED_UDP_BASE": PROTECTED_UDP_BASE,
+    "PROTO_ANY": PROTO_ANY,
+    "SG_VLAN_MAX": SG_VLAN_MAX,
+    "SG_IPV6_EXT_MAX": SG_IPV6_EXT_MAX,
+}
+
+IPPROTO_TCP, IPPROTO_UDP = 6, 17
+PROTOS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
+PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp"}
+
+
+def protected_slot(proto: int, port: int) -> tuple[int, int]:
+    """(array slot, bit mask) of (proto, port) in the protected bitmaps (PROTECTED_SLOT)."""
+    return (PROTECTED_UDP_BASE if proto == IPPROTO_UDP else 0) | port >> 6, 1 << (port & 63)
+
+
+# --- reasons.h ------------------------------------------------------------------------------------
+
+
+class KernelReason(IntEnum):
+    """enum spagate_reason: the index of each per-CPU counter. Append only."""
+
+    PASS_NOT_IP = 0
+    PASS_UNRELATED = 1
+    SPA_QUEUED = 2
+    SPA_RATE_SOURCE = 3
+    SPA_RATE_GLOBAL = 4
+    SPA_RINGBUF_FULL = 5
+    PROTECTED_ALLOWED = 6
+    PROTECTED_STATIC = 7
+    TCP_ESTABLISHED = 8
+    TCP_DROPPED_NEW = 9
+    TCP_DROPPED_STRAY = 10
+    UDP_FLOW = 11
+    UDP_DROPPED = 12
+    MALFORMED = 13
+    FRAGMENT_PASSED = 14
+    FRAGMENT_DROPPED = 15
+    SPA_BAD_SIZE = 16
+    SPA_BAD_MAC = 17
+    SPA_TAIL_CALL_FAILED = 18
+    SPA_REPLAY_DUP = 19
+
+    @property
+    def label(self) -> str:
+        """The counter's name as shown and exported: spa_bad_mac."""
+        return self.name.lower()
+
+
+REASONS: tuple[str, ...] = tuple(r.label for r in KernelReason)
+
+# --- structs.h / spa_keys.h ---------------------------------------------------------------------
+
+
+class Layout:
+    """A packed C struct (natural alignment, no padding: the contract test proves it) as a
+    struct.Struct over its fields; a field of format "x" is a pad byte that is never packed."""
+
+    def __init__(self, c_name: str, fields: tuple[tuple[str, str], ...]):
+        self.c_name = c_name
+        self.fields = fields
+        self.struct = struct.Struct("=" + "".join(f for _, f in fields))
+        self.size = self.struct.size
+        self.offsets = {
+            name: struct.calcsize("=" + "".join(f for _, f in fields[:i]))
+            for i, (name, _) in enumerate(fields)
+        }
+        self.pack = self.struct.pack
+        self.unpack = self.struct.unpack
+        self.unpack_from = self.struct.unpack_from
+
+    def offset(self, name: str) -> int:
+        return self.offsets[name]
+
+
+ALLOW_KEY = Layout("allow_key", (("addr", "16s"), ("port", "H"), ("proto", "B"), ("pad", "x")))
+ALLOW_HINT = Layout("allow_hint", (("host_until", "Q"), ("until", "Q")))
+LPM_KEY = Layout("lpm_key", (("prefixlen", "I"), ("addr", "16s")))
+FLOW_KEY = Layout("flow_key", (("addr", "16s"), ("sport", "H"), ("dport", "H")))
+ADDR_KEY = Layout("addr_key", (("addr", "16s"),))
+BUDGET = Layout("budget", (("window_start", "Q"), ("count", "Q")))
+MAC_KEY = Layout("mac_key", (("mac", "16s"),))
+NONCE_KEY = Layout("nonce_key", (("nonce", "16s"),))
+SPA_KEY = Layout("spa_key", (("inner", "8I"), ("outer", "8I")))
+SPA_EVENT_FIELDS = (
+    ("src", "16s"),
+    ("dst", "16s"),
+    ("sport", "H"),
+    ("dport", "H"),
+    ("ifindex", "I"),
+    ("len", "H"),
+    ("copied", "H"),
+    ("key", "I"),
+)
+SPA_EVENT_HEADER = Layout("spa_event", SPA_EVENT_FIELDS)  # the record without its payload
+SPA_EVENT = Layout("spa_event", (*SPA_EVENT_FIELDS, ("payload", f"{SPA_PACKET_SIZE}s")))
+U32 = struct.Struct("=I")
+U64 = struct.Struct("=Q")
+
+LAYOUTS = (ALLOW_KEY, ALLOW_HINT, LPM_KEY, FLOW_KEY, ADDR_KEY, BUDGET, MAC_KEY, NONCE_KEY,
+           SPA_KEY, SPA_EVENT)  # fmt: skip
+
+# --- maps.h ---------------------------------------------------------------------------------------
+
+
+class MapType(IntEnum):
+    """enum bpf_map_type (uapi/linux/bpf.h), the ones spagate uses."""
+
+    HASH = 1
+    ARRAY = 2
+    PROG_ARRAY = 3
+    PERCPU_HASH = 5
+    PERCPU_ARRAY = 6
+    LRU_HASH = 9
+    LRU_PERCPU_HASH = 10
+    LPM_TRIE = 11
+    RINGBUF = 27
+
+
+PERCPU_TYPES = frozenset({MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_PERCPU_HASH})
+BPF_F_NO_PREALLOC = 1
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    name: str
+    type: MapType
+    key_size: int
+    value_size: int
+    flags: int = 0
+
+
+# Every pinned map (spa_events, spa_seen, spa_scratch and spa_progs are not pinned). max_entries
+# come from the gate options (GateOptions.capacities()).
+MAP_SPECS: dict[str, MapSpec] = {
+    s.name: s
+    for s in (
+        MapSpec("allow", MapType.LRU_HASH, ALLOW_KEY.size, U64.size),
+        MapSpec("allow_hint", MapType.LRU_HASH, ADDR_KEY.size, ALLOW_HINT.size),
+        MapSpec("protected", MapType.ARRAY, U32.size, U64.size),
+        MapSpec("static_allow", MapType.LPM_TRIE, LPM_KEY.size, U32.size, BPF_F_NO_PREALLOC),
+        MapSpec("static_count", MapType.ARRAY, U32.size, U32.size),
+        MapSpec("udp_flows", MapType.LRU_HASH, FLOW_KEY.size, U64.size),
+        MapSpec("spa_rate", MapType.LRU_HASH, ADDR_KEY.size, U64.size),
+        MapSpec("spa_budget", MapType.ARRAY, U32.size, BUDGET.size),
+        MapSpec("counters", MapType.PERCPU_ARRAY, U32.size, U64.size),
+        MapSpec("replay", MapType.LRU_HASH, NONCE_KEY.size, U64.size),
+        MapSpec("spa_keys", MapType.ARRAY, U32.size, SPA_KEY.size),
+        MapSpec("spa_key_count", MapType.ARRAY, U32.size, U32.size),
+    )
+}
+
+# --- XDP (uapi/linux/bpf.h, if_link.h) -------------------------------------------------------
+
+
+class XdpAction(IntEnum):
+    ABORTED = 0
+    DROP = 1
+    PASS = 2
+    TX = 3
+    REDIRECT = 4
+
+
+PROG_TYPE_XDP = 6
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2

@@ -1,0 +1,40 @@
+"""Start-up checks that run before anything is loaded: capabilities and interfaces.
+
+Each returns what it found or raises SpagateError with a one-line reason. No bpf, no bcc.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from spagate.errors import SpagateError
+
+# What loading, pinning and attaching need (the systemd unit grants exactly these).
+REQUIRED_CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+
+
+def effective_capabilities(status: str | None = None) -> int:
+    """CapEff of this process (or of a /proc/PID/status text) as a bit mask."""
+    if status is None:
+        with open("/proc/self/status") as f:
+            status = f.read()
+    return next((int(line.split()[1], 16) for line in status.splitlines()
+                 if line.startswith("CapEff:")), 0)  # fmt: skip
+
+
+def missing_capabilities(status: str | None = None) -> list[str]:
+    """Capabilities from REQUIRED_CAPS that this process does not have in effect."""
+    eff = effective_capabilities(status)
+    return [name for name, bit in REQUIRED_CAPS.items() if not eff >> bit & 1]
+
+
+def check_interfaces(names: tuple[str, ...]) -> dict[str, int]:
+    if not names:
+        raise SpagateError("no interface: name one (spagate attach eth0) or set 'interface ='")
+    idx = {}
+    for n in names:
+        try:
+            idx[n] = socket.if_nametoindex(n)
+        except OSError:
+            raise SpagateError(f"interface {n!r} does not exist") from None
+    return idx

@@ -1,0 +1,126 @@
+"""The one INI reader and the one key-file check, shared by the client and the gate.
+
+Grammar (sparoid's): `# c` and `; c` comment lines, `[name]` sections, `name = value` lines;
+names are case-insensitive, values are stripped and may be quoted. A value with a control
+character is refused (a NUL or a newline in a hook would otherwise reach a shell). Errors are
+ConfigError(path, line, reason) and never echo a line: it may hold key material.
+
+parse_ini() is pure (text in, sections out); read_key_file() is the edge that opens the file.
+What the names mean is the caller's business (spagate.client.config, spagate.gate.core.config).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+
+from spagate.errors import ConfigError
+
+SECTION_NAME = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str  # lower case
+    value: str
+    line: int
+
+
+@dataclass
+class Section:
+    name: str | None  # None: the lines above the first [section]
+    line: int  # 0 for the top
+    entries: list[Entry] = field(default_factory=list)
+
+    def get(self, name: str) -> Entry | None:
+        return next((e for e in self.entries if e.name == name), None)
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value
+
+
+def parse_ini(text: str, path: str) -> list[Section]:
+    """Sections in file order; the first is always the top (name None), maybe empty.
+    A name set twice in one section, or a section defined twice, is an error."""
+    top = Section(None, 0)
+    sections = [top]
+    current = top
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            m = re.fullmatch(r"\[\s*([^\]]*?)\s*\]", line)
+            if not m or not SECTION_NAME.fullmatch(m.group(1)):
+                raise ConfigError(
+                    path, n, "a section header looks like [name] (letters, digits, . _ @ + -)"
+                )
+            name = m.group(1)
+            if any(s.name == name for s in sections):
+                raise ConfigError(path, n, f"section [{name}] is defined twice")
+            current = Section(name, n)
+            sections.append(current)
+            continue
+        if "=" not in line:
+            raise ConfigError(path, n, "expected `name = value`")
+        name, value = (part.strip() for part in line.split("=", 1))
+        name = name.lower()
+        value = _unquote(value)
+        if _CONTROL.search(value):
+            raise ConfigError(path, n, f"{name}: the value holds a control character")
+        first = current.get(name)
+        if first is not None:
+            raise ConfigError(path, n, f"{name} set twice (first on line {first.line})")
+        current.entries.append(Entry(name, value, n))
+    return sections
+
+
+def read_key_file(
+    path: str | os.PathLike,
+    owners: frozenset[int] | None = None,
+    group_readers: frozenset[int] = frozenset(),
+) -> str:
+    """The text of a file that holds keys, refusing what a careful operator would:
+    not a regular file; owned by a uid outside owners (None: root or this user); accessible
+    by others; accessible by its group unless the group is one of group_readers (read only)."""
+    path = os.fspath(path)
+    owners = frozenset({0, os.geteuid()}) if owners is None else owners
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ConfigError(path, None, "not found") from None
+    except OSError as e:
+        raise ConfigError(path, None, f"cannot read: {e.strerror}") from None
+    st = os.fstat(fd)  # the file opened, not whatever the path names now
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ConfigError(path, None, "is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        if st.st_uid not in owners:
+            # Whoever owns a key file chooses the keys (and, on the gate, the hooks run as root).
+            raise ConfigError(
+                path, None, f"is owned by uid {st.st_uid}: run chown root:root {path}"
+            )
+        mode = stat.S_IMODE(st.st_mode)
+        group_ok = st.st_gid in group_readers and not mode & 0o030
+        if mode & 0o007 or (mode & 0o070 and not group_ok):
+            raise ConfigError(
+                path,
+                None,
+                f"holds keys but is accessible by group or others (mode {mode:04o}): "
+                f"run chmod 600 {path}",
+            )
+        try:
+            data = f.read()
+        except OSError as e:
+            raise ConfigError(path, None, f"cannot read: {e.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, data[: e.start].count(b"\n") + 1, "not valid UTF-8 text") from None

@@ -1,0 +1,185 @@
+"""LabGate: a real gate daemon on lab host "gate", clients and probes on the other hosts.
+
+Shared by the demo, the end-to-end tests and the benchmarks. Everything runs as real
+processes (`spagate attach`, `spagate send`, spagate.lab.probe) inside lab namespaces.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from spagate.errors import SpagateError
+from spagate.lab.netns import Lab
+from spagate.protocol import KeyPair, generate_keypair
+
+SERVICE_PORT = 22
+
+
+def _spagate() -> list[str]:
+    return [sys.executable, "-m", "spagate"]
+
+
+def show(prefix: str, text: str) -> None:
+    for line in text.rstrip().splitlines():
+        print(f"    {prefix} {line}", flush=True)
+
+
+class Knocker:
+    """A running spagate.lab.knocker: ask() sends one command line, returns its answer."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+
+    def ask(self, line: str) -> str:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class LabGate:
+    """A gate daemon on lab host "gate", and clients on the other hosts (demo and e2e tests)."""
+
+    def __init__(self, lab: Lab, workdir: Path, keys: KeyPair | None = None, family: int = 4):
+        self.lab, self.work, self.family = lab, workdir, family
+        self.keys = keys or generate_keypair()
+        self.pin_dir = f"/sys/fs/bpf/spagate-{lab.prefix}"
+        self.conf = workdir / "spagate.ini"
+        self.log: list[str] = []
+        self.proc: subprocess.Popen | None = None
+        self._attached = threading.Event()
+        self.echo = False
+        self.wrapper: list[str] = []  # argv prefix for the daemon (e.g. setpriv in tests)
+
+    def ip(self, host: str = "gate") -> str:
+        return self.lab[host].v4 if self.family == 4 else self.lab[host].v6
+
+    def configure(self, extra: str = "", keys: bool = True) -> None:
+        text = (
+            f"key = {self.keys.key.hex()}\nhmac-key = {self.keys.hmac_key.hex()}\n" if keys else ""
+        )
+        self.conf.write_text(extra + text)
+        self.conf.chmod(0o600)
+
+    def client_env(self, keys: KeyPair | None = None) -> dict[str, str]:
+        keys = keys or self.keys
+        home = Path(tempfile.mkdtemp(prefix="home-", dir=self.work))
+        ini = home / ".spagate.ini"
+        ini.write_text(f"key = {keys.key.hex()}\nhmac-key = {keys.hmac_key.hex()}\n")
+        ini.chmod(0o600)
+        return {**os.environ, "HOME": str(home)}
+
+    def start(self, *args: str, timeout: float = 60) -> subprocess.Popen:
+        argv = [*_spagate(), "attach", "eth0", "-c", str(self.conf), "--pin-dir", self.pin_dir]
+        self._attached.clear()
+        # Only the network namespace is entered: the gate pins its maps in this /sys/fs/bpf.
+        self.proc = self.lab.spawn(
+            "gate",
+            [*self.wrapper, *argv, *args],
+            mounts=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._follow, args=(self.proc,), daemon=True).start()
+        end = time.monotonic() + timeout
+        while not self._attached.wait(0.1):
+            if self.proc.poll() is not None or time.monotonic() > end:
+                self.stop()
+                raise SpagateError("the gate did not attach:\n" + "\n".join(self.log[-10:]))
+        return self.proc
+
+    def _follow(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            line = line.rstrip()
+            self.log.append(line)
+            if self.echo:
+                show("gate |", line.split(" ", 2)[-1] if line[:2] == "20" else line)
+            if " attached " in f" {line} ":
+                self._attached.set()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def service(self, proto: str = "tcp", port: int = SERVICE_PORT) -> None:
+        proc = self.lab.spawn(
+            "gate",
+            [sys.executable, "-m", "spagate.lab.probe", "serve", proto, str(port)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        if proc.stdout.readline().strip() != "ready":
+            raise SpagateError(f"the {proto}/{port} service did not start")
+
+    def probe(self, host: str = "client", port: int = SERVICE_PORT, timeout: float = 2.0) -> str:
+        out = self.lab.run(
+            host,
+            [
+                sys.executable,
+                "-m",
+                "spagate.lab.probe",
+                "connect",
+                self.ip(),
+                str(port),
+                "-t",
+                str(timeout),
+            ],  # fmt: skip
+        )
+        return out.stdout.strip()
+
+    def hold(self, host: str = "client", port: int = SERVICE_PORT) -> subprocess.Popen:
+        """A TCP connection kept open; write lines to stdin, read echoes from stdout."""
+        return self.lab.spawn(
+            host,
+            [sys.executable, "-m", "spagate.lab.probe", "hold", self.ip(), str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def send(
+        self, host: str = "client", *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        env = env or self.client_env()
+        return self.lab.run(host, [*_spagate(), "send", self.ip(), *args], env=env, timeout=30)
+
+    def spagate(self, *args: str) -> subprocess.CompletedProcess:
+        """An operator command run on the gate host (status, allow, revoke ...)."""
+        argv = [*_spagate(), *args, "--pin-dir", self.pin_dir]
+        return self.lab.run("gate", argv, mounts=False, timeout=60)
+
+    def knocker(self, host: str = "client") -> Knocker:
+        """A spagate.lab.knocker process on host, knocking with this gate's keys."""
+        proc = self.lab.spawn(
+            host,
+            [sys.executable, "-m", "spagate.lab.knocker", self.keys.key.hex(),
+             self.keys.hmac_key.hex(), self.ip()],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        if proc.stdout.readline().strip() != "ready":
+            raise SpagateError("the knocker did not start")
+        return Knocker(proc)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.pin_dir, ignore_errors=True)

@@ -1,0 +1,54 @@
+"""Addresses: the one home of the IPv4-mapped rule and of the 16-byte address form.
+
+Rule: ::ffff:a.b.c.d IS a.b.c.d everywhere in spagate. Every layer (codec, policy, maps, client)
+calls unmap() or addr16() instead of testing ipv4_mapped itself. Pure: no sockets, no I/O.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+
+# ::ffff:0:0/96, the first 12 bytes of a mapped address (how the kernel maps keep IPv4).
+MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
+MAPPED_NETWORK = IPv6Network("::ffff:0:0/96")
+
+
+def unmap(ip: IPAddress) -> IPAddress:
+    """::ffff:a.b.c.d -> a.b.c.d; every other address unchanged."""
+    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def parse_address(text: str | IPAddress) -> IPAddress:
+    """An address from text (or an address), unmapped. Raises ValueError on a bad address."""
+    if isinstance(text, IPv4Address | IPv6Address):
+        return unmap(text)
+    if not isinstance(text, str):
+        raise ValueError(f"not an IP address: {text!r}")
+    return unmap(ip_address(text.strip()))
+
+
+def addr16(ip: str | IPAddress) -> bytes:
+    """The 16-byte map form of an address (IPv4 mapped). Raises ValueError on a bad address."""
+    ip = parse_address(ip)
+    return MAPPED_PREFIX + ip.packed if ip.version == 4 else ip.packed
+
+
+def addr_from16(raw: bytes) -> IPAddress:
+    """The address of a 16-byte map form (a mapped one comes back as IPv4Address)."""
+    if raw[:12] == MAPPED_PREFIX:
+        return IPv4Address(raw[12:16])
+    return IPv6Address(raw[:16])
+
+
+def packed(ip: str | IPAddress) -> bytes:
+    """4 bytes for IPv4 (mapped ones included), 16 for IPv6: how SPA packets carry it."""
+    return parse_address(ip).packed
+
+
+def hostport(ip: IPAddress, port: int) -> str:
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"

@@ -1,0 +1,59 @@
+"""Typed outcomes of decoding and verifying a packet: a leaf module.
+
+Rule: this module imports nothing from spagate. Codecs and the verifier import it, never the
+other way round, so every type here resolves with typing.get_type_hints().
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv6Address
+
+SPAROID_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A sparoid SPA message: when it was sent, its nonce and the address it asks to open."""
+
+    ts_ms: int
+    nonce: bytes
+    ip: IPv4Address | IPv6Address
+    version: int = SPAROID_VERSION
+
+
+class Reason(StrEnum):
+    """Why a packet was rejected (stable strings: used in logs and counters)."""
+
+    SIZE = "size"
+    MAC = "mac"
+    PADDING = "padding"
+    VERSION = "version"
+    IP_LENGTH = "ip-length"
+    STALE = "stale"
+    FUTURE = "future"
+    REPLAY = "replay"
+    REPLAY_FULL = "replay-full"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: Reason
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}" if self.detail else str(self.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    message: Message
+    key_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    message: Message
+    key_index: int
+    replay_until_ms: int

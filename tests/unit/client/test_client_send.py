@@ -1,0 +1,297 @@
+"""`spagate send` over loopback against a UDP listener started here, run as a real subprocess
+with HOME in a temp dir; the packet choice logic and failure reporting in process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
+from threading import Thread
+
+import pytest
+
+from spagate.client import publicip
+from spagate.client.send import (
+    SendReport,
+    Target,
+    check_report,
+    packet_ip,
+    parse_ip_option,
+    resolve,
+    send_spa,
+)
+from spagate.errors import SpagateError
+from spagate.protocol import Accepted, KeyPair, Verifier, generate_keypair
+
+KP = generate_keypair()
+CONFIG = f"key = {KP.key.hex()}\nhmac-key = {KP.hmac_key.hex()}\n"
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    (tmp_path / ".spagate.ini").write_text(CONFIG)
+    (tmp_path / ".spagate.ini").chmod(0o600)
+    return tmp_path
+
+
+def spagate(home: Path, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPAGATE_", "SPAROID_"))}
+    env.pop("XDG_CACHE_HOME", None)
+    env["HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "spagate", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def udp():
+    socks = []
+
+    def listen(host: str = "127.0.0.1") -> socket.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        s.bind((host, 0))
+        s.settimeout(5)
+        socks.append(s)
+        return s
+
+    yield listen
+    for s in socks:
+        s.close()
+
+
+def received(sock: socket.socket, keys: KeyPair = KP) -> Accepted:
+    data, _ = sock.recvfrom(2048)
+    assert len(data) == 96
+    result = Verifier([keys]).verify(data, time.time_ns() // 1_000_000)
+    assert isinstance(result, Accepted), result
+    return result
+
+
+@pytest.mark.parametrize(
+    "host, expect", [("127.0.0.1", IPv4Address("127.0.0.1")), ("::1", IPv6Address("::1"))]
+)
+def test_send_loopback(home, udp, host, expect):
+    s = udp(host)
+    r = spagate(home, "send", host, "-p", str(s.getsockname()[1]))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    assert received(s).message.ip == expect
+
+
+def test_send_localhost_name(home, udp):
+    s = udp("127.0.0.1")
+    r = spagate(home, "send", "localhost", "--port", str(s.getsockname()[1]))
+    assert r.returncode == 0, r.stderr
+    assert received(s).message.ip == IPv4Address("127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    "option, host, expect",
+    [
+        ("198.51.100.4", "127.0.0.1", IPv4Address("198.51.100.4")),
+        ("2001:db8::4", "127.0.0.1", IPv6Address("2001:db8::4")),
+        ("::ffff:198.51.100.4", "127.0.0.1", IPv4Address("198.51.100.4")),
+        ("source", "127.0.0.1", IPv4Address("0.0.0.0")),
+        ("source", "::1", IPv6Address("::")),
+    ],
+)
+def test_send_ip_option(home, udp, option, host, expect):
+    s = udp(host)
+    r = spagate(home, "send", host, "-p", str(s.getsockname()[1]), "--ip", option)
+    assert r.returncode == 0, r.stderr
+    assert received(s).message.ip == expect
+
+
+def test_sparoid_ini_and_explicit_config(tmp_path, udp):
+    other = generate_keypair()
+    (tmp_path / ".sparoid.ini").write_text(f"key={KP.key.hex()}\nhmac-key={KP.hmac_key.hex()}\n")
+    (tmp_path / ".sparoid.ini").chmod(0o600)
+    s = udp()
+    port = str(s.getsockname()[1])
+    assert spagate(tmp_path, "send", "127.0.0.1", "-p", port).returncode == 0
+    received(s)
+    f = tmp_path / "other.ini"
+    f.write_text(f"[x]\nkey={other.key.hex()}\nhmac-key={other.hmac_key.hex()}\n")
+    f.chmod(0o600)
+    assert spagate(tmp_path, "send", "127.0.0.1", "-p", port, "-c", str(f)).returncode == 0
+    received(s, other)
+
+
+def test_each_packet_fresh(home, udp):
+    s = udp()
+    port = str(s.getsockname()[1])
+    for _ in range(2):
+        assert spagate(home, "send", "127.0.0.1", "-p", port).returncode == 0
+    a, b = s.recv(200), s.recv(200)
+    assert a != b and a[32:48] != b[32:48]
+
+
+def one_line_error(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode != 0
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
+def test_all_addresses_failed(home):
+    msg = one_line_error(spagate(home, "send", "255.255.255.255", "--ip", "192.0.2.1"))
+    assert msg == (
+        "spagate: error: could not send the SPA packet to 255.255.255.255: "
+        "255.255.255.255: Permission denied"
+    )
+
+
+def test_unresolvable_host(home):
+    msg = one_line_error(spagate(home, "send", "no-such-host.invalid"))
+    assert msg.startswith("spagate: error: cannot resolve no-such-host.invalid: ")
+
+
+def test_bad_ip_option(home):
+    msg = one_line_error(spagate(home, "send", "127.0.0.1", "--ip", "nope"))
+    assert msg == "spagate: error: --ip 'nope' is not an IP address or 'source'"
+
+
+def test_group_readable_key_file_refused(home):
+    cfg = home / ".spagate.ini"
+    cfg.chmod(0o640)
+    msg = one_line_error(spagate(home, "send", "127.0.0.1"))
+    assert f"{cfg}: holds keys but is accessible by group or others (mode 0640)" in msg
+    assert msg.endswith(f"run chmod 600 {cfg}")
+
+
+def test_bad_key_in_file(home):
+    (home / ".spagate.ini").write_text(f"key = {KP.key.hex()}\nhmac-key = 1234\n")
+    msg = one_line_error(spagate(home, "send", "127.0.0.1"))
+    assert msg == (
+        f"spagate: error: {home}/.spagate.ini:2: invalid hmac-key: 4 hex characters, expected 64"
+    )
+
+
+def test_no_keys_anywhere(tmp_path):
+    msg = one_line_error(spagate(tmp_path, "send", "127.0.0.1"))
+    assert "no client keys" in msg and "spagate keygen" in msg
+
+
+# --- in process: packet address choice, partial failure, public lookup ----------------------
+
+
+def _no_lookup(family):
+    raise AssertionError("no public lookup expected")
+
+
+@pytest.mark.parametrize(
+    "target, option, expect",
+    [
+        ("127.0.0.1", None, "127.0.0.1"),
+        ("127.1.2.3", None, "127.0.0.1"),
+        ("::1", None, "::1"),
+        ("::ffff:127.0.0.1", None, "::1"),
+        ("203.0.113.1", "source", "0.0.0.0"),
+        ("2001:db8::1", "source", "::"),
+        ("2001:db8::1", "198.51.100.1", "198.51.100.1"),
+    ],
+)
+def test_packet_ip_choice(target, option, expect):
+    t = Target(IPv6Address(target) if ":" in target else IPv4Address(target))
+    assert str(packet_ip(t, parse_ip_option(option), _no_lookup)) == expect
+
+
+def test_packet_ip_public_lookup_per_family():
+    asked = []
+
+    def lookup(family):
+        asked.append(family)
+        return IPv4Address("198.51.100.9") if family == socket.AF_INET else IPv6Address("2001::9")
+
+    assert packet_ip(Target(IPv4Address("203.0.113.1")), None, lookup) == lookup(socket.AF_INET)
+    assert packet_ip(Target(IPv6Address("2001:db8::1")), None, lookup) == IPv6Address("2001::9")
+    assert asked[0] == socket.AF_INET and asked[2] == socket.AF_INET6
+
+
+class LocalTarget(Target):
+    """A target that claims a public address but is delivered to a local port."""
+
+    def sockaddr(self, port):
+        return ("127.0.0.1", port)
+
+    @property
+    def family(self):
+        return socket.AF_INET
+
+
+def test_public_ip_from_local_http_server_goes_into_the_packet(udp, tmp_path):
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"198.51.100.77\n")
+
+        def log_message(self, *args):
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), Handler)
+    Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/"
+        s = udp()
+        targets = [LocalTarget(IPv4Address("203.0.113.1")), LocalTarget(IPv4Address("203.0.113.2"))]
+        report = send_spa(
+            targets,
+            s.getsockname()[1],
+            KP,
+            None,
+            lambda fam: publicip.public_ip(fam, url, tmp_path),
+        )
+        assert report.sent == targets and report.failed == []
+        assert received(s).message.ip == IPv4Address("198.51.100.77")
+        assert received(s).message.ip == IPv4Address("198.51.100.77")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_partial_failure_warns():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(5)
+        targets = [Target(IPv4Address("255.255.255.255")), Target(IPv4Address("127.0.0.1"))]
+        report = send_spa(targets, s.getsockname()[1], KP, IPv4Address("192.0.2.1"), _no_lookup)
+        s.recv(200)
+    assert report.sent == [targets[1]]
+    assert report.failed == [(targets[0], "Permission denied")]
+    warnings: list[str] = []
+    check_report(report, "gate.example", warnings.append)
+    assert warnings == [
+        "spagate: warning: could not send the SPA packet to 255.255.255.255 "
+        "(gate.example): Permission denied"
+    ]
+
+
+def test_failed_lookup_is_a_per_address_failure_suggesting_ip():
+    def lookup(family):
+        raise SpagateError("cannot find this host's public IPv6 address via U: x; pass --ip ADDR")
+
+    report = send_spa([Target(IPv6Address("2001:db8::1"))], 9, KP, None, lookup)
+    with pytest.raises(SpagateError, match="2001:db8::1: cannot find .* pass --ip ADDR"):
+        check_report(report, "h", print)
+
+
+def test_resolve_dedups_and_keeps_families():
+    assert resolve("127.0.0.1") == [Target(IPv4Address("127.0.0.1"))]
+    assert resolve("::1") == [Target(IPv6Address("::1"))]
+    assert resolve("localhost")[0].ip.is_loopback
+    with pytest.raises(SpagateError, match="cannot resolve"):
+        resolve("no-such-host.invalid")
+    assert isinstance(SendReport().sent, list)

@@ -1,0 +1,80 @@
+"""open-cmd / close-cmd run as real shell commands, without blocking, closes at window end."""
+
+import time
+from ipaddress import ip_address
+
+from spagate.gate.core.eventlog import EventLog
+from spagate.gate.service.hooks import Hooks, hook_arg
+
+
+def wait_for(pred, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_ipv6_is_written_as_sparoid_does():
+    assert hook_arg(ip_address("2001:db8::1234:5678")) == "2001:0db8:0000:0000:0000:0000:1234:5678"
+    assert hook_arg(ip_address("192.0.2.33")) == "192.0.2.33"
+
+
+def test_open_then_close_after_the_latest_window(tmp_path):
+    out = tmp_path / "hooks.log"
+    now = [0.0]
+    lines = []
+    log = EventLog(lambda lvl, line: lines.append(line), time.monotonic)
+    hooks = Hooks(f"echo open %s >> {out}", f"echo close %s >> {out}", log, clock=lambda: now[0])
+    hooks.opened(ip_address("203.0.113.7"), 15)
+    now[0] = 10
+    hooks.opened(ip_address("203.0.113.7"), 15)  # extends: close at 25, not 15
+    assert wait_for(lambda: out.exists() and out.read_text().count("open") == 2)
+    now[0] = 16
+    hooks.poll()
+    time.sleep(0.2)
+    assert "close" not in out.read_text()
+    now[0] = 25
+    hooks.poll()
+    assert wait_for(lambda: "close 203.0.113.7" in out.read_text())
+    hooks.shutdown()
+    assert out.read_text().count("close") == 1
+
+
+def test_a_slow_hook_does_not_block_and_a_failing_one_is_logged(tmp_path):
+    lines = []
+    log = EventLog(lambda lvl, line: lines.append(line), time.monotonic)
+    hooks = Hooks("sleep 2; exit 3", None, log)
+    t = time.monotonic()
+    hooks.opened(ip_address("192.0.2.1"), 15)
+    assert time.monotonic() - t < 0.5
+    hooks.shutdown()
+    hooks2 = Hooks("exit 3", None, log)
+    hooks2.opened(ip_address("192.0.2.1"), 15)
+    assert wait_for(lambda: (hooks2.poll(), any("exit status 3" in x for x in lines))[1])
+
+
+def test_shutdown_runs_pending_closes(tmp_path):
+    out = tmp_path / "hooks.log"
+    log = EventLog(lambda lvl, line: None, time.monotonic)
+    hooks = Hooks(None, f"echo close %s >> {out}", log)
+    hooks.opened(ip_address("::1"), 600)
+    hooks.shutdown()
+    assert "close 0000:0000:0000:0000:0000:0000:0000:0001" in out.read_text()
+
+
+def test_closes_are_never_skipped_by_the_cap(tmp_path):
+    out = tmp_path / "hooks.log"
+    now = [0.0]
+    lines = []
+    log = EventLog(lambda lvl, line: lines.append(line), time.monotonic)
+    hooks = Hooks("sleep 5", f"echo close %s >> {out}", log, clock=lambda: now[0], max_running=2)
+    for i in range(3):
+        hooks.opened(ip_address(f"192.0.2.{i + 1}"), 1)
+    assert any("skipped sleep 5" in x for x in lines)  # the third open hit the cap
+    now[0] = 2
+    hooks.poll()  # both running opens still sleep: the closes must run anyway
+    assert wait_for(lambda: out.exists() and out.read_text().count("close") == 3)
+    for _, proc in hooks._running:
+        proc.kill()

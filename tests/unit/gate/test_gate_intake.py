@@ -1,0 +1,92 @@
+"""The intake (core decisions) carried out by the service's Admission: verified packets open
+the map, nonces persist first, pruning is incremental."""
+
+import os
+from ipaddress import ip_address
+
+from spagate.gate.core.config import parse_config
+from spagate.gate.core.eventlog import EventLog
+from spagate.gate.kernel.ringbuf import SpaRecord
+from spagate.gate.service.admission import Admission
+from spagate.gate.service.hooks import Hooks
+from spagate.protocol import KeyPair, Message, encode
+
+KEYS = KeyPair(b"\x11" * 32, b"\x22" * 32)
+CONF = parse_config(f"key = {'11' * 32}\nhmac-key = {'22' * 32}\nprotected = tcp/22, udp/53\n")
+
+
+class Maps:
+    """Records calls in order, as the daemon's GateMaps would receive them."""
+
+    def __init__(self, replay=None):
+        self.calls, self.replay = [], dict(replay or {})
+
+    def allow(self, ip, until_ns, proto=None, port=0, extend_only=False):
+        assert extend_only  # a knock never shortens a longer window
+        self.calls.append(("allow", str(ip), until_ns, proto, port))
+
+    def replay_remember(self, nonce, until_ms):
+        self.calls.append(("remember", nonce))
+        self.replay[nonce] = until_ms
+
+    def replay_entries(self):
+        return dict(self.replay)
+
+    def replay_forget(self, nonce):
+        self.calls.append(("forget", nonce))
+        return self.replay.pop(nonce, None) is not None
+
+
+def make(maps, now_ms):
+    lines = []
+    log = EventLog(lambda lvl, line: lines.append(line), lambda: 0.0)
+    clock = {"ms": now_ms}
+    intake = Admission(
+        CONF, maps, log, Hooks(None, None, log),
+        wall_ms=lambda: clock["ms"], mono_ns=lambda: 5_000_000_000,
+    )  # fmt: skip
+    return intake, clock, lines
+
+
+def record(ts_ms, ip="203.0.113.7", src="198.51.100.9"):
+    msg = Message(ts_ms=ts_ms, nonce=os.urandom(16), ip=ip_address(ip))
+    payload = encode(KEYS, msg, os.urandom(16))
+    return SpaRecord(payload, ip_address(src), ip_address("192.0.2.1"), 4000, 8484, 2, 96), msg
+
+
+def test_accepted_packet_persists_its_nonce_before_opening():
+    maps = Maps()
+    intake, _, lines = make(maps, 1_000_000)
+    rec, msg = record(1_000_000)
+    assert intake.handle(rec)
+    assert maps.calls == [
+        ("remember", msg.nonce),
+        ("allow", "203.0.113.7", 5_000_000_000 + 15 * 10**9, None, 0),
+    ]
+    assert "accept 203.0.113.7 identity=default ports=all window=15s" in lines[0]
+    assert "third-party" in lines[0]
+    assert not intake.handle(rec)  # the same packet again
+    assert intake.counts == {"accepted": 1, "replay": 1}
+
+
+def test_prune_forgets_exactly_the_expired_nonces():
+    maps = Maps()
+    intake, clock, _ = make(maps, 1_000_000)
+    for i in range(10):
+        clock["ms"] = 1_000_000 + i
+        assert intake.handle(record(clock["ms"])[0])
+    clock["ms"] = 1_000_000 + 5000 + 4  # the first five nonces' windows are over
+    assert intake.prune() == 5
+    assert intake.prune() == 0
+    assert len(maps.replay) == 5
+
+
+def test_restore_refuses_replays_of_packets_accepted_before_a_restart():
+    maps = Maps()
+    first, _, _ = make(maps, 1_000_000)
+    rec, _ = record(1_000_000)
+    assert first.handle(rec)
+    again, _, _ = make(maps, 1_001_000)
+    assert again.restore() == 1
+    assert not again.handle(rec)
+    assert again.counts == {"replay": 1}
