@@ -13,7 +13,6 @@ IPNetwork = IPv4Network | IPv6Network
 
 # ::ffff:0:0/96, the first 12 bytes of a mapped address (how the kernel maps keep IPv4).
 MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
-MAPPED_NETWORK = IPv6Network("::ffff:0:0/96")
 
 
 def unmap(ip: IPAddress) -> IPAddress:

@@ -9,6 +9,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 
@@ -42,9 +43,13 @@ def _ip(text: str):
 def register(app: typer.Typer) -> None:
     @app.command()
     def attach(
-        interfaces: list[str] = typer.Argument(None, help="Interfaces to guard (else config)."),
+        interfaces: Optional[List[str]] = typer.Argument(
+            None, help="Interfaces to guard (else config)."
+        ),
         config: str = typer.Option(DEFAULT_PATH, "-c", "--config", help="Gate configuration."),
-        mode: str = typer.Option(None, "--mode", help="XDP mode: native, generic or auto."),
+        mode: Optional[str] = typer.Option(
+            None, "--mode", help="XDP mode: native, generic or auto (default: the config's)."
+        ),
         keep_attached: bool = typer.Option(
             False, "--keep-attached", help="Leave the program guarding after the daemon stops."
         ),
@@ -63,7 +68,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def detach(
-        interfaces: list[str] = typer.Argument(..., help="Interfaces to remove the gate from."),
+        interfaces: List[str] = typer.Argument(..., help="Interfaces to remove the gate from."),
     ) -> None:
         """Remove an XDP program left on interfaces (recovery; needs no configuration)."""
         from spagate.gate.kernel.link import detach as detach_xdp
@@ -111,7 +116,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def allow(
         ip: str = typer.Argument(..., help="Address to let in."),
-        port: list[str] = typer.Option(None, "--port", help="tcp/22 or udp/51820 (repeatable)."),
+        port: Optional[List[str]] = typer.Option(
+            None, "--port", help="tcp/22 or udp/51820 (repeatable)."
+        ),
         seconds: int = typer.Option(
             60, "--for", min=1, max=31_536_000, help="Seconds the window stays open (1 year max)."
         ),

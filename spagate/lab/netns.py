@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shlex
 import signal
 import subprocess
 import time
@@ -144,7 +143,3 @@ class Lab:
 
     def describe(self) -> str:
         return ", ".join(f"{h.name} {h.v4} / {h.v6}" for h in self.by_name.values())
-
-
-def shell_quote(argv: Sequence[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)

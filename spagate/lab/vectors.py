@@ -13,14 +13,3 @@ def vectors_dir(protocol: str) -> Path:
     base = os.environ.get("SPAGATE_VECTORS")
     root = Path(base) if base else REPO.parent / "shared" / "vectors"
     return root / protocol
-
-
-def require(protocol: str, name: str) -> Path:
-    """A file of the vectors, or a one-line failure saying where they were looked for."""
-    path = vectors_dir(protocol) / name
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{protocol} test vectors not found at {path}: clone shared/ beside the repo or "
-            f"set SPAGATE_VECTORS to the directory holding {protocol}/"
-        )
-    return path

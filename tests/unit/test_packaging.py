@@ -19,6 +19,7 @@ import pytest
 
 from spagate.errors import ConfigError
 from spagate.gate.core.config import GateConfig, Port, parse_config
+from spagate.gate.service.preflight import REQUIRED_CAPS
 from spagate.protocol import parse_hex_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -218,6 +219,7 @@ def test_unit_keeps_to_the_documented_privileges():
     text = (PACKAGING / "spagate.service").read_text()
     caps = re.search(r"^CapabilityBoundingSet=(.*)$", text, re.M).group(1).split()
     assert sorted(caps) == ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON", "CAP_SYS_ADMIN"]
+    assert sorted(caps) == sorted(REQUIRED_CAPS)  # what the daemon checks before it starts
     # /run/spagate must stay writable under ProtectSystem=strict: the daemon's state file
     musts = ("NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/sys/fs/bpf")
     for line in (*musts, "RuntimeDirectory=spagate"):
@@ -239,6 +241,37 @@ def test_render_unit_refuses_bad_paths(repo, message):
     assert r.returncode != 0 and r.stdout == ""
     assert r.stderr.startswith("render-unit: error:") and message in r.stderr
     assert r.stderr.count("\n") == 1
+
+
+# --- the Python package ----------------------------------------------------------------------
+
+
+def test_an_installed_package_finds_its_bpf_program(tmp_path):
+    """pip install . from a copy of the tree (what a fresh clone holds) into a clean venv: the
+    installed package carries bpf/gate.c and every header, and the loader finds them there."""
+    tree = tmp_path / "clone"
+    files = run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO).stdout.split()
+    for f in files:
+        if (REPO / f).is_file():
+            (tree / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, tree / f)
+    venv = tmp_path / "venv"
+    assert (
+        run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv)]).returncode == 0
+    )
+    pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q", "--no-deps"]
+    r = run([*pip, "--no-build-isolation", str(tree)])
+    assert r.returncode == 0, r.stderr
+    code = (
+        "import spagate.gate.kernel.build as b, pathlib, sys\n"
+        "assert 'site-packages' in str(b.GATE_SOURCE), b.GATE_SOURCE\n"
+        "names = sorted(p.name for p in b.BPF_DIR.iterdir() if p.suffix in ('.c', '.h'))\n"
+        "print(' '.join(names))\n"
+    )
+    r = run([str(venv / "bin/python"), "-c", code], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    shipped = {p.name for p in (REPO / "spagate/bpf").iterdir() if p.suffix in (".c", ".h")}
+    assert "gate.c" in shipped and set(r.stdout.split()) == shipped
 
 
 # --- shell scripts ----------------------------------------------------------------------------

@@ -157,7 +157,9 @@ class Program:
 class Gate:
     """A loaded gate program with its maps. Create with load()."""
 
-    def __init__(self, bpf, options: GateOptions, pin_dir: Path, pin_actions: dict[str, str]):
+    def __init__(
+        self, bpf, options: GateOptions, pin_dir: Path, pin_actions: dict[str, pins.PinAction]
+    ):
         self._bpf = bpf
         self.options = options
         self.pin_dir = pin_dir
@@ -177,7 +179,7 @@ class Gate:
                 raise SpagateError(f"map {name}: layout {got} differs from abi.py {want}")
         self.maps = GateMaps.from_fds(fds)
         # Derived maps new next to kept ones (an upgrade, a replaced layout) start empty.
-        if pin_actions.get("allow_hint") != "kept":
+        if pin_actions.get("allow_hint") != pins.PinAction.KEPT:
             self.maps.sync_allow_hint()
         self.maps.sync_static_count()
         self.attached: dict[str, link.XdpMode] = {}  # ifname -> mode

@@ -364,12 +364,6 @@ class GateMaps:
             out[name] = sum(fmt.unpack(raw)) if raw else 0
         return out
 
-    def reset_counters(self) -> None:
-        fd = self._fds["counters"]
-        zero = bytes(bpfsys.value_buffer_size(MapType.PERCPU_ARRAY, 8))
-        for i in range(len(REASONS)):
-            bpfsys.update(fd, U32.pack(i), zero)
-
     def udp_flows(self) -> list[UdpFlow]:
         now = time.monotonic_ns()
         out = []

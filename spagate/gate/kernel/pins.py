@@ -11,6 +11,7 @@ import errno
 import os
 import shutil
 import subprocess
+from enum import StrEnum
 from pathlib import Path
 
 from spagate.errors import SpagateError
@@ -19,6 +20,15 @@ from spagate.gate.kernel.abi import MAP_SPECS, MapSpec
 
 BPFFS = Path("/sys/fs/bpf")
 DEFAULT_PIN_DIR = BPFFS / "spagate"
+
+
+class PinAction(StrEnum):
+    """What prepare_pins() did with a map's pin."""
+
+    KEPT = "kept"  # same layout and capacity: reused as it is
+    CREATED = "created"  # no pin yet: bcc creates the map
+    REPLACED = "replaced"  # another layout: unpinned, bcc creates a fresh map
+    MIGRATED = "migrated"  # another capacity: entries copied into a new map
 
 
 def ensure_bpffs() -> None:
@@ -52,12 +62,11 @@ def _copy_entries(old_fd: int, new_fd: int, spec: MapSpec, capacity: int) -> int
     return n
 
 
-def prepare_pins(pin_dir: Path, capacities: dict[str, int]) -> dict[str, str]:
+def prepare_pins(pin_dir: Path, capacities: dict[str, int]) -> dict[str, PinAction]:
     """Check pinned maps before bcc reuses them (it does not compare layouts).
 
     Layout changed: unpin (bcc then creates a fresh map). Capacity changed: create a map of
-    the new size, copy the entries, re-pin. Returns {map: "kept"|"created"|"replaced"|
-    "migrated"}.
+    the new size, copy the entries, re-pin. Returns what was done, by map.
     """
     pin_dir.mkdir(parents=True, exist_ok=True)
     actions = {}
@@ -68,7 +77,7 @@ def prepare_pins(pin_dir: Path, capacities: dict[str, int]) -> dict[str, str]:
         except OSError as e:
             if e.errno != errno.ENOENT:
                 raise SpagateError(f"cannot open pinned map {path}: {e.strerror}") from None
-            actions[name] = "created"
+            actions[name] = PinAction.CREATED
             continue
         try:
             info = bpfsys.map_info(fd)
@@ -80,7 +89,7 @@ def prepare_pins(pin_dir: Path, capacities: dict[str, int]) -> dict[str, str]:
             )
             if not same_layout:
                 path.unlink()
-                actions[name] = "replaced"
+                actions[name] = PinAction.REPLACED
             elif info.max_entries != capacities[name]:
                 new = bpfsys.map_create(
                     spec.type, name, spec.key_size, spec.value_size, capacities[name], spec.flags
@@ -91,9 +100,9 @@ def prepare_pins(pin_dir: Path, capacities: dict[str, int]) -> dict[str, str]:
                     bpfsys.obj_pin(new, path)
                 finally:
                     os.close(new)
-                actions[name] = "migrated"
+                actions[name] = PinAction.MIGRATED
             else:
-                actions[name] = "kept"
+                actions[name] = PinAction.KEPT
         finally:
             os.close(fd)
     return actions
