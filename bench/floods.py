@@ -1,10 +1,11 @@
 """Floods at line rate: gate-side ns per packet for spagate beside nftables, and the daemon.
 
 Two namespaces joined by one veth pair (no bridge): "client" floods, "gate" filters. The
-sender is bench/livesend.py (XDP live frames redirected into the client's veth, so frames reach
-the gate's eth0 as from a NIC driver). The gate's eth0 has GRO on (veth NAPI) and threaded NAPI
-pinned to CPU 1; the sender runs on CPU 0; the client's eth0 drops whatever the gate answers
-(XDP_DROP, threaded NAPI on CPU 0), so replies cost the gate only their transmit.
+sender is spagate/lab/livesend.py (XDP live frames redirected into the client's veth, so
+frames reach the gate's eth0 as from a NIC driver). The gate's eth0 has GRO on (veth NAPI)
+and threaded NAPI pinned to CPU 1; the sender runs on CPU 0; the client's eth0 drops whatever
+the gate answers (XDP_DROP, threaded NAPI on CPU 0), so replies cost the gate only their
+transmit.
 
 Gate-side cost = CPU time of the gate's NAPI thread + ksoftirqd/1 (/proc/PID/schedstat, ns)
 divided by the packets the gate's eth0 handled (rx_packets; spagate's counters cross-check).
@@ -49,6 +50,7 @@ from spagate.gate.kernel.link import XdpMode, set_xdp
 from spagate.gate.kernel.pins import unpin
 from spagate.lab.livesend import LiveSender, frame, in_netns, tcp_syn, udp
 from spagate.lab.netns import V4_NET, Host, Lab
+from spagate.lab.util import counter_delta
 from spagate.net import addr16
 from spagate.protocol import make_packet
 
@@ -217,7 +219,7 @@ def flood(lab: P2PLab, sender: LiveSender, count: int, maps=None) -> Run:
     busy = sum(g1[i] - g0[i] for i in (0, 1, 2, 5, 6)) * TICK_NS  # user nice system irq softirq
     all_t = sum(st1["cpu"]) - sum(st0["cpu"])
     steal = 100 * (st1["cpu"][7] - st0["cpu"][7]) / max(all_t, 1)
-    delta = {k: c1[k] - c0.get(k, 0) for k in c1 if c1[k] != c0.get(k, 0)}
+    delta = counter_delta(c0, c1)
     return Run(cpu / pk, rx1 - rx0, dr1 - dr0, cpu, wall, steal, busy / pk, delta)
 
 
@@ -438,7 +440,7 @@ def phase_spa(lab, work, args, log) -> dict:
                     th.join()
                     dur = time.monotonic() - t_start
                     rx1 = lab.rx()
-                    c = {n: v - c0[n] for n, v in maps.counters().items() if v != c0[n]}
+                    c = counter_delta(c0, maps.counters())
                 if opened:
                     lat, during, sent = opened
                     log(f"  {kind:<32} opened after {len(tries)} packet(s): "

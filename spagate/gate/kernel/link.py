@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 from enum import StrEnum
+from functools import cache
 
 from spagate.errors import SpagateError
 from spagate.gate.kernel.abi import XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE
@@ -41,20 +42,51 @@ def _ifindex(ipr, ifname: str) -> int:
     return idx[0]
 
 
-def set_xdp(ifname: str, fd: int, mode: XdpMode) -> None:
-    """Put program fd on ifname in mode (native or generic); fd -1 removes it. OSError on
-    failure."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+@cache
+def _xdp_message():
+    """An RTM_SETLINK message class whose IFLA_XDP_FLAGS is the kernel's u32: Debian 12's
+    pyroute2 (0.7.2) encodes it in 16 bits, which the kernel refuses with ERANGE."""
+    from pyroute2.netlink import nla
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
+    def fresh(cls):
+        # pyroute2 caches a compiled attribute map per class in name-mangled attributes that
+        # a subclass would inherit: make this class compile its own.
+        for name in dir(cls):
+            if name.endswith("__compiled_nla"):
+                setattr(cls, name, False)
+        return cls
+
+    @fresh
+    class setxdp(ifinfmsg):
+        nla_map = ifinfmsg.nla_map
+
+        @fresh
+        class xdp(ifinfmsg.xdp):
+            nla_map = ifinfmsg.xdp.nla_map
+
+            class xdp_flags(nla):
+                fields = [("value", "I")]
+
+    return setxdp
+
+
+def set_xdp(ifname: str, fd: int, mode: XdpMode) -> None:
+    """Put program fd on ifname in mode (native or generic) over netlink; fd -1 removes it.
+    OSError on failure."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
+    from pyroute2.netlink.exceptions import NetlinkError
+    from pyroute2.netlink.rtnl import RTM_SETLINK
+
+    msg = _xdp_message()()
     with IPRoute() as ipr:
-        idx = _ifindex(ipr, ifname)
+        msg["index"] = _ifindex(ipr, ifname)
+        msg["attrs"] = [
+            ("IFLA_XDP", {"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", MODE_FLAGS[mode])]})
+        ]
         try:
-            ipr.link(
-                "set",
-                index=idx,
-                xdp={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", MODE_FLAGS[mode])]},
-            )
+            ipr.nlm_request(msg, RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK)
         except NetlinkError as e:
             raise OSError(e.code, f"{ifname}: {os.strerror(e.code)}") from None
 
