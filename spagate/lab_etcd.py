@@ -279,6 +279,18 @@ class EtcdCluster:
                 raise SpagateError(f"lab etcd: members {todo} not healthy after {timeout:g}s")
             time.sleep(0.2)
 
+    def leader(self) -> int:
+        """Index of the member that leads the cluster now."""
+        import json
+
+        out = self.etcdctl("endpoint", "status", "--write-out=json").stdout
+        rows = json.loads(out)
+        lead = rows[0]["Status"]["leader"]
+        for row in rows:
+            if row["Status"]["header"]["member_id"] == lead:
+                return self.endpoints.index(row["Endpoint"])
+        raise SpagateError("lab etcd: no leader")
+
     def enable_auth(self, root_password: str) -> None:
         """Create root (role root) and turn authentication on for the whole cluster."""
         self.etcdctl("user", "add", f"root:{root_password}")

@@ -89,7 +89,8 @@ class FleetOptions:
     key: str | None = None
     user: str | None = None  # etcd user (RBAC; the gateway cannot map certificates to users)
     password: str | None = None
-    timeout_s: float = 0.3  # every request, all endpoints included
+    timeout_s: float = 0.3  # every request of the knock path, all endpoints included
+    operator_timeout_s: float = 3.0  # allow/revoke/status/listing: may wait out an election
     watch_idle_s: float = 5.0  # a silent watch stream is reopened (from its revision) after
     member_ttl_s: int = 10  # a member unseen this long drops out of the fleet view
     heartbeat_s: float = 1.0  # member keepalive, and store probe while it is down
@@ -143,11 +144,12 @@ def _split_url(url: str) -> tuple[str, str, int]:
 class _Conn:
     """etcd3gw clients for every endpoint, used by one thread; failover and auth."""
 
-    def __init__(self, opts: FleetOptions):
+    def __init__(self, opts: FleetOptions, tokens: dict[int, str], lock: threading.Lock):
         import etcd3gw  # Debian's python3-etcd3gw (2.0): imported only in fleet mode
         from etcd3gw import exceptions
 
         self.opts, self.exc = opts, exceptions
+        self.tokens, self.lock = tokens, lock  # auth tokens, shared by every thread's _Conn
         self.clients = []
         for url in opts.endpoints:
             scheme, host, port = _split_url(url)
@@ -162,28 +164,35 @@ class _Conn:
             )
             c.session.trust_env = False
             self.clients.append(c)
-        self.authed = [False] * len(self.clients)
         self.preferred = 0
         self.requests = 0
         self.bytes_out = 0
         self.bytes_in = 0
 
-    def _auth(self, i: int, deadline: float) -> None:
-        c = self.clients[i]
-        c.session.headers.pop("Authorization", None)
-        body = {"name": self.opts.user, "password": self.opts.password}
-        res = self._post(c, "/auth/authenticate", body, deadline)
-        c.session.headers["Authorization"] = res["token"]
-        self.authed[i] = True
+    def auth(self, i: int, stale: str | None = None) -> str | None:
+        """The auth token for endpoint i (authenticating once for every thread; bcrypt makes
+        it slow, so it has its own bound, at most once per token lifetime)."""
+        if not self.opts.user:
+            return None
+        with self.lock:
+            tok = self.tokens.get(i)
+            if tok is not None and tok != stale:
+                return tok
+            body = {"name": self.opts.user, "password": self.opts.password or ""}
+            deadline = time.monotonic() + max(self.opts.timeout_s, 3.0)
+            res = self._post(self.clients[i], "/auth/authenticate", body, deadline, None)
+            self.tokens[i] = res["token"]
+            return self.tokens[i]
 
-    def _post(self, c, path: str, body: dict, deadline: float) -> dict:
+    def _post(self, c, path: str, body: dict, deadline: float, token: str | None) -> dict:
         left = deadline - time.monotonic()
         if left <= 0:
             raise self.exc.ConnectionTimeoutError("deadline")
         data = json.dumps(body, separators=(",", ":"))
         self.requests += 1
         self.bytes_out += len(data)
-        res = c.post(c.get_url(path), data=data, timeout=(left, left))
+        headers = {"Authorization": token} if token else None
+        res = c.post(c.get_url(path), data=data, timeout=(left, left), headers=headers)
         self.bytes_in += len(json.dumps(res))
         return res
 
@@ -196,14 +205,13 @@ class _Conn:
             i = (self.preferred + k) % n
             c = self.clients[i]
             try:
-                if self.opts.user and not self.authed[i]:
-                    self._auth(i, deadline)
+                token = self.auth(i)
                 try:
-                    res = self._post(c, path, body, deadline)
+                    res = self._post(c, path, body, deadline, token)
                 except self.exc.Etcd3Exception as e:
-                    if self.opts.user and _is_token_error(e):
-                        self._auth(i, deadline)  # the token expired: once more
-                        res = self._post(c, path, body, deadline)
+                    if token and _is_token_error(e):
+                        token = self.auth(i, stale=token)  # the token expired: once more
+                        res = self._post(c, path, body, deadline, token)
                     else:
                         raise
                 self.preferred = i
@@ -257,6 +265,8 @@ class FleetStore:
         self._local = threading.local()
         self._conns: list[_Conn] = []
         self._lock = threading.Lock()
+        self._tokens: dict[int, str] = {}
+        self._auth_lock = threading.Lock()
         self.leases = LeasePool()
         self._member_lease: int | None = None
         self._member_value: bytes | None = None
@@ -264,7 +274,7 @@ class FleetStore:
     def conn(self) -> _Conn:
         c = getattr(self._local, "conn", None)
         if c is None:
-            c = self._local.conn = _Conn(self.opts)
+            c = self._local.conn = _Conn(self.opts, self._tokens, self._auth_lock)
             with self._lock:
                 self._conns.append(c)
         return c
@@ -367,7 +377,7 @@ class FleetStore:
 
     def publish(self, grants: Sequence[GrantRecord], origin_id: str) -> None:
         """Put grants (operator or journal) on one lease as long as the longest."""
-        deadline = self.clock() + self.opts.timeout_s
+        deadline = self.clock() + self.opts.operator_timeout_s
         lease_id = self._lease(max(g.remaining_s for g in grants), deadline)
         ops = [
             _put(self.keys.grant(g.ip, g.proto, g.port, origin_id), encode_grant(g), lease_id)
@@ -397,7 +407,8 @@ class FleetStore:
             {"request_delete_range": {"key": _b64(p), "range_end": _b64(_prefix_end(p))}}
             for p in prefixes
         ]
-        res = self.call("/kv/txn", {"compare": [], "success": ops, "failure": []})
+        deadline = self.clock() + self.opts.operator_timeout_s
+        res = self.call("/kv/txn", {"compare": [], "success": ops, "failure": []}, deadline)
         return sum(
             int(r.get("response_delete_range", {}).get("deleted", 0))
             for r in res.get("responses", [])
@@ -418,7 +429,7 @@ class FleetStore:
     def snapshot(self) -> Snapshot:
         """Every key of the cluster at one revision, with each value's time in the store
         (from its lease: granted TTL - TTL left) so a late reader computes what remains."""
-        deadline = self.clock() + max(self.opts.timeout_s, 2.0)
+        deadline = self.clock() + self.opts.operator_timeout_s
         root = self.keys.root
         res = self.call(
             "/kv/range", {"key": _b64(root), "range_end": _b64(_prefix_end(root))}, deadline
@@ -466,7 +477,7 @@ class FleetStore:
             self._member_lease = None
 
     def members(self) -> list[MemberView]:
-        deadline = self.clock() + max(self.opts.timeout_s, 2.0)
+        deadline = self.clock() + self.opts.operator_timeout_s
         p = self.keys.members
         res = self.call("/kv/range", {"key": _b64(p), "range_end": _b64(_prefix_end(p))}, deadline)
         out = []
@@ -692,11 +703,14 @@ class FleetSync:
                 if not self._stop.is_set():
                     self._log("warning", f"fleet: watch: {e}")
             except Exception as e:  # requests/urllib3 errors on a broken stream
-                if not self._stop.is_set():
+                if "Read timed out" in str(e):  # silent for watch_idle_s: reopen, quietly
+                    self.counts["watch-idle"] += 1
+                    backoff = 0.0
+                elif not self._stop.is_set():
                     self._log("warning", f"fleet: watch: {type(e).__name__}: {_detail(e)}")
             self.counts["watch-reconnect"] += 1
             self._stop.wait(backoff)
-            backoff = min(backoff * 2, 2.0)
+            backoff = min(max(backoff, 0.05) * 2, 2.0)
 
     def _watch_once(self) -> None:
         """One watch stream from the mirror's revision + 1 until it breaks or stays silent."""
@@ -714,14 +728,19 @@ class FleetSync:
         i = conn.preferred
         conn.preferred = (i + 1) % n  # the next attempt tries another member
         c = conn.clients[i]
-        if self.opts.user and not conn.authed[i]:
-            conn._auth(i, time.monotonic() + self.opts.timeout_s)
+        # hasleader: the member ends the stream when it loses its leader (no quorum)
+        headers = {"Grpc-Metadata-hasleader": "true"}
+        try:
+            token = conn.auth(i)
+        except conn.exc.Etcd3Exception as e:
+            raise StoreUnavailable(f"watch: auth: {_detail(e)}") from None
+        if token:
+            headers["Authorization"] = token
         resp = c.session.post(
             c.get_url("/watch"),
             data=json.dumps(body),
             stream=True,
-            # hasleader: the member ends the stream when it loses its leader (no quorum)
-            headers={"Grpc-Metadata-hasleader": "true"},
+            headers=headers,
             timeout=(self.opts.timeout_s, self.opts.watch_idle_s),
         )
         self._resp = resp
@@ -753,7 +772,11 @@ class FleetSync:
 
     def _on_watch(self, msg: dict) -> None:
         if "error" in msg:
-            raise StoreUnavailable(f"watch: {msg['error'].get('message', msg['error'])}")
+            text = str(msg["error"].get("message", msg["error"]))
+            if "auth token" in text:
+                with self.store._auth_lock:
+                    self.store._tokens.clear()  # expired: authenticate again on reconnect
+            raise StoreUnavailable(f"watch: {text}")
         res = msg.get("result", {})
         if res.get("canceled"):
             if int(res.get("compact_revision", 0) or 0) > 0:
