@@ -752,6 +752,7 @@ class FleetSync:
             for chunk in resp.iter_content(chunk_size=None):
                 if self._stop.is_set():
                     return
+                self.counts["watch-bytes"] += len(chunk)
                 buf += chunk.decode()
                 while True:
                     buf = buf.lstrip()
