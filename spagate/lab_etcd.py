@@ -29,10 +29,18 @@ ETCDCTL = "/usr/bin/etcdctl"
 HOST = "127.0.0.1"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (all held open while choosing, so none repeats)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _run(argv: list[str], **kw) -> subprocess.CompletedProcess:
@@ -137,12 +145,12 @@ class EtcdCluster:
             self.ca = ThrowawayCA(self.root / "pki")
             self._server_cert = self.ca.issue("member", server=True)
             self.client_tls = self.ca.client("spagate-gate")
+        ports = _free_ports(2 * self.size)
         for i in range(self.size):
             name = f"{self.token}-m{i}"
+            client, peer = ports[2 * i], ports[2 * i + 1]
             self.members.append(
-                EtcdMember(
-                    name, _free_port(), _free_port(), self.root / name, self.root / f"{name}.log"
-                )  # fmt: skip
+                EtcdMember(name, client, peer, self.root / name, self.root / f"{name}.log")
             )
         for i in range(self.size):
             self._spawn(i, state="new")
