@@ -7,6 +7,7 @@ local maps are seen through the LocalGate interface the worker implements.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from ipaddress import ip_address
@@ -114,7 +115,8 @@ def cluster():
 
 @pytest.fixture
 def fleet(request):
-    return f"t{os.getpid() % 10000}-{request.node.name[5:30].replace('_', '-').lower()}"
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name[5:].lower())[:40].strip("-")
+    return f"t{os.getpid() % 10000}-{name}"
 
 
 @pytest.fixture

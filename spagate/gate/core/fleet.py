@@ -526,6 +526,7 @@ class Mirror:
     ignored: Counter[str] = field(default_factory=Counter)
     applied: Counter[str] = field(default_factory=Counter)
     revision: int = 0
+    _by_tuple: dict[tuple, set[str]] = field(default_factory=dict)  # (ip, proto, port) -> keys
 
     def apply(self, events: Sequence[Event], now: float, now_wall_ms: int) -> list[Action]:
         """One watch response (all events of one or more revisions, in order)."""
@@ -545,6 +546,7 @@ class Mirror:
         before = {self._tuple(e.grant) for e in self.grants.values()}
         self.claims.clear()
         self.grants.clear()
+        self._by_tuple.clear()
         out = self.apply(list(events), now, now_wall_ms)
         self.revision = revision
         after = {self._tuple(e.grant) for e in self.grants.values()}
@@ -618,6 +620,7 @@ class Mirror:
         if ev.key not in self.grants and len(self.grants) >= t.max_entries:
             return self._ignore("mirror-full")
         self.grants[ev.key] = _Entry(rec, now + remaining)
+        self._by_tuple.setdefault(self._tuple(rec), set()).add(ev.key)
         self.applied["grant"] += 1
         return [Allow(rec.ip, rec.proto, rec.port, remaining)]
 
@@ -665,7 +668,11 @@ class Mirror:
         if entry is None:
             return []
         t = self._tuple(entry.grant)
-        if any(self._tuple(e.grant) == t and e.deadline > now for e in self.grants.values()):
+        others = self._by_tuple.get(t, set())
+        others.discard(key)
+        if not others:
+            self._by_tuple.pop(t, None)
+        if any(self.grants[k].deadline > now for k in others):
             return []  # another live grant still covers this address and port
         self.applied["revoke"] += 1
         return [Revoke(*t)]
