@@ -25,8 +25,7 @@ import threading
 import time
 from ipaddress import IPv4Address
 
-from spagate.client.send import make_packet
-from spagate.gate.config import parse_config
+from spagate.gate.core.config import parse_config
 from spagate.gate.core.fleet import (
     ClaimRecord,
     GrantRecord,
@@ -36,8 +35,8 @@ from spagate.gate.core.fleet import (
     claim_id_sparoid,
 )
 from spagate.gate.service.fleet import FleetOptions, FleetStore, FleetSync
-from spagate.lab_etcd import EtcdCluster
-from spagate.protocol import KeyPair, decode
+from spagate.lab.etcd import EtcdCluster
+from spagate.protocol import KeyPair, decode, make_packet
 
 BASE = IPv4Address("198.18.0.0")
 WINDOW_S = 15.0  # the identity's window (open-seconds default): B caps peers to it
@@ -140,7 +139,7 @@ def run(args, base: str | None) -> int:
             if delay > 0:
                 time.sleep(delay)
             ip = IPv4Address(int(BASE) + i)
-            pkt = make_packet(keys, ip)
+            pkt = make_packet(keys, ip, time.time_ns() // 1_000_000)
             cid = claim_id_sparoid(decode(pkt, [keys]).message.nonce)
             t0 = time.monotonic()
             starts[i] = t0

@@ -14,8 +14,7 @@ from ipaddress import ip_address
 
 import pytest
 
-from spagate.client.send import make_packet
-from spagate.gate.config import parse_config
+from spagate.gate.core.config import parse_config
 from spagate.gate.core.fleet import (
     ClaimRecord,
     ClaimResult,
@@ -29,8 +28,8 @@ from spagate.gate.core.fleet import (
     encode_grant,
 )
 from spagate.gate.service.fleet import FleetOptions, FleetStore, FleetSync, StoreDenied
-from spagate.lab_etcd import EtcdCluster, ThrowawayCA
-from spagate.protocol import KeyPair, decode
+from spagate.lab.etcd import EtcdCluster, ThrowawayCA
+from spagate.protocol import KeyPair, decode, make_packet
 
 CLIENT = ip_address("198.51.100.7")
 KEYS = KeyPair(os.urandom(32), os.urandom(32))
@@ -100,7 +99,7 @@ class Gate:
 
     def knock(self, ip=CLIENT, window: float = 15.0, packet: bytes | None = None):
         """A knock verified by this gate (a real packet), claimed and published."""
-        pkt = packet or make_packet(KEYS, ip)
+        pkt = packet or make_packet(KEYS, ip, time.time_ns() // 1_000_000)
         cid = claim_id_sparoid(decode(pkt, [KEYS]).message.nonce)
         claim = ClaimRecord(self.name, "sparoid", pkt, ip, 5.0)
         grant = GrantRecord(ip, "tcp", 22, window, f"claim:{cid}", self.name)
@@ -155,7 +154,7 @@ def test_claim_exactly_once_across_two_clients(cluster, gates):
     exactly one of them; the other is told it is a replay."""
     a, b = gates("a"), gates("b")
     assert a.start() and b.start()
-    packets = [make_packet(KEYS, CLIENT) for _ in range(40)]
+    packets = [make_packet(KEYS, CLIENT, time.time_ns() // 1_000_000) for _ in range(40)]
     results: dict[str, list] = {"a": [], "b": []}
     go = threading.Barrier(2)
 
@@ -177,7 +176,7 @@ def test_claim_exactly_once_across_two_clients(cluster, gates):
 def test_claim_lease_expires(cluster, gates):
     a = gates("a")
     assert a.start()
-    pkt = make_packet(KEYS, CLIENT)
+    pkt = make_packet(KEYS, CLIENT, time.time_ns() // 1_000_000)
     cid = claim_id_sparoid(decode(pkt, [KEYS]).message.nonce)
     claim = ClaimRecord("a", "sparoid", pkt, CLIENT, 1.0)
     assert a.store.claim(cid, claim, horizon_s=1.0) is ClaimResult.CLAIMED
@@ -255,7 +254,7 @@ def test_forged_grants_are_ignored_and_counted(cluster, gates, fleet):
     assert a.start()
     k = a.store.keys
     stranger = KeyPair(os.urandom(32), os.urandom(32))
-    pkt = make_packet(stranger, CLIENT)
+    pkt = make_packet(stranger, CLIENT, time.time_ns() // 1_000_000)
     cid = claim_id_sparoid(decode(pkt, [stranger]).message.nonce)
     good = GrantRecord(CLIENT, "tcp", 22, 15.0, f"claim:{cid}", "x")
     forged = {
@@ -425,7 +424,7 @@ def test_tls_with_a_throwaway_ca(tmp_path, fleet):
             o = FleetOptions(**{**o.__dict__, **opts})
             s = FleetStore(o)
             t0 = time.monotonic()
-            pkt = make_packet(KEYS, CLIENT)
+            pkt = make_packet(KEYS, CLIENT, time.time_ns() // 1_000_000)
             cid = claim_id_sparoid(decode(pkt, [KEYS]).message.nonce)
             res = s.claim(cid, ClaimRecord("x", "sparoid", pkt, CLIENT, 5.0), 5.0)
             assert res is ClaimResult.UNAVAILABLE, name
@@ -450,7 +449,7 @@ def test_rbac_a_user_without_write_permission_cannot_grant(fleet):
                 viewer.store.publish([op], "op.00000000000000aa")
             with pytest.raises(StoreDenied, match="permission denied"):
                 viewer.store.revoke_all()
-            pkt = make_packet(KEYS, CLIENT)
+            pkt = make_packet(KEYS, CLIENT, time.time_ns() // 1_000_000)
             cid = claim_id_sparoid(decode(pkt, [KEYS]).message.nonce)
             with pytest.raises(StoreDenied):
                 viewer.store.claim(cid, ClaimRecord("v", "sparoid", pkt, CLIENT, 5.0), 5.0)

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from spagate.gate.config import GateConfig, Port
+from spagate.gate.core.config import GateConfig, Port
+from spagate.net import unmap
 from spagate.protocol import Decoded, decode
 
 IPAddress = IPv4Address | IPv6Address
@@ -198,7 +199,7 @@ def usable_address(text: str) -> IPAddress | str:
         return "multicast or broadcast"
     if ip.is_loopback:
         return "loopback"
-    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+    if unmap(ip) != ip:  # one address, one key: the store holds IPv4 as IPv4
         return "IPv4-mapped IPv6"
     if ip.compressed != text:
         return "not in canonical form"
@@ -419,9 +420,7 @@ def sparoid_reverifier(config: GateConfig) -> Reverifier:
         if type(res) is not Decoded:
             return f"packet: {res.reason.value}"
         msg, ident = res.message, config.identities[res.key_index]
-        ip = msg.ip
-        if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        ip = unmap(msg.ip)
         return KnockFacts(
             claim_id_sparoid(msg.nonce),
             None if ip.is_unspecified else ip,

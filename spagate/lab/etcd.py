@@ -5,8 +5,6 @@ ports, each with its own data directory under one temporary directory, optionall
 from a throwaway CA made with the openssl CLI (client and peer traffic, client certificates
 required). Members can be killed and restarted (quorum-loss tests); `close()` kills every
 member and removes every file, also after a failure. Nothing listens beyond 127.0.0.1.
-
-This module moves to `spagate/lab/etcd.py` when the lab becomes a package.
 """
 
 from __future__ import annotations

@@ -7,12 +7,12 @@ protocol core with the gate's real config.
 from __future__ import annotations
 
 import os
+import time
 from ipaddress import ip_address
 
 import pytest
 
-from spagate.client.send import make_packet
-from spagate.gate.config import parse_config
+from spagate.gate.core.config import parse_config
 from spagate.gate.core.fleet import (
     Allow,
     ClaimRecord,
@@ -46,7 +46,7 @@ from spagate.gate.core.fleet import (
     parse_fallback,
     usable_address,
 )
-from spagate.protocol import KeyPair, decode
+from spagate.protocol import KeyPair, decode, make_packet
 
 CLIENT = ip_address("198.51.100.7")
 OTHER = ip_address("203.0.113.9")
@@ -60,7 +60,7 @@ def _config(extra: str = "", keys: KeyPair | None = None):
 
 
 def _knock(keys, ip=CLIENT, now_ms=None, gate="a", window=15.0):
-    pkt = make_packet(keys, ip, now_ms)
+    pkt = make_packet(keys, ip, wall_ms() if now_ms is None else now_ms)
     cid = claim_id_sparoid(decode(pkt, [keys]).message.nonce)
     claim = ClaimRecord(gate, "sparoid", pkt, ip, 5.0)
     grant = GrantRecord(ip, "tcp", 22, window, f"claim:{cid}", gate)
@@ -80,10 +80,11 @@ def gate():
     return Mirror(K, Trust.for_config(config)), keys
 
 
-def now_ms():
-    import time
-
+def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+now_ms = wall_ms
 
 
 # --- formats --------------------------------------------------------------------------------
