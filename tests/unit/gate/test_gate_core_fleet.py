@@ -1,0 +1,349 @@
+"""Fleet core (sans-IO): record formats, what a gate believes from the store, fallback, journal.
+
+Packets are real sparoid packets from the one packet maker; the re-verifier is the real
+protocol core with the gate's real config.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from ipaddress import ip_address
+
+import pytest
+
+from spagate.gate.core.config import parse_config
+from spagate.gate.core.fleet import (
+    Allow,
+    ClaimRecord,
+    ClaimResult,
+    Delete,
+    Fallback,
+    FleetError,
+    GrantRecord,
+    JournalEntry,
+    Keys,
+    LeasePool,
+    MemberRecord,
+    Mirror,
+    OutageJournal,
+    Put,
+    Remember,
+    Revoke,
+    StoreHealth,
+    Trust,
+    admit_before_sync,
+    claim_id_fwknop,
+    claim_id_sparoid,
+    decide_knock,
+    decode_claim,
+    decode_grant,
+    decode_member,
+    encode_claim,
+    encode_grant,
+    encode_member,
+    parse_cluster,
+    parse_fallback,
+    usable_address,
+)
+from spagate.protocol import KeyPair, decode, make_packet
+
+CLIENT = ip_address("198.51.100.7")
+OTHER = ip_address("203.0.113.9")
+K = Keys("lab")
+
+
+def _config(extra: str = "", keys: KeyPair | None = None):
+    keys = keys or KeyPair(os.urandom(32), os.urandom(32))
+    text = f"key = {keys.key.hex()}\nhmac-key = {keys.hmac_key.hex()}\n{extra}"
+    return parse_config(text, "/etc/spagate.ini"), keys
+
+
+def _knock(keys, ip=CLIENT, now_ms=None, gate="a", window=15.0):
+    pkt = make_packet(keys, ip, wall_ms() if now_ms is None else now_ms)
+    cid = claim_id_sparoid(decode(pkt, [keys]).message.nonce)
+    claim = ClaimRecord(gate, "sparoid", pkt, ip, 5.0)
+    grant = GrantRecord(ip, "tcp", 22, window, f"claim:{cid}", gate)
+    return cid, claim, grant
+
+
+def _events(cid, claim, grants, rev=10, origin_id=None):
+    evs = [Put(K.claim(cid), encode_claim(claim), rev)]
+    for g in grants:
+        evs.append(Put(K.grant(g.ip, g.proto, g.port, origin_id or cid), encode_grant(g), rev))
+    return evs
+
+
+@pytest.fixture
+def gate():
+    config, keys = _config("protected = tcp/22, udp/51820\n")
+    return Mirror(K, Trust.for_config(config)), keys
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+now_ms = wall_ms
+
+
+# --- formats --------------------------------------------------------------------------------
+
+
+def test_records_round_trip():
+    cid, claim, grant = _knock(KeyPair(os.urandom(32), os.urandom(32)))
+    assert decode_claim(encode_claim(claim)) == claim
+    key = K.grant(grant.ip, grant.proto, grant.port, cid)
+    assert key == f"/spagate/lab/grants/k/198.51.100.7/tcp/22/{cid}"
+    assert decode_grant(K, key, encode_grant(grant)) == grant
+    m = MemberRecord("gate-a", "attached", ("eth0", "eth1"), "refuse", "down", "0.1.0")
+    assert decode_member(encode_member(m)) == m
+    v6 = GrantRecord(ip_address("2001:db8::5"), None, 0, 3600.0, "operator:root@a", "a")
+    key6 = K.grant(v6.ip, None, 0, "op.0123456789abcdef")
+    assert key6 == "/spagate/lab/grants/o/2001:db8::5/any/0/op.0123456789abcdef"
+    assert decode_grant(K, key6, encode_grant(v6)) == v6
+
+
+def test_claim_ids():
+    assert claim_id_sparoid(bytes(range(16))) == "s.000102030405060708090a0b0c0d0e0f"
+    assert claim_id_fwknop(b"x").startswith("f.2d711642b726b044")
+    with pytest.raises(FleetError):
+        K.claim("s.zz")
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("0.0.0.0", "unspecified address"),
+        ("::", "unspecified address"),
+        ("224.0.0.1", "multicast or broadcast"),
+        ("ff02::1", "multicast or broadcast"),
+        ("255.255.255.255", "multicast or broadcast"),
+        ("::ffff:198.51.100.7", "IPv4-mapped IPv6"),
+        ("127.0.0.1", "loopback"),
+        ("2001:DB8::1", "not in canonical form"),
+        ("010.1.1.1", "not an address"),
+        ("evil", "not an address"),
+    ],
+)
+def test_unusable_addresses(text, reason):
+    assert usable_address(text) == reason
+
+
+def test_usable_addresses():
+    assert usable_address("198.51.100.7") == CLIENT
+    assert usable_address("2001:db8::1") == ip_address("2001:db8::1")
+
+
+def test_parse_cluster():
+    assert parse_cluster("etcd://h1:2379,h2:2379") == ("http://h1:2379", "http://h2:2379")
+    assert parse_cluster("etcds://[2001:db8::1]:2379") == ("https://[2001:db8::1]:2379",)
+    for bad in ("etcd://h1", "http://a:1,https://b:2", "etcd://h:99999", "ftp://x:1"):
+        with pytest.raises(FleetError):
+            parse_cluster(bad)
+    with pytest.raises(FleetError):
+        Keys("Has/Slash")
+    assert parse_fallback(" Refuse ") is Fallback.REFUSE
+    with pytest.raises(FleetError, match="local or refuse"):
+        parse_fallback("open")
+
+
+# --- what a gate believes -------------------------------------------------------------------
+
+
+def test_a_peer_knock_opens_here(gate):
+    mirror, keys = gate
+    cid, claim, grant = _knock(keys)
+    actions = mirror.apply(_events(cid, claim, [grant]), now=100.0, now_wall_ms=now_ms())
+    assert actions[0] == Remember("sparoid", bytes.fromhex(cid[2:]), 5.0)
+    (allow,) = actions[1:]
+    assert isinstance(allow, Allow) and (allow.ip, allow.proto, allow.port) == (CLIENT, "tcp", 22)
+    assert 14.9 <= allow.remaining_s <= 15.0
+    assert not mirror.ignored
+
+
+def test_forged_grants_are_ignored_and_counted(gate):
+    mirror, keys = gate
+    wall = now_ms()
+    cid, claim, grant = _knock(keys)
+    forged = []
+    # no claim at all behind the grant
+    forged.append(Put(K.grant(CLIENT, "tcp", 22, cid), encode_grant(grant), 5))
+    # a key for 0.0.0.0 (written by hand: Keys refuses to build it)
+    forged.append(Put(f"{K.knock_grants}0.0.0.0/tcp/22/{cid}", encode_grant(grant), 5))
+    # the value names no origin / another claim than its key
+    bad = GrantRecord(CLIENT, "tcp", 22, 15.0, "", "a")
+    forged.append(Put(K.grant(CLIENT, "tcp", 22, cid), encode_grant(bad), 5))
+    other = GrantRecord(CLIENT, "tcp", 22, 15.0, "claim:s." + "0" * 32, "a")
+    forged.append(Put(K.grant(CLIENT, "tcp", 22, cid), encode_grant(other), 5))
+    # a port the gate does not protect
+    forged.append(Put(K.grant(CLIENT, "tcp", 23, cid), encode_grant(grant), 5))
+    # operator grant with a huge window, and a knock grant longer than any identity's window
+    op = GrantRecord(CLIENT, "tcp", 22, 10.0**9, "operator:root", "a")
+    forged.append(Put(K.grant(CLIENT, "tcp", 22, "op.0123456789abcdef"), encode_grant(op), 5))
+    long = GrantRecord(CLIENT, "tcp", 22, 3600.0, f"claim:{cid}", "a")
+    forged.append(Put(K.grant(CLIENT, "tcp", 22, cid), encode_grant(long), 5))
+    # junk value, oversized value, nan window
+    forged.append(Put(K.grant(CLIENT, "tcp", 22, cid), b"{not json", 5))
+    forged.append(Put(K.grant(CLIENT, "tcp", 22, cid), b" " * 5000, 5))
+    forged.append(Put(K.grant(CLIENT, "tcp", 22, cid), b'{"v":1,"rem":NaN,"origin":"x"}', 5))
+    assert mirror.apply(forged, now=1.0, now_wall_ms=wall) == []
+    assert mirror.ignored == {
+        "no-origin": 3,
+        "unusable-address": 1,
+        "unprotected-port": 1,
+        "window-too-long": 2,
+        "bad-value": 2,
+        "value-too-large": 1,
+    }
+
+
+def test_reverification_binds_the_grant_to_the_packet(gate):
+    """A writer of the store without the SPA keys cannot open anything: the claim's packet
+    must verify here and name exactly the address, within its own window."""
+    mirror, keys = gate
+    wall = now_ms()
+    stranger = KeyPair(os.urandom(32), os.urandom(32))
+    cid, claim, grant = _knock(stranger)  # a packet made with keys the gate does not have
+    assert mirror.apply(_events(cid, claim, [grant]), 1.0, wall)[1:] == []
+    # a real packet for CLIENT, but the grant opens OTHER
+    cid, claim, _ = _knock(keys)
+    moved = GrantRecord(OTHER, "tcp", 22, 15.0, f"claim:{cid}", "a")
+    mirror.apply(_events(cid, claim, [moved]), 1.0, wall)
+    # a real packet filed under another claim id (to claim it twice)
+    cid2, claim2, grant2 = _knock(keys)
+    fake_id = "s." + "ab" * 16
+    g = GrantRecord(CLIENT, "tcp", 22, 15.0, f"claim:{fake_id}", "a")
+    mirror.apply(_events(fake_id, claim2, [g]), 1.0, wall)
+    # a captured packet from a minute ago, published again
+    cid3, claim3, grant3 = _knock(keys, now_ms=wall - 60_000)
+    mirror.apply(_events(cid3, claim3, [grant3]), 1.0, wall)
+    # a claim without its packet
+    cid4, claim4, grant4 = _knock(keys)
+    bare = ClaimRecord("a", "sparoid", b"", CLIENT, 5.0)
+    mirror.apply(_events(cid4, bare, [grant4]), 1.0, wall)
+    # `--ip source`: the address would come from the store, so it is not believed
+    cid5, claim5, _ = _knock(keys, ip=ip_address("0.0.0.0"))
+    claim5 = ClaimRecord("a", "sparoid", claim5.packet, CLIENT, 5.0)
+    g5 = GrantRecord(CLIENT, "tcp", 22, 15.0, f"claim:{cid5}", "a")
+    mirror.apply(_events(cid5, claim5, [g5]), 1.0, wall)
+    assert not [e for e in mirror.grants.values()]
+    assert mirror.ignored == {
+        "reverify-failed": 1,
+        "address-mismatch": 1,
+        "claim-mismatch": 1,
+        "expired": 1,
+        "no-packet": 1,
+        "unverifiable-address": 1,
+    }
+
+
+def test_identity_ports_and_window_bound_a_peer_grant():
+    ops = KeyPair(os.urandom(32), os.urandom(32))
+    config, _ = _config(
+        "protected = tcp/22, udp/51820\n"
+        f"[ops]\nkey = {ops.key.hex()}\nhmac-key = {ops.hmac_key.hex()}\n"
+        "protected = udp/51820\nopen-seconds = 30\n"
+    )
+    mirror = Mirror(K, Trust.for_config(config))
+    wall = now_ms()
+    cid, claim, _ = _knock(ops, window=30)
+    ok = GrantRecord(CLIENT, "udp", 51820, 30.0, f"claim:{cid}", "a")
+    ssh = GrantRecord(CLIENT, "tcp", 22, 30.0, f"claim:{cid}", "a")
+    every = GrantRecord(CLIENT, None, 0, 30.0, f"claim:{cid}", "a")
+    acts = mirror.apply(_events(cid, claim, [ok, ssh, every]), 1.0, wall)
+    assert [type(a) for a in acts] == [Remember, Allow]
+    assert mirror.ignored == {"port-not-allowed": 2}
+
+
+def test_without_reverification_a_claim_must_still_exist():
+    config, keys = _config()
+    mirror = Mirror(K, Trust.for_config(config, reverify=False))
+    cid, claim, grant = _knock(keys)
+    assert mirror.apply([Put(K.grant(CLIENT, "tcp", 22, cid), encode_grant(grant), 3)], 0, 0) == []
+    assert mirror.ignored == {"no-origin": 1}
+    acts = mirror.apply(_events(cid, claim, [grant], rev=4), 0, 0)
+    assert isinstance(acts[-1], Allow)
+
+
+def test_relisted_grant_counts_its_time_in_the_store(gate):
+    mirror, keys = gate
+    cid, claim, grant = _knock(keys)
+    evs = [
+        Put(K.claim(cid), encode_claim(claim), 7, elapsed_s=4.0, lease_s=12.0),
+        Put(K.grant(CLIENT, "tcp", 22, cid), encode_grant(grant), 7, elapsed_s=4.0, lease_s=12),
+    ]
+    acts = mirror.resync(evs, revision=9, now=50.0, now_wall_ms=now_ms())
+    assert acts[0] == Remember("sparoid", bytes.fromhex(cid[2:]), 1.0)
+    assert isinstance(acts[1], Allow) and 10.9 <= acts[1].remaining_s <= 11.0
+    assert mirror.revision == 9
+
+
+def test_delete_revokes_unless_another_grant_covers(gate):
+    mirror, keys = gate
+    wall = now_ms()
+    c1, cl1, g1 = _knock(keys)
+    c2, cl2, g2 = _knock(keys)
+    mirror.apply(_events(c1, cl1, [g1], rev=3) + _events(c2, cl2, [g2], rev=4), 0.0, wall)
+    assert mirror.apply([Delete(K.grant(CLIENT, "tcp", 22, c1), 5)], 1.0, wall) == []
+    assert mirror.apply([Delete(K.grant(CLIENT, "tcp", 22, c2), 6)], 1.0, wall) == [
+        Revoke(CLIENT, "tcp", 22)
+    ]
+    assert mirror.apply([Delete(K.grant(CLIENT, "tcp", 22, c2), 7)], 1.0, wall) == []
+
+
+def test_resync_revokes_what_vanished(gate):
+    mirror, keys = gate
+    wall = now_ms()
+    c1, cl1, g1 = _knock(keys)
+    c2, cl2, g2 = _knock(keys, ip=OTHER)
+    mirror.apply(_events(c1, cl1, [g1]) + _events(c2, cl2, [g2]), 0.0, wall)
+    acts = mirror.resync(_events(c2, cl2, [g2], rev=20), 21, 1.0, wall)
+    assert Revoke(CLIENT, "tcp", 22) in acts
+    assert any(isinstance(a, Allow) and a.ip == OTHER for a in acts)
+
+
+# --- knocks, outages, leases ----------------------------------------------------------------
+
+
+def test_decide_knock():
+    assert decide_knock(ClaimResult.CLAIMED, Fallback.REFUSE).admit
+    assert not decide_knock(ClaimResult.REPLAY, Fallback.LOCAL).admit
+    local = decide_knock(ClaimResult.UNAVAILABLE, Fallback.LOCAL)
+    assert local.admit and local.journal and local.reason == "fleet-fallback-local"
+    refuse = decide_knock(ClaimResult.UNAVAILABLE, Fallback.REFUSE)
+    assert not refuse.admit and not refuse.journal
+    assert not admit_before_sync(Fallback.LOCAL, 1.0, 5.0)
+    assert admit_before_sync(Fallback.LOCAL, 5.0, 5.0)
+    assert not admit_before_sync(Fallback.REFUSE, 500.0, 5.0)
+
+
+def test_store_health_breaker():
+    h = StoreHealth(retry_s=1.0)
+    assert h.should_try(0.0)
+    assert h.failed(0.0) and not h.failed(0.1)
+    assert not h.should_try(0.5) and h.should_try(1.2)
+    assert h.succeeded(1.3) and not h.succeeded(1.4) and h.up
+
+
+def test_outage_journal():
+    j = OutageJournal(capacity=2)
+    g = GrantRecord(CLIENT, "tcp", 22, 15.0, "claim:s." + "1" * 32, "a")
+    claim = ClaimRecord("a", "sparoid", b"p", CLIENT, 5.0)
+    j.add(JournalEntry("s." + "1" * 32, claim, (g,), admitted=100.0, horizon_s=5.0))
+    (r,) = j.due(110.0)
+    assert r.horizon_s == 0.0 and r.grants[0].remaining_s == 5.0
+    assert j.due(120.0) == [] and len(j) == 0
+    for n in range(3):
+        j.add(JournalEntry(f"s.{n:032x}", claim, (g,), admitted=100.0, horizon_s=5.0))
+    assert len(j) == 2 and j.dropped == 1
+
+
+def test_lease_pool_shares_leases_safely():
+    pool = LeasePool(slack_s=1)
+    assert pool.ttl_for(15.0) == 16 and pool.ttl_for(0.2) == 2
+    assert pool.pick(15.0, now=0.0) is None
+    pool.add(7, 16, sent_at=0.0)
+    assert pool.pick(15.0, now=0.5) == 7  # expires no earlier than 16 >= 15.5
+    assert pool.pick(15.0, now=1.5) is None  # 16 < 16.5: would die too early
+    assert pool.pick(5.0, now=0.5) is None  # would keep a 5 s key 10 s longer
