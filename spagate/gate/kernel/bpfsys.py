@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes as ct
 import errno
 import os
+import struct
 from dataclasses import dataclass
 from functools import cache
 
@@ -17,6 +18,8 @@ from spagate.gate.kernel.abi import PERCPU_TYPES, PROG_TYPE_XDP, XdpAction
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+BPF_XDP = 37  # enum bpf_attach_type
+BPF_LINK_TYPE_XDP = 6  # enum bpf_link_type
 
 
 class _TestRunOpts(ct.Structure):
@@ -54,6 +57,20 @@ class _MapCreateOpts(ct.Structure):
     ]
 
 
+class _LinkCreateOpts(ct.Structure):
+    # struct bpf_link_create_opts: sz, flags, then a union this program never uses.
+    _fields_ = [("sz", ct.c_size_t), ("flags", ct.c_uint32), ("_rest", ct.c_uint64 * 8)]
+
+
+class _LinkUpdateOpts(ct.Structure):
+    _fields_ = [
+        ("sz", ct.c_size_t),
+        ("flags", ct.c_uint32),
+        ("old_prog_fd", ct.c_uint32),
+        ("old_map_fd", ct.c_uint32),
+    ]
+
+
 class _BatchOpts(ct.Structure):
     _fields_ = [("sz", ct.c_size_t), ("elem_flags", ct.c_uint64), ("flags", ct.c_uint64)]
 
@@ -80,10 +97,6 @@ class _XdpMd(ct.Structure):
         ("rx_queue_index", ct.c_uint32),
         ("egress_ifindex", ct.c_uint32),
     ]
-
-
-# int (*ring_buffer_sample_fn)(void *ctx, void *data, size_t size)
-_SAMPLE_FN = ct.CFUNCTYPE(ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_size_t)
 
 
 @cache
@@ -116,15 +129,15 @@ def _lib() -> ct.CDLL:
             [ct.c_int, ct.c_char_p, ct.c_char_p, ct.c_void_p, ct.c_size_t, ct.c_void_p],
         ),
         "bpf_prog_test_run_opts": (ct.c_int, [ct.c_int, ct.POINTER(_TestRunOpts)]),
-        "libbpf_num_possible_cpus": (ct.c_int, []),
-        "ring_buffer__new": (
-            ct.c_void_p,
-            [ct.c_int, _SAMPLE_FN, ct.c_void_p, ct.c_void_p],
+        "bpf_map_delete_batch": (
+            ct.c_int,
+            [ct.c_int, ct.c_void_p, ct.POINTER(ct.c_uint32), ct.c_void_p],
         ),
-        "ring_buffer__poll": (ct.c_int, [ct.c_void_p, ct.c_int]),
-        "ring_buffer__consume": (ct.c_int, [ct.c_void_p]),
-        "ring_buffer__epoll_fd": (ct.c_int, [ct.c_void_p]),
-        "ring_buffer__free": (None, [ct.c_void_p]),
+        "bpf_link_create": (ct.c_int, [ct.c_int, ct.c_int, ct.c_int, ct.c_void_p]),
+        "bpf_link_update": (ct.c_int, [ct.c_int, ct.c_int, ct.c_void_p]),
+        "bpf_link_detach": (ct.c_int, [ct.c_int]),
+        "bpf_prog_get_fd_by_id": (ct.c_int, [ct.c_uint32]),
+        "libbpf_num_possible_cpus": (ct.c_int, []),
     }
     for name, (res, args) in sig.items():
         fn = getattr(lib, name)
@@ -264,6 +277,81 @@ def update_batch(fd: int, keys: bytes, values: bytes, count: int, flags: int = B
     return n.value
 
 
+def delete_batch(fd: int, keys: bytes, count: int) -> int:
+    """Delete count packed keys in one syscall (hash and LRU maps); returns count done. A key
+    that is not there fails the call with ENOENT after the ones before it were deleted."""
+    n = ct.c_uint32(count)
+    opts = _BatchOpts(sz=ct.sizeof(_BatchOpts))
+    kb = _buf(keys)
+    _check(
+        _lib().bpf_map_delete_batch(fd, ct.byref(kb), ct.byref(n), ct.byref(opts)),
+        "bpf_map_delete_batch",
+    )
+    return n.value
+
+
+# --- programs and links ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProgInfo:
+    type: int
+    id: int
+    name: str
+
+
+def prog_info(fd: int) -> ProgInfo:
+    buf = ct.create_string_buffer(256)  # struct bpf_prog_info: type, id, ..., name at 64
+    size = ct.c_uint32(len(buf))
+    _check(_lib().bpf_obj_get_info_by_fd(fd, buf, ct.byref(size)), "bpf_obj_get_info_by_fd")
+    ptype, pid = struct.unpack_from("=II", buf.raw, 0)
+    name = buf.raw[64:80].split(b"\0", 1)[0].decode(errors="replace")
+    return ProgInfo(ptype, pid, name)
+
+
+def prog_get_fd_by_id(prog_id: int) -> int:
+    """A new fd of the program with this id (needs CAP_SYS_ADMIN)."""
+    return _check(_lib().bpf_prog_get_fd_by_id(prog_id), f"bpf_prog_get_fd_by_id {prog_id}")
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    type: int
+    id: int
+    prog_id: int
+    ifindex: int  # XDP links: 0 once detached (interface gone, or BPF_LINK_DETACH)
+
+
+def link_info(fd: int) -> LinkInfo:
+    # struct bpf_link_info: type, id, prog_id, then an 8-aligned union (xdp.ifindex at 16).
+    buf = ct.create_string_buffer(128)
+    size = ct.c_uint32(len(buf))
+    _check(_lib().bpf_obj_get_info_by_fd(fd, buf, ct.byref(size)), "bpf_obj_get_info_by_fd")
+    ltype, lid, prog_id = struct.unpack_from("=III", buf.raw, 0)
+    ifindex = struct.unpack_from("=I", buf.raw, 16)[0] if ltype == BPF_LINK_TYPE_XDP else 0
+    return LinkInfo(ltype, lid, prog_id, ifindex)
+
+
+def xdp_link_create(prog_fd: int, ifindex: int, xdp_flags: int) -> int:
+    """BPF_LINK_CREATE for XDP: the program stays on ifindex as long as the link lives (an fd
+    or a pin); nobody can replace it through netlink meanwhile. Returns the link fd."""
+    opts = _LinkCreateOpts(sz=ct.sizeof(_LinkCreateOpts), flags=xdp_flags)
+    return _check(
+        _lib().bpf_link_create(prog_fd, ifindex, BPF_XDP, ct.byref(opts)), "bpf_link_create"
+    )
+
+
+def link_update(link_fd: int, prog_fd: int) -> None:
+    """Swap the link's program atomically (no moment without a program)."""
+    opts = _LinkUpdateOpts(sz=ct.sizeof(_LinkUpdateOpts))
+    _check(_lib().bpf_link_update(link_fd, prog_fd, ct.byref(opts)), "bpf_link_update")
+
+
+def link_detach(link_fd: int) -> None:
+    """Detach a link's program from its interface now (BPF_LINK_DETACH)."""
+    _check(_lib().bpf_link_detach(link_fd), "bpf_link_detach")
+
+
 def prog_load_xdp_return(action: XdpAction, name: str = "xdp_const") -> int:
     """Load `return action;` as an XDP program (the benchmark's empty baseline); returns fd."""
     insns = (ct.c_uint64 * 2)(
@@ -321,46 +409,3 @@ def prog_test_run_live(prog_fd: int, frame: bytes, count: int, batch_size: int =
     ret = _lib().bpf_prog_test_run_opts(prog_fd, ct.byref(opts))
     _check(ret, "bpf_prog_test_run_opts (live frames)")
     return opts.retval
-
-
-class RingBuffer:
-    """A BPF ring buffer map consumed through libbpf (ring_buffer__new/poll): the callback gets
-    each record as (address, size) and must copy what it keeps before returning. An exception
-    in the callback stops the batch and is re-raised by poll()."""
-
-    def __init__(self, map_fd: int, on_sample):
-        self._on_sample = on_sample
-        self._error: BaseException | None = None
-        self._fn = _SAMPLE_FN(self._sample)  # keep a reference: libbpf holds the pointer
-        ct.set_errno(0)
-        rb = _lib().ring_buffer__new(map_fd, self._fn, None, None)
-        if not rb:
-            err = ct.get_errno() or errno.EINVAL
-            raise OSError(err, f"ring_buffer__new: {errno.errorcode.get(err, err)}")
-        self._rb = rb
-
-    def _sample(self, _ctx, data, size) -> int:
-        try:
-            self._on_sample(data, size)
-        except BaseException as e:
-            self._error = e
-            return -1  # stops ring_buffer__poll for this batch
-        return 0
-
-    def poll(self, timeout_ms: int) -> int:
-        """Wait up to timeout_ms (-1: forever) and consume what is there; returns the count."""
-        ret = _lib().ring_buffer__poll(self._rb, timeout_ms)
-        err, self._error = self._error, None
-        if err is not None:
-            raise err
-        if ret < 0 and -ret == errno.EINTR:
-            return 0
-        return _check(ret, "ring_buffer__poll")
-
-    def epoll_fd(self) -> int:
-        return _lib().ring_buffer__epoll_fd(self._rb)
-
-    def close(self) -> None:
-        if self._rb:
-            _lib().ring_buffer__free(self._rb)
-            self._rb = None
