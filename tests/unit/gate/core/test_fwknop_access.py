@@ -467,3 +467,15 @@ def test_parse_verify_decide_end_to_end():
     pkt1 = encode(FwknopKey(K1, H1), req(), os.urandom(8))
     assert v.verify(pkt1, now, cfg.candidates(src)).reason is Reason.MAC
     assert isinstance(v.verify(pkt1, now, cfg.candidates(SRC)), FwknopAccepted)
+
+
+def test_docs_table_names_every_access_conf_name():
+    from pathlib import Path
+
+    from spagate.gate.core.fwknop_access import KNOWN
+
+    doc = (Path(__file__).parents[4] / "docs" / "fwknop.md").read_text()
+    for name in KNOWN:
+        assert f"`{name}`" in doc or (name.startswith("GPG_") and "`GPG_*`" in doc), name
+    for directive in ("%include", "%include_folder", "%include_keys"):
+        assert f"`{directive} " in doc
