@@ -18,11 +18,10 @@ import time
 from ipaddress import ip_address
 
 import pytest
-from fwknop_lab import FWKNOPD_PORT, Fwknopd, Receiver, keygen, send_from
 
-from spagate.gate.core.fwknop_access import FwknopGrant, decide
-from spagate.gate.fwknop_files import load_access
-from spagate.lab import Lab
+from spagate.gate.core.fwknop_access import FwknopGrant, decide, load_access
+from spagate.lab.fwknop import FWKNOPD_PORT, Fwknopd, Receiver, keygen, send_from
+from spagate.lab.netns import Lab
 from spagate.protocol import Reason
 from spagate.protocol.fwknop import (
     FwknopAccepted,
@@ -151,7 +150,8 @@ def test_fwknopd_opens_what_spagate_asks_for(lab, fwknopd, config):
     rules = fwknopd.wait(lambda: want.keys() <= (r := fwknopd.rules()).keys() and r)
     assert rules, fwknopd.log()
     for rule, seconds in want.items():
-        assert abs(rules[rule] - (t + seconds)) <= 3, (rule, rules[rule] - t)
+        # fwknopd stamps the rule with its own clock when the packet arrives, just after t
+        assert -1 <= rules[rule] - (t + seconds) <= 5, (rule, rules[rule] - t)
     assert "Added access rule to FWKNOP_INPUT for 10.9.0.1 -> 0.0.0.0/0 tcp/22,udp/53" in (
         fwknopd.log()
     )

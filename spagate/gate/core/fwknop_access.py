@@ -1,9 +1,10 @@
 """fwknop's access.conf, read unchanged, and what an accepted fwknop request is granted.
 
-Pure code: text in, an AccessConfig (stanzas with their keys and rules, plus warnings) out;
-every problem is a ConfigError naming file:line. The %include directives read other files
-through an injected AccessFiles (gate/fwknop_files.py reads the disk). The grant functions
-take a verified message and the packet's addresses and say which ports open for how long.
+parse_access is pure: text in, an AccessConfig (stanzas with their keys and rules, plus
+warnings) out; every problem is a ConfigError naming file:line. The %include directives read
+other files through an injected AccessFiles; load_access, like config.load_config, is the one
+edge that reads the disk, through inifile's key-file check. The grant functions take a verified
+message and the packet's addresses and say which ports open for how long.
 
 Parsing follows fwknopd's access.c: one `NAME value` per line (a trailing ':' on the name is
 dropped, the value ends at ';'), lines starting with '#' or ';' are comments, every stanza
@@ -15,6 +16,7 @@ non-key line in an %include_keys file), spagate refuses the file. docs/fwknop.md
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +26,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_network
 from typing import Protocol
 
 from spagate.errors import ConfigError
+from spagate.inifile import read_key_file
 from spagate.protocol.fwknop import FwknopKey, FwknopMessage, ProtoPort, b64_decode
 from spagate.protocol.fwknop.keys import HMAC_KEY_MAX, KEY_MAX, hmac_type
 
@@ -84,7 +87,7 @@ DIRECTIVES = ("%include", "%include_folder", "%include_keys")
 
 
 class AccessFiles(Protocol):
-    """How the parser reads the files an access.conf includes (raise OSError on failure)."""
+    """How the parser reads the files an access.conf includes (OSError or ConfigError)."""
 
     def read(self, path: str) -> str: ...
     def listdir(self, path: str) -> Sequence[str]: ...
@@ -233,6 +236,8 @@ class _Parser:
             raise ConfigError(by, line, f"{what} {path!r}: no file access here")
         try:
             return self.files.read(path)
+        except ConfigError as e:
+            raise ConfigError(by, line, f"{what} {path}: {e.message}") from None
         except OSError as e:
             raise ConfigError(by, line, f"{what} {path}: {e.strerror or e}") from None
 
@@ -440,6 +445,23 @@ def parse_access(
         raise ConfigError(path, None, "no SOURCE stanza: an access.conf needs at least one")
     stanzas = tuple(p.stanza(d) for d in p.drafts)
     return AccessConfig(path, stanzas, tuple(p.warnings))
+
+
+class DiskFiles:
+    """Every file access.conf pulls in gets the gate's one key-file check (regular, owned by root
+    or the gate's user, not accessible by group or others): whoever can read one has keys,
+    whoever owns one chooses them. fwknopd only warns about such files."""
+
+    def read(self, path: str) -> str:
+        return read_key_file(path)
+
+    def listdir(self, path: str) -> Sequence[str]:
+        return os.listdir(path)
+
+
+def load_access(path: str = DEFAULT_PATH) -> AccessConfig:
+    """Read and parse an access.conf and what it includes; ConfigError naming file[:line]."""
+    return parse_access(read_key_file(path), path, DiskFiles())
 
 
 # --- policy ---------------------------------------------------------------------------------

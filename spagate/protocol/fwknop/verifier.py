@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from spagate.protocol.fwknop.codec import FwknopMessage, authenticate, open_message
 from spagate.protocol.fwknop.keys import FwknopKey
-from spagate.protocol.replay import ADDED, REPLAY, ReplayCache
 from spagate.protocol.messages import Reason, Rejected
+from spagate.protocol.replay import ADDED, REPLAY, ReplayCache
 
 DEFAULT_MAX_AGE_MS = 120_000  # fwknopd's MAX_SPA_PACKET_AGE default, 120 s
 REPLAY_KEY_SIZE = 16

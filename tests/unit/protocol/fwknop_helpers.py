@@ -6,6 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from spagate.lab.vectors import vectors_dir as _vectors_dir
 from spagate.protocol.fwknop import FwknopKey, seal
 from spagate.protocol.fwknop.keys import b64_unpadded
 
@@ -13,9 +14,7 @@ T0 = 1_795_305_700  # a timestamp near the vectors' capture time (unix seconds)
 
 
 def vectors_dir() -> Path:
-    base = os.environ.get("SPAGATE_VECTORS")
-    root = Path(base) if base else Path(__file__).parents[4] / "shared" / "vectors"
-    return root / "fwknop"
+    return _vectors_dir("fwknop")
 
 
 def vector_keys() -> dict[str, str]:

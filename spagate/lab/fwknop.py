@@ -1,6 +1,7 @@
 """Debian's real fwknopd and fwknop in the lab: the server in UDP mode in the foreground, with
 its pid file, run dir and digest cache in a temp dir, opening ports in the lab host's own
-iptables (a network namespace: the machine's firewall is never touched)."""
+iptables (a network namespace: the machine's firewall is never touched); a UDP receiver to
+catch what a real client sends; a sender that uses spagate's client code."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from spagate.lab import Lab
+from spagate.lab.netns import Lab
 
 FWKNOPD_PORT = 62201
 _RULE = re.compile(
