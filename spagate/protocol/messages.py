@@ -37,7 +37,7 @@ class Reason(StrEnum):
     REPLAY_FULL = "replay-full"
     # fwknop (spagate.protocol.fwknop): the wire form, then the authenticated plaintext.
     FORMAT = "format"
-    SOURCE = "source"
+    UNKNOWN_SOURCE = "unknown-source"  # no identity accepts packets from this address
     FIELD = "field"
     DIGEST = "digest"
     MESSAGE_TYPE = "message-type"

@@ -22,10 +22,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_network
 from typing import Protocol
 
 from spagate.errors import ConfigError
+from spagate.gate.core.reasons import PolicyReason
 from spagate.inifile import read_key_file
 from spagate.protocol.fwknop import FwknopKey, FwknopMessage, ProtoPort, b64_decode
 from spagate.protocol.fwknop.keys import HMAC_KEY_MAX, KEY_MAX, hmac_type
@@ -477,9 +479,20 @@ class FwknopGrant:
     third_party: bool  # the message names another address than the packet's source
 
 
+class FwknopPolicyReason(StrEnum):
+    """Why a stanza refused an authenticated fwknop request (names unique among the gate's
+    outcomes, see gate/core/reasons.py; wrong-destination and unusable-ip are PolicyReason's)."""
+
+    SOURCE_NOT_ALLOWED = "source-not-allowed"
+    STANZA_EXPIRED = "stanza-expired"
+    WRONG_USER = "wrong-user"
+    NO_SOURCE_ADDRESS = "no-source-address"
+    PORTS_NOT_ALLOWED = "ports-not-allowed"
+
+
 @dataclass(frozen=True)
 class FwknopRefusal:
-    reason: str  # a counter name: source, wrong-destination, expired, username, ...
+    reason: str  # a FwknopPolicyReason, or PolicyReason's wrong-destination / unusable-ip
     detail: str
 
 
@@ -510,30 +523,40 @@ def grant(
     """What one stanza grants an authenticated request from `source` (pure)."""
     src = _unmap(source)
     if not _matches(stanza.sources, src):
-        return FwknopRefusal("source", f"{src} is not in SOURCE of {stanza.where}")
+        return FwknopRefusal(
+            FwknopPolicyReason.SOURCE_NOT_ALLOWED, f"{src} is not in SOURCE of {stanza.where}"
+        )
     if destination is not None and not _matches(stanza.destinations, _unmap(destination)):
         return FwknopRefusal(
-            "wrong-destination", f"sent to {destination}, not in DESTINATION of {stanza.where}"
+            PolicyReason.WRONG_DESTINATION,
+            f"sent to {destination}, not in DESTINATION of {stanza.where}",
         )
     if stanza.expires is not None and now_s > stanza.expires:
-        return FwknopRefusal("expired", f"{stanza.where} expired at {stanza.expires}")
+        return FwknopRefusal(
+            FwknopPolicyReason.STANZA_EXPIRED, f"{stanza.where} expired at {stanza.expires}"
+        )
     if stanza.require_username is not None and msg.user != stanza.require_username:
-        return FwknopRefusal("username", f"user {msg.user!r} is not REQUIRE_USERNAME")
+        return FwknopRefusal(
+            FwknopPolicyReason.WRONG_USER, f"user {msg.user!r} is not REQUIRE_USERNAME"
+        )
     if msg.ip.is_unspecified:
         if stanza.require_source_address:
             return FwknopRefusal(
-                "source-address", "message names 0.0.0.0 and REQUIRE_SOURCE_ADDRESS is set"
+                FwknopPolicyReason.NO_SOURCE_ADDRESS,
+                "message names 0.0.0.0 and REQUIRE_SOURCE_ADDRESS is set",
             )
         ip = src
     else:
         ip = msg.ip
     if ip.is_multicast or ip.is_unspecified or ip == IPv4Address("255.255.255.255"):
-        return FwknopRefusal("unusable-ip", f"{ip} cannot open a connection")
+        return FwknopRefusal(PolicyReason.UNUSABLE_IP, f"{ip} cannot open a connection")
     ports = tuple(p for p in msg.ports if _allowed(stanza, p))
     denied = tuple(p for p in msg.ports if p not in ports)
     if not ports:
         asked = ",".join(map(str, msg.ports))
-        return FwknopRefusal("ports", f"{stanza.where} allows none of {asked}")
+        return FwknopRefusal(
+            FwknopPolicyReason.PORTS_NOT_ALLOWED, f"{stanza.where} allows none of {asked}"
+        )
     asked_s = msg.client_timeout if msg.client_timeout > 0 else stanza.fw_access_timeout
     return FwknopGrant(
         stanza_index=index,

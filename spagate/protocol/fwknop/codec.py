@@ -263,7 +263,7 @@ def authenticate(
         if compare_digest(key.tag(body), packet[cut:]):
             return index, body
     if not tried:
-        return Rejected(Reason.SOURCE, "no identity accepts packets from this source")
+        return Rejected(Reason.UNKNOWN_SOURCE, "no identity accepts packets from this source")
     return Rejected(Reason.MAC, "no key's HMAC matches")
 
 

@@ -190,8 +190,8 @@ def test_candidates_limit_the_keys_tried():
     assert decode(p, [other, KEY], candidates=[1]).key_index == 1
     assert decode(p, [other, KEY]).key_index == 1
     assert decode(p, [other, KEY], candidates=[0]).reason is Reason.MAC
-    assert decode(p, [other, KEY], candidates=[]).reason is Reason.SOURCE
-    assert decode(p, [other, KEY], candidates=[7, -1]).reason is Reason.SOURCE
+    assert decode(p, [other, KEY], candidates=[]).reason is Reason.UNKNOWN_SOURCE
+    assert decode(p, [other, KEY], candidates=[7, -1]).reason is Reason.UNKNOWN_SOURCE
 
 
 # --- authenticated but malformed plaintexts ----------------------------------------------

@@ -126,7 +126,7 @@ def test_candidates_and_sources():
     other = new_key()
     v = FwknopVerifier([other, KEY])
     assert v.verify(packet(), NOW, candidates=[0]).reason is Reason.MAC
-    assert v.verify(packet(), NOW, candidates=()).reason is Reason.SOURCE
+    assert v.verify(packet(), NOW, candidates=()).reason is Reason.UNKNOWN_SOURCE
     assert len(v.replay) == 0
     assert v.verify(packet(), NOW, candidates=[1]).key_index == 1
 

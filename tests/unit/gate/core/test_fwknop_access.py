@@ -354,9 +354,9 @@ def test_ports_are_granted_one_by_one(lines, asked, opens, denied):
 
 def test_no_allowed_port_is_a_refusal():
     r = grant(one("OPEN_PORTS tcp/22"), req([("tcp", 23)]), SRC, T0)
-    assert isinstance(r, FwknopRefusal) and r.reason == "ports" and "tcp/23" in r.detail
+    assert isinstance(r, FwknopRefusal) and r.reason == "ports-not-allowed" and "tcp/23" in r.detail
     r = grant(one("RESTRICT_PORTS tcp/22"), req(), SRC, T0)
-    assert r.reason == "ports"
+    assert r.reason == "ports-not-allowed"
 
 
 @pytest.mark.parametrize(
@@ -380,8 +380,8 @@ def test_source_and_destination():
     s = one(source="192.0.2.0/24")
     assert isinstance(grant(s, req(), ip_address("192.0.2.7"), T0), FwknopGrant)
     assert isinstance(grant(s, req(), ip_address("::ffff:192.0.2.7"), T0), FwknopGrant)
-    assert grant(s, req(), ip_address("198.51.100.1"), T0).reason == "source"
-    assert grant(s, req(), ip_address("2001:db8::1"), T0).reason == "source"
+    assert grant(s, req(), ip_address("198.51.100.1"), T0).reason == "source-not-allowed"
+    assert grant(s, req(), ip_address("2001:db8::1"), T0).reason == "source-not-allowed"
     assert isinstance(grant(one(), req(), ip_address("2001:db8::1"), T0), FwknopGrant)  # ANY
     d = one("DESTINATION 203.0.113.1")
     assert isinstance(grant(d, req(), SRC, T0, ip_address("203.0.113.1")), FwknopGrant)
@@ -394,7 +394,7 @@ def test_zero_address_and_require_source_address():
     g6 = grant(one(), req(ip="0.0.0.0"), ip_address("2001:db8::5"), T0)
     assert g6.ip == ip_address("2001:db8::5")
     r = grant(one("REQUIRE_SOURCE_ADDRESS Y"), req(ip="0.0.0.0"), SRC, T0)
-    assert r.reason == "source-address"
+    assert r.reason == "no-source-address"
     g = grant(one("REQUIRE_SOURCE_ADDRESS Y"), req(ip="198.51.100.9"), SRC, T0)
     assert g.ip == IPv4Address("198.51.100.9") and g.third_party
 
@@ -405,16 +405,16 @@ def test_unusable_addresses():
 
 
 def test_require_username_and_expiry():
-    assert grant(one("REQUIRE_USERNAME alice"), req(user="bob"), SRC, T0).reason == "username"
+    assert grant(one("REQUIRE_USERNAME alice"), req(user="bob"), SRC, T0).reason == "wrong-user"
     assert isinstance(grant(one("REQUIRE_USERNAME alice"), req(user="alice"), SRC, T0),
                       FwknopGrant)  # fmt: skip
     s = one(f"ACCESS_EXPIRE_EPOCH {T0}")
     assert isinstance(grant(s, req(), SRC, T0), FwknopGrant)
-    assert grant(s, req(), SRC, T0 + 1).reason == "expired"
+    assert grant(s, req(), SRC, T0 + 1).reason == "stanza-expired"
     s = one("ACCESS_EXPIRE 01/15/2027")
     day = utc_midnight(date(2027, 1, 15))
     assert isinstance(grant(s, req(), SRC, day), FwknopGrant)
-    assert grant(s, req(), SRC, day + 1).reason == "expired"
+    assert grant(s, req(), SRC, day + 1).reason == "stanza-expired"
 
 
 def test_decide_falls_through_to_the_next_stanza_with_the_same_keys():
@@ -430,9 +430,9 @@ def test_decide_falls_through_to_the_next_stanza_with_the_same_keys():
     assert isinstance(g, FwknopGrant) and g.stanza_index == 3 and g.ports == (P("tcp", 8080),)
     # a stanza with other keys is never consulted, whatever it allows
     r = decide(cfg, 0, req([("tcp", 443)]), SRC, T0)
-    assert isinstance(r, FwknopRefusal) and r.reason == "ports" and ":1 " in r.detail
+    assert isinstance(r, FwknopRefusal) and r.reason == "ports-not-allowed" and ":1 " in r.detail
     # the stanza for 198.51.100.0/24 is skipped for other sources
-    assert decide(cfg, 0, req([("tcp", 80)]), SRC, T0).reason == "ports"
+    assert decide(cfg, 0, req([("tcp", 80)]), SRC, T0).reason == "ports-not-allowed"
     g = decide(cfg, 0, req([("tcp", 80)]), ip_address("198.51.100.3"), T0)
     assert g.stanza_index == 1
 
@@ -479,3 +479,13 @@ def test_docs_table_names_every_access_conf_name():
         assert f"`{name}`" in doc or (name.startswith("GPG_") and "`GPG_*`" in doc), name
     for directive in ("%include", "%include_folder", "%include_keys"):
         assert f"`{directive} " in doc
+
+
+def test_outcome_names_stay_unique_in_the_gate_vocabulary():
+    from spagate.gate.core.fwknop_access import FwknopPolicyReason
+    from spagate.gate.core.reasons import PolicyReason, vocabulary
+
+    names = vocabulary()  # raises if a verifier Reason clashes with a kernel or policy name
+    assert {r.value for r in Reason} <= names.keys()
+    assert not {r.value for r in FwknopPolicyReason} & names.keys()
+    assert {PolicyReason.WRONG_DESTINATION, PolicyReason.UNUSABLE_IP} <= names.keys()
