@@ -21,6 +21,7 @@ HERE = Path(__file__).parent
 SUMMARY = Path(tempfile.gettempdir()) / f"spagate-bench-{os.getpid()}.json"
 SCRIPTS = [
     ("verifier: packets/s on one core (valid, bad MAC, replay)", ["verifier.py"], False),
+    ("fwknop verifier beside sparoid's: packets/s on one core", ["verifier_fwknop.py"], False),
     ("XDP: ns per packet for each verdict path, allow map 1 .. 1M", ["xdp_paths.py"], True),
     ("XDP: in-kernel HMAC cost", ["xdp_hmac.py"], True),
     ("SPA latency: packet sent -> allow entry written", ["spa_latency.py"], True),

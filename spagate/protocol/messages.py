@@ -35,6 +35,14 @@ class Reason(StrEnum):
     FUTURE = "future"
     REPLAY = "replay"
     REPLAY_FULL = "replay-full"
+    # fwknop (spagate.protocol.fwknop): the wire form, then the authenticated plaintext.
+    FORMAT = "format"
+    UNKNOWN_SOURCE = "unknown-source"  # no identity accepts packets from this address
+    FIELD = "field"
+    DIGEST = "digest"
+    MESSAGE_TYPE = "message-type"
+    COMMAND = "command"
+    NAT = "nat"
 
 
 @dataclass(frozen=True, slots=True)
