@@ -1,40 +1,43 @@
-"""The `spagate` command. Client commands work without bcc or root; gate commands import
-bcc lazily (spagate.gate.cli)."""
+"""The `spagate` command. Client commands work without bcc or root; gate commands import bcc
+lazily (spagate.gate.cli). `spagate worker` skips the command-line library altogether: the
+long-running unprivileged worker stays small (spagate.gate.service.worker)."""
 
 from __future__ import annotations
 
 import os
 import sys
-
-import typer
+from collections.abc import Callable
 
 from spagate.errors import SpagateError
 
-app = typer.Typer(
-    help="spagate: Single Packet Authorization gate (XDP) and sparoid-compatible client.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+HELP = "spagate: Single Packet Authorization gate (XDP) and sparoid-compatible client."
 
 
-@app.callback()
-def _root() -> None:
-    """spagate: Single Packet Authorization gate (XDP) and sparoid-compatible client."""
+def build_app():
+    import typer
 
+    app = typer.Typer(
+        help=HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
 
-def _register() -> None:
+    @app.callback()
+    def _root() -> None:
+        """spagate: Single Packet Authorization gate (XDP) and sparoid-compatible client."""
+
     from spagate.client import cli as client_cli
     from spagate.gate import cli as gate_cli
 
     client_cli.register(app)
     gate_cli.register(app)
+    return app
 
 
-def main() -> None:
-    _register()
+def _run(fn: Callable[[], object]) -> None:
     try:
-        app()
+        rc = fn()
     except SpagateError as e:
         print(f"spagate: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -45,3 +48,15 @@ def main() -> None:
             raise
         print(f"spagate: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(70)
+    if isinstance(rc, int):
+        sys.exit(rc)
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if argv[:1] == ["worker"]:
+        from spagate.gate.service import worker
+
+        _run(lambda: worker.main(argv[1:]))
+        return
+    _run(lambda: build_app()())

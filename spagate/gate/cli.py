@@ -33,6 +33,12 @@ def _open_maps(pin_dir: str):
     return GateMaps.from_pin_dir(pin_dir)
 
 
+def _mode(mode: str) -> str:
+    if mode not in XDP_MODES:
+        raise SpagateError(f"--mode must be one of {', '.join(XDP_MODES)}, not {mode!r}")
+    return mode
+
+
 def _ip(text: str):
     try:
         return ipaddress.ip_address(text)
@@ -51,59 +57,188 @@ def register(app: typer.Typer) -> None:
             None, "--mode", help="XDP mode: native, generic or auto (default: the config's)."
         ),
         keep_attached: bool = typer.Option(
-            False, "--keep-attached", help="Leave the program guarding after the daemon stops."
+            False, "--keep-attached", help="Leave the gate guarding after this command stops."
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="Replace another XDP program already on an interface."
         ),
         pin_dir: str = PIN_DIR,
     ) -> None:
-        """Guard interfaces with the XDP gate and open it for valid SPA packets (foreground)."""
-        from spagate.gate.service.daemon import Daemon, DaemonOptions
+        """Guard interfaces with the XDP gate and open it for valid SPA packets (foreground):
+        loader, privileged monitor and unprivileged worker in one command."""
+        from spagate.gate.service.loader import LoadOptions
+        from spagate.gate.service.supervisor import Supervisor
+        from spagate.inifile import read_key_file
 
-        cfg = load_config(config)
-        mode = mode or cfg.xdp_mode
-        if mode not in XDP_MODES:
-            raise SpagateError(f"--mode must be one of {', '.join(XDP_MODES)}, not {mode!r}")
         _need_root("spagate attach")
+        cfg = load_config(config)
+        text = read_key_file(config)
+        mode = _mode(mode or cfg.xdp_mode)
         ifaces = tuple(interfaces or ()) or cfg.interfaces
-        Daemon(cfg, DaemonOptions(ifaces, mode, keep_attached, pin_dir)).run()
+        opts = LoadOptions(ifaces, mode, force, pin_dir)
+        raise typer.Exit(Supervisor(cfg, text, opts, keep_attached).run())
+
+    @app.command()
+    def load(
+        interfaces: Optional[List[str]] = typer.Argument(
+            None, help="Interfaces to guard (else config)."
+        ),
+        config: str = typer.Option(DEFAULT_PATH, "-c", "--config", help="Gate configuration."),
+        mode: Optional[str] = typer.Option(None, "--mode", help="native, generic or auto."),
+        force: bool = typer.Option(
+            False, "--force", help="Replace another XDP program already on an interface."
+        ),
+        pin_dir: str = PIN_DIR,
+        lock_fd: Optional[int] = typer.Option(None, "--lock-fd", hidden=True),
+    ) -> None:
+        """Compile, pin and attach the gate, then exit (systemd: ExecStartPre=+). The
+        unprivileged `spagate worker` then takes the knocks."""
+        from spagate.gate.service.account import service_account
+        from spagate.gate.service.journal import journal_emit
+        from spagate.gate.service.loader import LoadOptions, load_gate
+        from spagate.gate.service.state import make_run_dir, take_lock, write_attached
+
+        _need_root("spagate load")
+        cfg = load_config(config)
+        ifaces = tuple(interfaces or ()) or cfg.interfaces
+        opts = LoadOptions(ifaces, _mode(mode or cfg.xdp_mode), force, pin_dir)
+        account = service_account()
+        make_run_dir(account.uid, account.gid)
+        lock = take_lock(pin_dir) if lock_fd is None else None  # else the caller holds it
+        try:
+            modes = load_gate(cfg, opts, log=lambda line: journal_emit(6, line))
+            write_attached(pin_dir, modes)
+        finally:
+            if lock is not None:
+                os.close(lock)
+        journal_emit(6, "loaded; " + ", ".join(f"{n} ({m})" for n, m in modes.items()))
+
+    @app.command(hidden=True)
+    def worker() -> None:
+        """The unprivileged worker (started without this command-line layer: spagate.cli)."""
+
+    @app.command()
+    def monitor(
+        config: str = typer.Option(DEFAULT_PATH, "-c", "--config", help="Gate configuration."),
+        socket_path: str = typer.Option(
+            "/run/spagate-monitor/monitor.sock", "--socket", help="Where the worker connects."
+        ),
+        interfaces: Optional[List[str]] = typer.Argument(None, help="Guarded interfaces."),
+        mode: Optional[str] = typer.Option(None, "--mode", help="native, generic or auto."),
+        pin_dir: str = PIN_DIR,
+    ) -> None:
+        """The privileged monitor for systemd (spagate-monitor.service): runs open-cmd and
+        close-cmd, re-attaches the gate when its link is removed."""
+        import signal
+        import time
+
+        from spagate.gate.core.eventlog import EventLog
+        from spagate.gate.service.account import service_account
+        from spagate.gate.service.journal import journal_emit
+        from spagate.gate.service.monitor import Monitor, serve_forever
+
+        _need_root("spagate monitor")
+        cfg = load_config(config)
+        ifaces = tuple(interfaces or ()) or cfg.interfaces
+        log = EventLog(journal_emit, time.monotonic)
+        mon = Monitor(cfg, pin_dir, ifaces, _mode(mode or cfg.xdp_mode), log, service_account())
+        stop = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.append(1))
+        log.info(f"monitor listening on {socket_path} for {', '.join(ifaces)}")
+        serve_forever(mon, socket_path, lambda: bool(stop))
 
     @app.command()
     def detach(
         interfaces: List[str] = typer.Argument(..., help="Interfaces to remove the gate from."),
+        force: bool = typer.Option(
+            False, "--force", help="Also while a worker is guarding (and a foreign program)."
+        ),
+        pin_dir: Optional[str] = typer.Option(
+            None, "--pin-dir", help="The gate's pin directory (default: every spagate one)."
+        ),
     ) -> None:
-        """Remove an XDP program left on interfaces (recovery; needs no configuration)."""
-        from spagate.gate.kernel.link import detach as detach_xdp
+        """Stop guarding interfaces: remove the gate's link (refused while its worker runs,
+        unless --force), or any XDP program left there (recovery)."""
+        from spagate.gate.kernel import link
+        from spagate.gate.service.state import lock_held, read_state
+        from spagate.gate.service.status import find_pin_dirs
 
         _need_root("spagate detach")
+        dirs = [Path(pin_dir)] if pin_dir else find_pin_dirs()
         for name in interfaces:
             try:
                 socket.if_nametoindex(name)
             except OSError:
                 raise SpagateError(f"interface {name!r} does not exist") from None
-            found = detach_xdp(name)
+            mine = [d for d in dirs if link.pinned_link(d, name) is not None]
+            for d in mine:
+                if lock_held(d) and not force:
+                    pid = (read_state(d) or {}).get("pid")
+                    who = f"pid {pid}, " if pid else ""
+                    raise SpagateError(
+                        f"{name} is guarded by a running gate ({who}pin dir {d}): "
+                        "stop it first, or pass --force"
+                    )
+            found = False
+            for d in mine:
+                found |= link.detach_link(d, name)
+            there = link.xdp_attached(name)
+            if there is not None:
+                name_of = link.program_name(there[0])
+                if name_of != link.GATE_PROG_NAME and not force:
+                    raise SpagateError(
+                        f"{name}: XDP program id {there[0]} ({name_of}) is not spagate's: "
+                        "pass --force to remove it"
+                    )
+                found |= link.detach(name)
             typer.echo(f"detached {name}" if found else f"{name}: no XDP program was attached")
 
     @app.command()
-    def status(pin_dir: str = PIN_DIR) -> None:
-        """Attached interfaces, protected ports, open windows and counters."""
-        from spagate.gate.service.state import read_state
+    def status(
+        pin_dir: str = PIN_DIR,
+        json_out: bool = typer.Option(False, "--json", help="One JSON object, for scripts."),
+    ) -> None:
+        """Whether each interface is really guarded (asked of the kernel), the worker, the
+        protected ports, open windows and counters. Exit status: 0 guarded and taking knocks,
+        1 an interface is unguarded, 3 guarded but no worker takes knocks."""
+        import json
+
+        from spagate.gate.service.status import gate_status
 
         _need_root("spagate status")
         maps = _open_maps(pin_dir)
-        state = read_state(pin_dir)
-        if state is None:
-            typer.echo("daemon: not running (maps are pinned; windows still close on time)")
+        st = gate_status(pin_dir)
+        entries = maps.allowed()
+        if json_out:
+            out = st.as_dict()
+            out["protected"] = [f"{p}/{n}" for p, n in sorted(maps.protected())]
+            out["static_allow"] = [str(n) for n in maps.static()]
+            out["windows"] = [
+                {"ip": str(e.ip), "proto": e.proto, "port": e.port, "remaining_s": e.remaining_s}
+                for e in entries
+            ]
+            out["counters"] = maps.counters()
+            typer.echo(json.dumps(out, indent=1))
+            raise typer.Exit(st.exit_code)
+        ifs = ", ".join(f"{i.name} ({i.mode or 'not attached'})" for i in st.interfaces)
+        if st.worker_running:
+            typer.echo(
+                f"gate: running (pid {st.pid}, worker pid {st.worker_pid}), attached to {ifs}"
+            )
         else:
-            how = " (not running: stale state)" if state.get("stale") else ""
-            ifs = ", ".join(f"{n} ({m})" for n, m in state["interfaces"].items())
-            typer.echo(f"daemon: pid {state['pid']}{how}, attached to {ifs}")
-            typer.echo(f"spa port: udp/{state['spa_port']}")
-            spa = " ".join(f"{k}={v}" for k, v in sorted(state.get("spa", {}).items()))
-            typer.echo(f"spa verdicts: {spa or 'none yet'}")
+            typer.echo(f"gate: NOT RUNNING (no worker takes knocks); interfaces: {ifs or 'none'}")
+        for i in st.interfaces:
+            if not i.guarded:
+                typer.echo(f"UNGUARDED: {i.name}: {i.why}")
+        if st.links_lost:
+            typer.echo(f"links lost and re-attached since start: {st.links_lost}")
+        spa = " ".join(f"{k}={v}" for k, v in sorted(st.spa.items()))
+        typer.echo(f"spa verdicts: {spa or 'none yet'}")
         prot = ", ".join(f"{p}/{n}" for p, n in sorted(maps.protected()))
         typer.echo(f"protected: {prot or 'none'}")
         static = ", ".join(map(str, maps.static()))
         typer.echo(f"static allow: {static or 'none'}")
-        entries = maps.allowed()
         typer.echo(f"open windows: {len(entries)}")
         for e in entries:
             what = f"{e.proto}/{e.port}" if e.proto and e.port else (e.proto or "all") + " ports"
@@ -112,6 +247,7 @@ def register(app: typer.Typer) -> None:
         for reason, n in maps.counters().items():
             if n:
                 typer.echo(f"  {reason:<24} {n}")
+        raise typer.Exit(st.exit_code)
 
     @app.command()
     def allow(

@@ -12,16 +12,14 @@ no socket, no skb on the sending side. The run is bounded by `count` and stops b
 
 from __future__ import annotations
 
-import contextlib
-import ctypes as ct
 import os
 from ipaddress import IPv4Address
 
 from spagate.gate.kernel import abi, bpfsys
 from spagate.gate.kernel.build import Program
+from spagate.gate.kernel.link import in_netns
 from spagate.lab import packets
 
-CLONE_NEWNET = 0x40000000
 udp = packets.udp
 
 PROGRAM = r"""
@@ -93,25 +91,6 @@ def frame(
 
 def tcp_syn(sport: int, dport: int) -> bytes:
     return packets.tcp(sport, dport, packets.SYN, seq=12345, window=64240)
-
-
-@contextlib.contextmanager
-def in_netns(path: str | None):
-    """Move the calling thread into a network namespace (setns is per thread), then back."""
-    if path is None:
-        yield
-        return
-    libc = ct.CDLL(None, use_errno=True)
-    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ct.get_errno(), f"setns {path}")
-        yield
-    finally:
-        libc.setns(back, CLONE_NEWNET)
-        os.close(fd)
-        os.close(back)
 
 
 class LiveSender:

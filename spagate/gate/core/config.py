@@ -294,11 +294,14 @@ def _identity(
     )
 
 
-def load_config(path: str = DEFAULT_PATH) -> GateConfig:
+def load_config(
+    path: str = DEFAULT_PATH, group_readers: frozenset[int] = frozenset()
+) -> GateConfig:
     """Read and parse the configuration file; refuse one that others can read (it holds keys)
-    or that is not owned by root (or us): whoever owns it chooses the keys and the hooks."""
+    or that is not owned by root (or us): whoever owns it chooses the keys and the hooks.
+    group_readers: groups that may read it too (root's, the spagate service group)."""
     try:
-        text = read_key_file(path)
+        text = read_key_file(path, group_readers=group_readers)
     except ConfigError as e:
         if e.message == "not found":
             raise ConfigError(path, None, "not found (see docs/getting-started.md)") from None

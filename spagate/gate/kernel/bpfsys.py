@@ -137,6 +137,8 @@ def _lib() -> ct.CDLL:
         "bpf_link_update": (ct.c_int, [ct.c_int, ct.c_int, ct.c_void_p]),
         "bpf_link_detach": (ct.c_int, [ct.c_int]),
         "bpf_prog_get_fd_by_id": (ct.c_int, [ct.c_uint32]),
+        "bpf_link_get_fd_by_id": (ct.c_int, [ct.c_uint32]),
+        "bpf_link_get_next_id": (ct.c_int, [ct.c_uint32, ct.POINTER(ct.c_uint32)]),
         "libbpf_num_possible_cpus": (ct.c_int, []),
     }
     for name, (res, args) in sig.items():
@@ -345,6 +347,18 @@ def link_update(link_fd: int, prog_fd: int) -> None:
     """Swap the link's program atomically (no moment without a program)."""
     opts = _LinkUpdateOpts(sz=ct.sizeof(_LinkUpdateOpts))
     _check(_lib().bpf_link_update(link_fd, prog_fd, ct.byref(opts)), "bpf_link_update")
+
+
+def link_ids():
+    """Every BPF link id in the system (needs CAP_SYS_ADMIN)."""
+    cur, nxt = ct.c_uint32(0), ct.c_uint32(0)
+    while _lib().bpf_link_get_next_id(cur.value, ct.byref(nxt)) == 0:
+        yield nxt.value
+        cur.value = nxt.value
+
+
+def link_get_fd_by_id(link_id: int) -> int:
+    return _check(_lib().bpf_link_get_fd_by_id(link_id), f"bpf_link_get_fd_by_id {link_id}")
 
 
 def link_detach(link_fd: int) -> None:

@@ -194,6 +194,18 @@ class Gate:
         else:
             bpfsys.delete(self.internal["spa_progs"], key)
 
+    def pin_extras(self) -> None:
+        """Pin what must outlive this process (kernel.pins.EXTRA_PINS): the program array
+        (the kernel empties one when its last user reference goes), the ring buffer (for the
+        worker) and the program (for the monitor's re-attach)."""
+        fds = {
+            "spa_progs": self.internal["spa_progs"],
+            "spa_events": self.internal["spa_events"],
+            pins.PROG_PIN: self.prog_fd,
+        }
+        for name in pins.EXTRA_PINS:
+            pins.pin(fds[name], self.pin_dir / name)
+
     def forget_seen(self) -> None:
         """Empty spa_seen, the program's own replay-flood filter (for tests and benches)."""
         fd = self.internal["spa_seen"]

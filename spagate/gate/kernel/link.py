@@ -1,16 +1,26 @@
-"""Attaching XDP programs to interfaces (netlink, through pyroute2).
+"""Attaching XDP programs to interfaces: BPF links (pinned), and netlink (pyroute2) to see
+and to remove what else is there.
 
-Its one concern is which program is on which interface, in which mode. Never compiles.
+Its one concern is which program is on which interface, in which mode. The gate is attached
+with a BPF link pinned in its pin directory: the kernel then refuses to let any other program
+(netlink, `ip link set ... xdp`, another tool) replace or remove it, the program stays attached
+with no process holding it, and an upgrade swaps the program atomically (BPF_LINK_UPDATE).
+Never compiles.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import socket
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
+from pathlib import Path
 
 from spagate.errors import SpagateError
+from spagate.gate.kernel import bpfsys, pins
 from spagate.gate.kernel.abi import XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE
 
 
@@ -33,6 +43,31 @@ _ATTACHED_MODES = {
     3: XdpMode.OFFLOAD,
     4: XdpMode.MULTI,
 }
+
+
+CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def in_netns(path: str | os.PathLike | None):
+    """Move the calling thread into a network namespace (setns is per thread), then back:
+    sockets (netlink included) made inside belong to that namespace."""
+    if path is None:
+        yield
+        return
+    import ctypes as ct
+
+    libc = ct.CDLL(None, use_errno=True)
+    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ct.get_errno(), f"setns {path}")
+        yield
+    finally:
+        libc.setns(back, CLONE_NEWNET)
+        os.close(fd)
+        os.close(back)
 
 
 def _ifindex(ipr, ifname: str) -> int:
@@ -137,3 +172,168 @@ def detach(ifname: str) -> bool:
     if xdp_attached(ifname) is not None:
         raise SpagateError(f"{ifname}: could not detach the XDP program")
     return found
+
+
+# --- BPF links -------------------------------------------------------------------------------
+
+# The program name of spagate's gate (xdp_gate, as the kernel truncates it to 15 characters).
+GATE_PROG_NAME = "xdp_gate"
+
+
+def ifindex_of(ifname: str) -> int:
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError:
+        raise SpagateError(f"interface {ifname!r} does not exist") from None
+
+
+def program_name(prog_id: int) -> str:
+    """The name of a loaded program (needs CAP_SYS_ADMIN), or "?"."""
+    try:
+        fd = bpfsys.prog_get_fd_by_id(prog_id)
+    except OSError:
+        return "?"
+    try:
+        return bpfsys.prog_info(fd).name
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """What a pinned link says of itself."""
+
+    pinned: bool  # the pin exists
+    ifindex: int  # 0: detached (interface gone, BPF_LINK_DETACH), or no pin
+    prog_id: int
+
+
+def pinned_link(pin_dir: str | os.PathLike, ifname: str) -> int | None:
+    """An fd of ifname's pinned link, or None when there is no pin."""
+    try:
+        return bpfsys.obj_get(pins.link_pin(pin_dir, ifname))
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise
+
+
+def link_state(fd: int | None) -> LinkState:
+    if fd is None:
+        return LinkState(False, 0, 0)
+    info = bpfsys.link_info(fd)
+    return LinkState(True, info.ifindex, info.prog_id)
+
+
+def _create(prog_fd: int, ifindex: int, mode: XdpMode) -> tuple[int, XdpMode]:
+    tries = [XdpMode.NATIVE, XdpMode.GENERIC] if mode == XdpMode.AUTO else [XdpMode(mode)]
+    errors = []
+    for m in tries:
+        try:
+            return bpfsys.xdp_link_create(prog_fd, ifindex, MODE_FLAGS[m]), m
+        except OSError as e:
+            errors.append(f"{m}: {os.strerror(e.errno)}")
+            if e.errno == errno.EBUSY:
+                break  # something is attached: another mode will not help
+    raise OSError(errno.EBUSY if "busy" in str(errors).lower() else errno.EINVAL, "; ".join(errors))
+
+
+def attach_link(
+    pin_dir: str | os.PathLike,
+    ifname: str,
+    prog_fd: int,
+    mode: XdpMode = XdpMode.AUTO,
+    force: bool = False,
+    log=lambda line: None,
+) -> XdpMode:
+    """Guard ifname with prog_fd through a BPF link pinned as link.<ifname> in pin_dir.
+
+    - Our link is already there (a restart, an upgrade): swap its program atomically.
+    - Nothing is attached: create the link.
+    - Another program is attached: refuse, naming it, unless it is spagate's own gate attached
+      the old way (netlink) or force is given; then remove it and create the link (the
+      interface is unguarded for the microseconds in between: said in the log).
+    Returns the mode the program runs in."""
+    ifindex = ifindex_of(ifname)
+    pin = pins.link_pin(pin_dir, ifname)
+    fd = pinned_link(pin_dir, ifname)
+    if fd is not None:
+        try:
+            state = link_state(fd)
+            if state.ifindex == ifindex:
+                bpfsys.link_update(fd, prog_fd)
+                return current_mode(ifname) or XdpMode.NATIVE
+        finally:
+            os.close(fd)
+        pin.unlink()  # a dead link (the interface was re-created): make a new one
+    there = xdp_attached(ifname)
+    if there is not None:
+        prog_id, there_mode = there
+        name = program_name(prog_id)
+        if not force and name != GATE_PROG_NAME:
+            raise SpagateError(
+                f"{ifname} already has XDP program id {prog_id} ({name}, {there_mode}): "
+                "spagate will not replace it silently; remove it first, or pass --force"
+            )
+        log(f"{ifname}: replacing XDP program id {prog_id} ({name}, {there_mode})")
+        _remove_foreign(ifname, ifindex, there_mode)
+    try:
+        fd, used = _create(prog_fd, ifindex, mode)
+    except OSError as e:
+        raise SpagateError(f"cannot attach XDP to {ifname} ({e.strerror or e})") from None
+    try:
+        pins.pin(fd, pin)
+    finally:
+        os.close(fd)
+    return used
+
+
+def _remove_foreign(ifname: str, ifindex: int, mode: XdpMode) -> None:
+    """Remove what is attached to ifname: a netlink program, or (force) another tool's link."""
+    try:
+        set_xdp(ifname, -1, mode if mode in MODE_FLAGS else XdpMode.NATIVE)
+        return
+    except OSError as e:
+        if e.errno != errno.EBUSY:
+            raise SpagateError(f"{ifname}: cannot remove its XDP program: {e.strerror}") from None
+    for link_id in bpfsys.link_ids():  # a BPF link of someone else's: detach it
+        try:
+            fd = bpfsys.link_get_fd_by_id(link_id)
+        except OSError:
+            continue
+        try:
+            info = bpfsys.link_info(fd)
+            if info.type == bpfsys.BPF_LINK_TYPE_XDP and info.ifindex == ifindex:
+                bpfsys.link_detach(fd)
+                return
+        finally:
+            os.close(fd)
+    raise SpagateError(f"{ifname}: cannot remove its XDP program (busy)")
+
+
+def current_mode(ifname: str) -> XdpMode | None:
+    there = xdp_attached(ifname)
+    return there[1] if there else None
+
+
+def detach_link(pin_dir: str | os.PathLike, ifname: str) -> bool:
+    """Detach ifname's pinned link now and remove its pin; True if there was one."""
+    pin = pins.link_pin(pin_dir, ifname)
+    fd = pinned_link(pin_dir, ifname)
+    if fd is None:
+        return False
+    try:
+        with contextlib.suppress(OSError):  # already detached (interface gone)
+            bpfsys.link_detach(fd)
+    finally:
+        os.close(fd)
+    pin.unlink(missing_ok=True)
+    return True
+
+
+def pinned_interfaces(pin_dir: str | os.PathLike) -> list[str]:
+    """Interfaces with a pinned link in pin_dir."""
+    d = Path(pin_dir)
+    if not d.is_dir():
+        return []
+    return sorted(pins.link_ifname(p.name) for p in d.glob(pins.LINK_PREFIX + "*"))

@@ -181,6 +181,48 @@ class GateMaps:
             bpfsys.update_batch(self._fds["allow"], keys, U64.pack(until) * n, n)
         return len(addrs)
 
+    def open_windows(self, windows: Sequence[tuple[IPAddress | str, int, str | None, int]]) -> int:
+        """Open many windows at once, each (ip, until_ns, proto, port) as in allow(...,
+        extend_only=True): a window that already lasts longer is left as it is. Costs one
+        lookup per window (the hint alone for a whole-host grant, whose expiry it holds) and
+        two batched updates for them all: hints first, then entries. Returns how many
+        windows were written (not already longer)."""
+        hints: dict[bytes, tuple[int, int]] = {}  # addr -> (host_until, until) to write
+        entries: dict[bytes, int] = {}  # allow key -> until
+        hint_fd, allow_fd = self._fds["allow_hint"], self._fds["allow"]
+        for ip, until, proto, port in windows:
+            p, port = _proto_num(proto), _port(port)
+            if p == PROTO_ANY and port:
+                raise ValueError("a port needs a protocol ('tcp' or 'udp')")
+            a, until = addr16(ip), int(until)
+            if a in hints:
+                host, bound = hints[a]
+            else:
+                raw = bpfsys.lookup(hint_fd, a, ALLOW_HINT.size)
+                host, bound = ALLOW_HINT.unpack(raw) if raw is not None else (0, 0)
+            key = ALLOW_KEY.pack(a, port, p)
+            if p == PROTO_ANY:
+                current = entries.get(key, host)  # host_until IS the whole-host expiry
+            elif key in entries:
+                current = entries[key]
+            else:
+                raw = bpfsys.lookup(allow_fd, key, 8)
+                current = U64.unpack(raw)[0] if raw is not None else 0
+            if current >= until:
+                continue
+            entries[key] = until
+            hints[a] = (until if p == PROTO_ANY else host, max(bound, until))
+        if hints:
+            n = len(hints)
+            vals = b"".join(ALLOW_HINT.pack(*v) for v in hints.values())
+            bpfsys.update_batch(hint_fd, b"".join(hints), vals, n)
+            # Entries after their hints: a hint without its entry costs lookups; an entry
+            # without its hint would be invisible. A concurrent revoke_ip between the two
+            # leaves an entry with no hint: that window stays shut (fail closed).
+            vals = b"".join(U64.pack(v) for v in entries.values())
+            bpfsys.update_batch(allow_fd, b"".join(entries), vals, len(entries))
+        return len(entries)
+
     def _hint(self, a: bytes) -> tuple[int, int]:
         raw = bpfsys.lookup(self._fds["allow_hint"], a, ALLOW_HINT.size)
         return ALLOW_HINT.unpack(raw) if raw is not None else (0, 0)
@@ -400,6 +442,33 @@ class GateMaps:
 
     def replay_entries(self) -> dict[bytes, int]:
         return dict(self._u64_items("replay"))
+
+    def replay_remember_many(self, items: Sequence[tuple[bytes, int]]) -> None:
+        """Persist many (nonce, until_ms) in one syscall."""
+        for nonce, _ in items:
+            if len(nonce) != 16:
+                raise ValueError(f"nonce must be 16 bytes, got {len(nonce)}")
+        if items:
+            keys = b"".join(n for n, _ in items)
+            vals = b"".join(U64.pack(int(u)) for _, u in items)
+            bpfsys.update_batch(self._fds["replay"], keys, vals, len(items))
+
+    def replay_forget_many(self, nonces: Sequence[bytes]) -> int:
+        """Forget many nonces (batched; one an LRU already evicted is skipped). Returns how
+        many went."""
+        fd, todo, n = self._fds["replay"], list(nonces), 0
+        while todo:
+            try:
+                done = bpfsys.delete_batch(fd, b"".join(todo), len(todo))
+                return n + done
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    raise
+            # The batch stopped at a missing key: delete one by one from there.
+            for nonce in todo:
+                n += bpfsys.delete(fd, nonce)
+            return n
+        return n
 
     def replay_forget(self, nonce: bytes) -> bool:
         """Forget one nonce; True if it was there."""

@@ -1,6 +1,7 @@
-"""Pinned state: the BPF filesystem and the maps pinned under a pin directory.
+"""Pinned state: the BPF filesystem and what is pinned under a pin directory.
 
-Its one concern is what lives under /sys/fs/bpf/<pin dir>: mounting bpffs, checking pinned
+Its one concern is what lives under /sys/fs/bpf/<pin dir>: mounting bpffs (never a private
+one), refusing pins someone else planted, sharing them with the worker's group, checking pinned
 maps against this version's layouts before bcc reuses them (bcc does not compare layouts),
 migrating a changed capacity, removing the pins. Never compiles, never attaches.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import subprocess
 from enum import StrEnum
 from pathlib import Path
@@ -31,16 +33,107 @@ class PinAction(StrEnum):
     MIGRATED = "migrated"  # another capacity: entries copied into a new map
 
 
+# Pins the loader makes besides the maps bcc pins: the program array (tail calls keep working
+# with no process attached), the ring buffer (the worker opens it), the program (the monitor
+# re-attaches it without compiling) and one BPF link per guarded interface.
+PROG_PIN = "prog_xdp_gate"
+EXTRA_PINS = ("spa_progs", "spa_events", PROG_PIN)
+LINK_PREFIX = "link_"
+
+
+def link_pin(pin_dir: str | os.PathLike, ifname: str) -> Path:
+    """link_<ifname>, with '%' and '.' escaped: bpffs refuses names holding a dot (EPERM)."""
+    escaped = ifname.replace("%", "%25").replace(".", "%2E")
+    return Path(pin_dir) / f"{LINK_PREFIX}{escaped}"
+
+
+def link_ifname(pin_name: str) -> str:
+    return pin_name[len(LINK_PREFIX) :].replace("%2E", ".").replace("%25", "%")
+
+
+def bpffs_mounted() -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1:3] == [str(BPFFS), "bpf"] for line in f)
+
+
+def private_mount_namespace() -> bool:
+    """True when this process does not share the mount namespace of PID 1 (`ip netns exec`,
+    unshare -m, a container): a bpffs mounted here would hold pins nobody else sees."""
+    try:
+        return os.stat("/proc/self/ns/mnt").st_ino != os.stat("/proc/1/ns/mnt").st_ino
+    except OSError:
+        return False
+
+
 def ensure_bpffs() -> None:
-    """Mount the BPF filesystem on /sys/fs/bpf if it is not mounted yet."""
-    with open("/proc/mounts") as f:
-        if any(line.split()[1:3] == [str(BPFFS), "bpf"] for line in f):
-            return
+    """Mount the BPF filesystem on /sys/fs/bpf (mode 0700) if it is not mounted yet. Refuses
+    to mount a private one (see private_mount_namespace)."""
+    if bpffs_mounted():
+        return
+    if private_mount_namespace():
+        raise SpagateError(
+            f"{BPFFS} is not mounted in this mount namespace (ip netns exec gives each process "
+            "a private /sys): pins made here would be invisible to `spagate status` and to a "
+            "restart; run it with `nsenter --net=/run/netns/NAME spagate ...` instead"
+        )
     r = subprocess.run(
-        ["mount", "-t", "bpf", "bpf", str(BPFFS)], capture_output=True, text=True, check=False
+        ["mount", "-t", "bpf", "-o", "mode=0700", "bpf", str(BPFFS)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if r.returncode:
         raise SpagateError(f"cannot mount bpffs on {BPFFS}: {r.stderr.strip() or r.returncode}")
+
+
+def _trusted(st: os.stat_result, uids: frozenset[int], gids: frozenset[int]) -> str | None:
+    """Why this file is not safe to trust, or None."""
+    mode = st.st_mode & 0o7777
+    if st.st_uid not in uids:
+        return f"is owned by uid {st.st_uid}"
+    if mode & 0o002:
+        return f"is writable by others (mode {mode:04o})"
+    if mode & 0o020 and st.st_gid not in gids:
+        return f"is writable by group {st.st_gid} (mode {mode:04o})"
+    return None
+
+
+def check_pin_dir(pin_dir: str | os.PathLike, uids: frozenset[int], gids: frozenset[int]) -> None:
+    """Refuse a pin directory, or an entry in it, that someone else could have planted or can
+    change: owned by a uid outside uids, writable by others, or group-writable for a group
+    outside gids. A missing pin directory is fine (the loader creates it)."""
+    pin_dir = Path(pin_dir)
+    try:
+        is_dir = stat.S_ISDIR(pin_dir.lstat().st_mode)  # a symlink is not a directory here
+    except FileNotFoundError:
+        return
+    paths = [pin_dir, *sorted(pin_dir.iterdir())] if is_dir else [pin_dir]
+    for path in paths:
+        why = "is not a directory" if path == pin_dir and not is_dir else None
+        why = why or _trusted(path.lstat(), uids, gids)
+        if why:
+            raise SpagateError(
+                f"{path} {why}: spagate trusts only pins of root or its own user; if you did "
+                f"not make it, remove it (rm -r {pin_dir}) and start again"
+            )
+
+
+def make_pin_dir(pin_dir: str | os.PathLike, gid: int | None) -> None:
+    """Create the pin directory (0700 root, or 0750 root:gid so the worker can open pins)."""
+    pin_dir = Path(pin_dir)
+    pin_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    share(pin_dir, gid)
+
+
+def share(pin_dir: str | os.PathLike, gid: int | None) -> None:
+    """Give the pin directory and every pin to group gid (read-write pins, a directory it may
+    enter but not change): the unprivileged worker opens them, cannot rename or replace them."""
+    pin_dir = Path(pin_dir)
+    os.chown(pin_dir, 0, 0 if gid is None else gid)
+    pin_dir.chmod(0o700 if gid is None else 0o750)
+    for path in pin_dir.iterdir():
+        os.chown(path, 0, 0 if gid is None else gid, follow_symlinks=False)
+        path.chmod(0o600 if gid is None else 0o660)
 
 
 def _copy_entries(old_fd: int, new_fd: int, spec: MapSpec, capacity: int) -> int:
@@ -106,6 +199,12 @@ def prepare_pins(pin_dir: Path, capacities: dict[str, int]) -> dict[str, PinActi
         finally:
             os.close(fd)
     return actions
+
+
+def pin(fd: int, path: Path) -> None:
+    """Pin fd at path, replacing what is pinned there."""
+    path.unlink(missing_ok=True)
+    bpfsys.obj_pin(fd, path)
 
 
 def unpin(pin_dir: str | os.PathLike) -> None:

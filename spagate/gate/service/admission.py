@@ -1,8 +1,10 @@
 """Admission: the core intake's decisions carried out on the real maps, hooks and log.
 
-Its one concern is doing what an Admit or a Refuse says, in order: the nonce before the
-windows, then the open hook, then one log line. The decisions themselves are
-spagate.gate.core.intake's; the clocks are read here and passed in.
+Its one concern is doing what an Admit or a Refuse says, in order: the nonces before the
+windows, then the open hooks, then one log line each. The decisions themselves are
+spagate.gate.core.intake's; the clocks are read here and passed in. The worker batches: every
+record of one ring poll is decided, then flush() writes all their nonces in one syscall and
+all their windows in two, so the cost per accept falls with the load.
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ from typing import Protocol
 from spagate.gate.core.config import GateConfig
 from spagate.gate.core.eventlog import EventLog
 from spagate.gate.core.intake import Admit, Intake, OpenWindow, RememberNonce
-from spagate.gate.service.hooks import Hooks
 
 
 class Maps(Protocol):
-    def allow(
-        self, ip, until_ns: int, proto: str | None = None, port: int = 0, extend_only=False
-    ) -> None: ...
-    def replay_remember(self, nonce: bytes, until_ms: int) -> None: ...
+    def replay_remember_many(self, items) -> None: ...
+    def open_windows(self, windows) -> int: ...
     def replay_entries(self) -> dict[bytes, int]: ...
-    def replay_forget(self, nonce: bytes) -> bool: ...
+    def replay_forget_many(self, nonces) -> int: ...
+
+
+class Opener(Protocol):
+    def opened(self, ip, seconds: float) -> None: ...
 
 
 class Admission:
@@ -32,14 +35,18 @@ class Admission:
         config: GateConfig,
         maps: Maps,
         log: EventLog,
-        hooks: Hooks,
+        hooks: Opener,
         ifnames: Callable[[int], str] = str,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         mono_ns: Callable[[], int] = time.monotonic_ns,
+        batch: bool = False,
     ):
         self.intake = Intake(config, ifnames)
         self.maps, self.log, self.hooks = maps, log, hooks
         self.wall_ms, self.mono_ns = wall_ms, mono_ns
+        self.batch = batch  # True: writes wait for flush() (the worker flushes once per poll)
+        self._pending: list[Admit] = []
+        self.write_errors = 0
 
     @property
     def counts(self):
@@ -52,21 +59,42 @@ class Admission:
     def prune(self) -> int:
         """Forget the expired nonces in the replay map."""
         gone = self.intake.expired(self.wall_ms())
-        for nonce in gone:
-            self.maps.replay_forget(nonce)
-        return len(gone)
+        return self.maps.replay_forget_many(gone) if gone else 0
 
     def handle(self, rec) -> bool:
-        """One SPA record in; the gate opened (True) or the refusal counted and logged."""
+        """One SPA record in; True when it is admitted (its window opens at the next flush,
+        right away unless batching). A refusal is counted and logged here."""
         out = self.intake.handle(rec, self.wall_ms(), self.mono_ns())
         if not isinstance(out, Admit):
             self.log.rejected(out.reason, out.describe)
             return False
-        for w in out.writes:
-            if isinstance(w, RememberNonce):
-                self.maps.replay_remember(w.nonce, w.until_ms)
-            elif isinstance(w, OpenWindow):
-                self.maps.allow(w.ip, w.until_ns, w.proto, w.port, extend_only=True)
-        self.hooks.opened(out.grant.ip, out.grant.seconds)
-        self.log.accepted(out.describe)
+        self._pending.append(out)
+        if not self.batch:
+            self.flush()
         return True
+
+    def flush(self) -> int:
+        """Write what the admitted records since the last flush open: every nonce, then every
+        window, then run the hooks and log. Returns how many were admitted."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return 0
+        nonces, windows = [], []
+        for out in pending:
+            for w in out.writes:
+                if isinstance(w, RememberNonce):
+                    nonces.append((w.nonce, w.until_ms))
+                elif isinstance(w, OpenWindow):
+                    windows.append((w.ip, w.until_ns, w.proto, w.port))
+        try:
+            self.maps.replay_remember_many(nonces)
+            self.maps.open_windows(windows)
+        except OSError as e:
+            # The windows stay shut (fail closed); the nonces that made it stay remembered.
+            self.write_errors += 1
+            self.log.error(f"writing {len(pending)} admission(s) to the maps failed: {e}")
+            return 0
+        for out in pending:
+            self.hooks.opened(out.grant.ip, out.grant.seconds)
+            self.log.accepted(out.describe)
+        return len(pending)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import socket
 
 from spagate.errors import SpagateError
+from spagate.gate.service.account import CAP_BITS, LOADER_CAPS
 
-# What loading, pinning and attaching need (the systemd unit grants exactly these).
-REQUIRED_CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+# What loading, pinning and attaching need (the unit's ExecStartPre=+ runs the loader with them).
+REQUIRED_CAPS = {name: CAP_BITS[name] for name in LOADER_CAPS}
 
 
 def effective_capabilities(status: str | None = None) -> int:
@@ -22,10 +23,15 @@ def effective_capabilities(status: str | None = None) -> int:
                  if line.startswith("CapEff:")), 0)  # fmt: skip
 
 
-def missing_capabilities(status: str | None = None) -> list[str]:
-    """Capabilities from REQUIRED_CAPS that this process does not have in effect."""
+def missing_capabilities(status: str | None = None, needed=LOADER_CAPS) -> list[str]:
+    """Capabilities of `needed` (default: the loader's) this process does not have in effect."""
     eff = effective_capabilities(status)
-    return [name for name, bit in REQUIRED_CAPS.items() if not eff >> bit & 1]
+    return [name for name in needed if not eff >> CAP_BITS[name] & 1]
+
+
+def capability_names(mask: int) -> list[str]:
+    """The names (of those spagate knows) set in a capability mask."""
+    return [name for name, bit in CAP_BITS.items() if mask >> bit & 1]
 
 
 def check_interfaces(names: tuple[str, ...]) -> dict[str, int]:

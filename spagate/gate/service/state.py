@@ -1,13 +1,25 @@
-"""The state file: what a running daemon attached and its verdict counts, for `spagate status`.
+"""The run directory: the one-gate lock and the state file the worker publishes for `status`.
 
-/run/spagate/<pin dir name>.json, written atomically (temporary file, then rename).
+/run/spagate/<pin dir name>.lock  flock()ed while a gate runs on that pin directory: the lock,
+                                  not a PID, says who is alive (a stale file or a reused PID
+                                  never blocks a restart; the kernel drops the lock of a dead
+                                  process)
+/run/spagate/<pin dir name>.json  what the worker attached, its verdict counts, its pid (for
+                                  its network namespace): written atomically (temp file, rename)
+
+The state file is never the truth about attachment: `status` asks the kernel.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 from pathlib import Path
+
+from spagate.errors import SpagateError
 
 STATE_DIR = Path("/run/spagate")
 
@@ -17,29 +29,100 @@ def state_path(pin_dir: str | os.PathLike) -> Path:
     return STATE_DIR / (Path(pin_dir).name + ".json")
 
 
+def attached_path(pin_dir: str | os.PathLike) -> Path:
+    return STATE_DIR / (Path(pin_dir).name + ".attached.json")
+
+
+def write_attached(pin_dir: str | os.PathLike, modes: dict[str, str]) -> None:
+    """What the loader attached, in which mode (the worker shows it; netlink it has not)."""
+    path = attached_path(pin_dir)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(modes))
+    tmp.chmod(0o644)
+    tmp.replace(path)
+
+
+def read_attached(pin_dir: str | os.PathLike) -> dict[str, str]:
+    try:
+        modes = json.loads(attached_path(pin_dir).read_text())
+    except (OSError, ValueError):
+        return {}
+    return modes if isinstance(modes, dict) else {}
+
+
+def lock_path(pin_dir: str | os.PathLike) -> Path:
+    return STATE_DIR / (Path(pin_dir).name + ".lock")
+
+
+def make_run_dir(uid: int | None = None, gid: int | None = None) -> None:
+    """/run/spagate, 0750, owned by the worker's user (it writes the state file there)."""
+    STATE_DIR.mkdir(mode=0o750, parents=True, exist_ok=True)
+    if uid is not None:
+        os.chown(STATE_DIR, uid, gid if gid is not None else -1)
+    STATE_DIR.chmod(0o750)
+
+
+def take_lock(pin_dir: str | os.PathLike) -> int:
+    """Take the gate's lock for pin_dir (exclusive, not waiting); returns its fd (keep it open,
+    pass it on to a child to share it). SpagateError when another gate holds it."""
+    path = lock_path(pin_dir)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise
+        other = read_state(pin_dir) or {}
+        who = f" (pid {other['pid']})" if other.get("pid") else ""
+        raise SpagateError(
+            f"a gate is already running{who} with pin dir {pin_dir}: stop it first"
+        ) from None
+    return fd
+
+
+def lock_held(pin_dir: str | os.PathLike) -> bool:
+    """True while some process holds the gate's lock for pin_dir (the worker is alive)."""
+    try:
+        fd = os.open(lock_path(pin_dir), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def write_state(pin_dir: str | os.PathLike, state: dict) -> None:
     """Replace the state file atomically; raises OSError (the caller decides what that means)."""
     path = state_path(pin_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(state))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(state))
         tmp.replace(path)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def remove_state(pin_dir: str | os.PathLike) -> None:
-    state_path(pin_dir).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        state_path(pin_dir).unlink()
 
 
 def read_state(pin_dir: str | os.PathLike) -> dict | None:
+    """The state file, with "stale": True when no gate holds the lock."""
     try:
         state = json.loads(state_path(pin_dir).read_text())
     except (OSError, ValueError):
         return None
-    try:
-        os.kill(int(state["pid"]), 0)
-    except (OSError, KeyError, ValueError):
+    if not isinstance(state, dict):
+        return None
+    if not lock_held(pin_dir):
         state["stale"] = True
     return state

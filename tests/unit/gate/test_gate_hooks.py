@@ -4,7 +4,7 @@ import time
 from ipaddress import ip_address
 
 from spagate.gate.core.eventlog import EventLog
-from spagate.gate.service.hooks import Hooks, hook_arg
+from spagate.gate.service.hooks import Hooks, expand, hook_arg
 
 
 def wait_for(pred, timeout=5.0):
@@ -64,17 +64,28 @@ def test_shutdown_runs_pending_closes(tmp_path):
     assert "close 0000:0000:0000:0000:0000:0000:0000:0001" in out.read_text()
 
 
-def test_closes_are_never_skipped_by_the_cap(tmp_path):
+def test_no_hook_is_ever_skipped_and_at_most_n_run_at_once(tmp_path):
+    # Each hook appends its start, sleeps, appends its end: the log shows the concurrency.
     out = tmp_path / "hooks.log"
     now = [0.0]
-    lines = []
-    log = EventLog(lambda lvl, line: lines.append(line), time.monotonic)
-    hooks = Hooks("sleep 5", f"echo close %s >> {out}", log, clock=lambda: now[0], max_running=2)
-    for i in range(3):
+    log = EventLog(lambda lvl, line: None, time.monotonic)
+    cmd = f"echo start >> {out}; sleep 0.05; echo end %s >> {out}"
+    hooks = Hooks(cmd, cmd.replace("end", "closed"), log, clock=lambda: now[0], max_running=3)
+    for i in range(40):
         hooks.opened(ip_address(f"192.0.2.{i + 1}"), 1)
-    assert any("skipped sleep 5" in x for x in lines)  # the third open hit the cap
+    assert hooks.running == 3 and hooks.depth == 37  # queued, not skipped
     now[0] = 2
-    hooks.poll()  # both running opens still sleep: the closes must run anyway
-    assert wait_for(lambda: out.exists() and out.read_text().count("close") == 3)
-    for _, proc in hooks._running:
-        proc.kill()
+    assert wait_for(lambda: (hooks.poll(), hooks.running == 0 and hooks.depth == 0)[1], 30)
+    lines = out.read_text().splitlines()
+    assert sum(x.startswith("end") for x in lines) == 40
+    assert sum(x.startswith("closed") for x in lines) == 40
+    depth, peak = 0, 0
+    for x in lines:
+        depth += 1 if x == "start" else -1
+        peak = max(peak, depth)
+    assert peak <= 3
+
+
+def test_templates_expand_as_sparoids_sprintf():
+    assert expand("date +%%T; echo %s", "192.0.2.1") == "date +%T; echo 192.0.2.1"
+    assert expand("%d %s %%s", "x") == "%d x %s"

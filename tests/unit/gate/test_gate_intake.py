@@ -16,25 +16,29 @@ CONF = parse_config(f"key = {'11' * 32}\nhmac-key = {'22' * 32}\nprotected = tcp
 
 
 class Maps:
-    """Records calls in order, as the daemon's GateMaps would receive them."""
+    """Records calls in order, as the worker's GateMaps would receive them (open_windows is
+    GateMaps' extend-only batch write: a knock never shortens a longer window)."""
 
     def __init__(self, replay=None):
         self.calls, self.replay = [], dict(replay or {})
 
-    def allow(self, ip, until_ns, proto=None, port=0, extend_only=False):
-        assert extend_only  # a knock never shortens a longer window
-        self.calls.append(("allow", str(ip), until_ns, proto, port))
+    def open_windows(self, windows):
+        for ip, until_ns, proto, port in windows:
+            self.calls.append(("allow", str(ip), until_ns, proto, port))
+        return len(windows)
 
-    def replay_remember(self, nonce, until_ms):
-        self.calls.append(("remember", nonce))
-        self.replay[nonce] = until_ms
+    def replay_remember_many(self, items):
+        for nonce, until_ms in items:
+            self.calls.append(("remember", nonce))
+            self.replay[nonce] = until_ms
 
     def replay_entries(self):
         return dict(self.replay)
 
-    def replay_forget(self, nonce):
-        self.calls.append(("forget", nonce))
-        return self.replay.pop(nonce, None) is not None
+    def replay_forget_many(self, nonces):
+        for nonce in nonces:
+            self.calls.append(("forget", nonce))
+        return sum(self.replay.pop(n, None) is not None for n in nonces)
 
 
 def make(maps, now_ms):

@@ -1,0 +1,90 @@
+"""What the unprivileged worker may ask of the privileged monitor, and nothing else (sans-IO).
+
+The worker parses untrusted packets; if an attacker ever owns it, these requests are all it can
+send to root. Each is a small, typed message with a closed set of fields, checked here:
+
+    Opened(ip, seconds)   a window opened: run open-cmd for ip, close-cmd when it ends
+    Reattach(ifname)      the gate's link on ifname is gone: attach the pinned program again
+    Repin(ifname)         the link pin vanished while the link lives (fd passed along): pin it
+
+Wire form: one JSON object per datagram (SOCK_SEQPACKET), at most MAX_MESSAGE bytes. decode()
+never raises: anything unexpected is a Malformed with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from spagate.net import IPAddress, parse_address
+
+MAX_MESSAGE = 512
+MAX_SECONDS = 31_536_000  # a year: the longest window anything in spagate opens
+_IFNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
+
+
+@dataclass(frozen=True)
+class Opened:
+    ip: IPAddress
+    seconds: int
+
+
+@dataclass(frozen=True)
+class Reattach:
+    ifname: str
+
+
+@dataclass(frozen=True)
+class Repin:
+    ifname: str
+
+
+@dataclass(frozen=True)
+class Malformed:
+    reason: str
+
+
+Request = Opened | Reattach | Repin
+
+
+def encode(req: Request) -> bytes:
+    if isinstance(req, Opened):
+        return json.dumps({"op": "opened", "ip": str(req.ip), "seconds": req.seconds}).encode()
+    op = "reattach" if isinstance(req, Reattach) else "repin"
+    return json.dumps({"op": op, "ifname": req.ifname}).encode()
+
+
+def decode(data: bytes) -> Request | Malformed:
+    if len(data) > MAX_MESSAGE:
+        return Malformed(f"{len(data)} bytes, at most {MAX_MESSAGE}")
+    try:
+        msg = json.loads(data.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return Malformed("not a JSON object")
+    if not isinstance(msg, dict):
+        return Malformed("not a JSON object")
+    op = msg.get("op")
+    if op == "opened" and set(msg) == {"op", "ip", "seconds"}:
+        return _opened(msg["ip"], msg["seconds"])
+    if op in ("reattach", "repin") and set(msg) == {"op", "ifname"}:
+        name = msg["ifname"]
+        if not isinstance(name, str) or not _IFNAME.fullmatch(name):
+            return Malformed("ifname is not an interface name")
+        return Reattach(name) if op == "reattach" else Repin(name)
+    return Malformed(f"unknown request {str(op)[:20]!r} or fields {sorted(msg)[:6]}")
+
+
+def _opened(ip: object, seconds: object) -> Opened | Malformed:
+    if not isinstance(ip, str) or not isinstance(seconds, int) or isinstance(seconds, bool):
+        return Malformed("opened needs a text ip and whole seconds")
+    try:
+        addr = parse_address(ip)
+    except ValueError:
+        return Malformed("ip is not an address")
+    if addr.is_unspecified or addr.is_multicast or addr == IPv4Address("255.255.255.255"):
+        return Malformed(f"{addr} is not an address a window opens for")
+    if not 1 <= seconds <= MAX_SECONDS:
+        return Malformed(f"seconds {seconds} is out of range")
+    return Opened(addr, seconds)

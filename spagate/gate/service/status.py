@@ -1,0 +1,126 @@
+"""What `spagate status` reports, asked of the kernel rather than of a state file.
+
+For each interface of the gate: is its pinned link alive on that interface, is the program on
+the interface (netlink, in the worker's network namespace) the link's program, and is that
+the gate's pinned program. Whether the worker lives is the lock's answer. The state file only
+adds what the worker counted. Exit codes: 0 guarded and taking knocks; 1 an interface is
+unguarded; 3 guarded but no worker reads the knocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from spagate.gate.kernel import bpfsys, link, pins
+from spagate.gate.service.state import lock_held, read_attached, read_state
+
+OK, UNGUARDED, NO_WORKER = 0, 1, 3
+
+
+@dataclass
+class InterfaceStatus:
+    name: str
+    guarded: bool
+    why: str  # "" when guarded
+    mode: str | None = None
+    prog_id: int | None = None  # on the interface, as netlink reports it
+    link_id: int | None = None
+
+
+@dataclass
+class GateStatus:
+    pin_dir: str
+    worker_running: bool
+    worker_pid: int | None
+    pid: int | None
+    interfaces: list[InterfaceStatus] = field(default_factory=list)
+    spa: dict[str, int] = field(default_factory=dict)
+    links_lost: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        if any(not i.guarded for i in self.interfaces) or not self.interfaces:
+            return UNGUARDED
+        return OK if self.worker_running else NO_WORKER
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["exit_code"] = self.exit_code
+        return d
+
+
+def _netns_of(state: dict | None) -> str | None:
+    pid = (state or {}).get("worker_pid")
+    if not pid:
+        return None
+    path = f"/proc/{int(pid)}/ns/net"
+    return path if os.path.exists(path) else None
+
+
+def gate_status(pin_dir: str | os.PathLike) -> GateStatus:
+    pin_dir = Path(pin_dir)
+    state = read_state(pin_dir)
+    running = lock_held(pin_dir)
+    names = sorted(
+        set(link.pinned_interfaces(pin_dir))
+        | set(read_attached(pin_dir))
+        | set((state or {}).get("interfaces") or ())
+    )
+    st = GateStatus(
+        str(pin_dir),
+        running,
+        (state or {}).get("worker_pid") if running else None,
+        (state or {}).get("pid") if running else None,
+        spa=(state or {}).get("spa", {}),
+        links_lost=(state or {}).get("links_lost", 0),
+    )
+    try:
+        fd = bpfsys.obj_get(pin_dir / pins.PROG_PIN)
+        ours = bpfsys.prog_info(fd).id
+        os.close(fd)
+    except OSError:
+        ours = None
+    with link.in_netns(_netns_of(state) if running else None):
+        for name in names:
+            st.interfaces.append(_interface(pin_dir, name, ours))
+    return st
+
+
+def _interface(pin_dir: Path, name: str, ours: int | None) -> InterfaceStatus:
+    fd = link.pinned_link(pin_dir, name)
+    state = link.link_state(fd)
+    link_id = None
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            link_id = bpfsys.link_info(fd).id
+        os.close(fd)
+    try:
+        ifindex = link.ifindex_of(name)
+        there = link.xdp_attached(name)
+    except Exception:  # the interface is gone (or in a namespace we cannot see)
+        return InterfaceStatus(name, False, "no such interface here", link_id=link_id)
+    prog_id, mode = there if there else (None, None)
+    s = InterfaceStatus(name, False, "", str(mode) if mode else None, prog_id, link_id)
+    if not state.pinned:
+        s.why = "no link pinned: the gate is not attached"
+    elif state.ifindex != ifindex:
+        s.why = "the gate's link was detached"
+    elif prog_id is None:
+        s.why = "no XDP program on the interface"
+    elif prog_id != state.prog_id or (ours is not None and prog_id != ours):
+        s.why = f"XDP program id {prog_id} is not the gate's"
+    else:
+        s.guarded = True
+    return s
+
+
+def find_pin_dirs() -> list[Path]:
+    """Every spagate pin directory on this host's bpffs."""
+    if not pins.BPFFS.is_dir():
+        return []
+    return sorted(
+        p for p in pins.BPFFS.glob("spagate*") if p.is_dir() and (p / pins.PROG_PIN).exists()
+    )

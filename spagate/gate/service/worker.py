@@ -1,0 +1,395 @@
+"""The worker: the unprivileged process that reads the SPA ring buffer and opens the windows.
+
+It runs as the `spagate` system user with CAP_BPF alone, and it is the only spagate process
+that parses network input. It imports neither bcc nor pyroute2 nor the command line: pinned
+maps, the pinned ring buffer and the pinned links, opened through libbpf (bpfsys), are all it
+touches in the kernel. What needs root (hooks, re-attaching a link) it asks of the monitor with
+typed requests (spagate.gate.core.privsep).
+
+The loop: poll the ring (200 ms), decide every record (core intake), write the batch (nonces,
+then windows), pass hook requests on; at least once a second check every link and publish the
+state file. No side error stops it: a failed state write is logged and retried, a monitor
+that is away gets its requests later, a lost link is reported and re-attached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from spagate.errors import SpagateError
+from spagate.gate.core import privsep
+from spagate.gate.core.config import GateConfig
+from spagate.gate.core.eventlog import EventLog
+from spagate.gate.kernel import bpfsys, pins
+from spagate.gate.kernel.link import LinkState, link_state, pinned_link
+from spagate.gate.kernel.maps import GateMaps
+from spagate.gate.kernel.ringbuf import SpaRing
+from spagate.gate.service.admission import Admission
+from spagate.gate.service.journal import journal_emit
+from spagate.gate.service.preflight import capability_names, effective_capabilities
+from spagate.gate.service.state import read_attached, remove_state, take_lock, write_state
+
+CHECK_EVERY_S = 0.5  # links: at least twice a second
+PUBLISH_EVERY_S = 1.0
+MAX_QUEUED = 1_000_000  # requests waiting for the monitor (a few hundred bytes each)
+
+
+class MonitorChannel:
+    """The worker's end of the connection to the monitor. Requests leave in order and are
+    never dropped: while the monitor is away (restarting, not yet up) they wait here."""
+
+    def __init__(self, sock: socket.socket | None = None, path: str | None = None, log=None):
+        self._sock, self._path, self._log = sock, path, log
+        self._queue: deque[tuple[bytes, list[int]]] = deque()
+        self._down_since: float | None = None
+        if sock is not None:
+            sock.setblocking(False)
+
+    def send(self, req: privsep.Request, fds: list[int] | None = None) -> None:
+        if len(self._queue) >= MAX_QUEUED:
+            raise SpagateError("monitor unreachable for too long: requests would be lost")
+        self._queue.append((privsep.encode(req), [os.dup(fd) for fd in fds or ()]))
+        self.flush()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def _connect(self) -> bool:
+        if self._sock is not None:
+            return True
+        if self._path is None:
+            return False
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            s.connect(self._path)
+        except OSError:
+            s.close()
+            return False
+        s.setblocking(False)
+        self._sock = s
+        return True
+
+    def flush(self) -> None:
+        while self._queue:
+            if not self._connect():
+                self._note_down()
+                return
+            data, fds = self._queue[0]
+            try:
+                if fds:
+                    socket.send_fds(self._sock, [data], fds)
+                else:
+                    self._sock.send(data)
+            except BlockingIOError:
+                return
+            except OSError:
+                self._sock.close()
+                self._sock = None
+                self._note_down()
+                if self._path is None:  # a socketpair: the monitor is gone for good
+                    raise SpagateError("the monitor went away") from None
+                return
+            self._queue.popleft()
+            for fd in fds:
+                os.close(fd)
+            if self._down_since is not None and self._log:
+                self._log.info("monitor reachable again; queued requests delivered")
+            self._down_since = None
+
+    def _note_down(self) -> None:
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            if self._log:
+                self._log.error(
+                    f"monitor unreachable ({self._path or 'socket'}): {len(self._queue)} "
+                    "request(s) wait (hooks, re-attach) until it is back"
+                )
+
+
+class MonitorHooks:
+    """The worker's side of open-cmd/close-cmd: tell the monitor a window opened."""
+
+    def __init__(self, channel: MonitorChannel | None, enabled: bool):
+        self.channel, self.enabled = channel, enabled
+
+    def opened(self, ip, seconds: float) -> None:
+        if self.enabled and self.channel is not None:
+            self.channel.send(privsep.Opened(ip, int(seconds)))
+
+
+@dataclass
+class WorkerOptions:
+    pin_dir: str
+    interfaces: tuple[str, ...]
+    supervised: bool = False  # started by `spagate attach` (its pid is the gate's)
+
+
+class Worker:
+    def __init__(
+        self,
+        config: GateConfig,
+        opts: WorkerOptions,
+        monitor: MonitorChannel | None,
+        lock_fd: int | None = None,
+        emit=journal_emit,
+    ):
+        self.config, self.opts, self.monitor = config, opts, monitor
+        self.log = EventLog(emit, time.monotonic)
+        if monitor is not None and monitor._log is None:
+            monitor._log = self.log
+        self.lock_fd = lock_fd
+        self.stopping = False
+        self.started = int(time.time())
+        self.links: dict[str, int] = {}  # ifname -> fd of its link
+        self.link_ok: dict[str, bool] = {}
+        self.links_lost = 0
+        self.modes = read_attached(opts.pin_dir)  # what the loader attached, in which mode
+        self.state_errors = 0
+        self._state_failing = False
+
+    def _stop(self, _signum, _frame) -> None:
+        self.stopping = True
+
+    def warm_up(self) -> None:
+        """Import and exercise every code path the loop needs, while the code is still
+        readable (a worker started as root drops to the spagate user right after this)."""
+        from spagate.gate.core.intake import Intake
+
+        intake = Intake(self.config)
+        intake.verifier.verify(bytes(96), 0)
+        write_state.__module__, privsep.encode(privsep.Reattach("lo"))
+
+    def run(self, drop_to=None) -> int:
+        cfg, opts = self.config, self.opts
+        pin_dir = Path(opts.pin_dir)
+        if self.lock_fd is None:
+            self.lock_fd = take_lock(pin_dir)
+        if drop_to is not None:
+            from spagate.gate.service.account import WORKER_CAPS
+            from spagate.gate.service.privdrop import drop_to as drop
+
+            self.warm_up()
+            drop(drop_to, WORKER_CAPS)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._stop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop it
+        maps = GateMaps.from_pin_dir(pin_dir)
+        prog_fd = bpfsys.obj_get(pin_dir / pins.PROG_PIN)
+        self.prog_id = bpfsys.prog_info(prog_fd).id
+        os.close(prog_fd)
+        for name in opts.interfaces:
+            fd = pinned_link(pin_dir, name)
+            if fd is None:
+                raise SpagateError(f"{name}: no link pinned in {pin_dir}: run the loader first")
+            self.links[name] = fd
+            self.link_ok[name] = True
+        hooks = MonitorHooks(self.monitor, bool(cfg.open_cmd or cfg.close_cmd))
+        names = {socket.if_nametoindex(n): n for n in opts.interfaces}
+        admission = Admission(
+            cfg, maps, self.log, hooks, ifnames=lambda i: names.get(i, str(i)), batch=True
+        )
+        restored = admission.restore()
+        events_fd = bpfsys.obj_get(pin_dir / "spa_events")
+        ring = SpaRing(events_fd, admission.handle)
+        os.close(events_fd)
+        self.check_links()
+        caps = ",".join(capability_names(effective_capabilities())) or "none"
+        self.log.info(
+            "attached "
+            + ", ".join(f"{n} ({self.mode_of(n)})" for n in opts.interfaces)
+            + f"; protecting {', '.join(map(str, cfg.protected))}"
+            + f"; SPA on udp/{cfg.spa_port}; identities "
+            + ", ".join(i.name for i in cfg.identities)
+            + (f"; static allow {', '.join(map(str, cfg.allow))}" if cfg.allow else "")
+            + (f"; {restored} nonces restored" if restored else "")
+            + f"; worker uid {os.getuid()} caps {caps}"
+        )
+        next_check = next_publish = 0.0
+        try:
+            while not self.stopping:
+                ring.poll(200)
+                admission.flush()
+                if self.monitor is not None:
+                    self.monitor.flush()
+                now = time.monotonic()
+                if now >= next_check:
+                    self.check_links()
+                    next_check = now + CHECK_EVERY_S
+                if now >= next_publish:
+                    self.publish(admission)
+                    next_publish = now + PUBLISH_EVERY_S
+                self.log.tick()
+                admission.prune()
+        finally:
+            admission.flush()
+            ring.close()
+            maps.close()
+            for fd in self.links.values():
+                os.close(fd)
+            if not opts.supervised:
+                remove_state(pin_dir)
+            self.log.info("worker stopped; the gate stays attached and guarding")
+        return 0
+
+    # -- links -------------------------------------------------------------------------------
+
+    def mode_of(self, name: str) -> str:
+        return str(self.modes.get(name, "?"))
+
+    def check_links(self) -> None:
+        """Each link still on its interface with our program? If not: say so (error), count
+        it, and ask the monitor to re-attach; pick up the new link once it is pinned."""
+        pin_dir = self.opts.pin_dir
+        for name, fd in list(self.links.items()):
+            state = link_state(fd)
+            try:
+                want = socket.if_nametoindex(name)
+            except OSError:
+                want = -1  # the interface is gone: nothing to guard until it is back
+            good = state.ifindex == want and state.prog_id == self.prog_id
+            pinned = pins.link_pin(pin_dir, name).exists()
+            if good and pinned:
+                if not self.link_ok[name]:
+                    self.log.info(f"{name}: guarded again (link {bpfsys.link_info(fd).id})")
+                self.link_ok[name] = True
+                continue
+            if good:  # our link lives (we hold it) but its pin was removed: re-pin it
+                self.log.error(f"{name}: the gate's link pin was removed; asking to re-pin it")
+                if self.monitor is not None:
+                    self.monitor.send(privsep.Repin(name), [fd])
+                continue
+            fresh = pinned_link(pin_dir, name)  # re-attached meanwhile?
+            if fresh is not None:
+                fs = link_state(fresh)
+                if fs.ifindex == want and fs.prog_id == self.prog_id:
+                    os.close(fd)
+                    self.links[name] = fresh
+                    continue
+                os.close(fresh)
+            if self.link_ok[name]:
+                self.links_lost += 1
+                self.log.error(f"{name}: {self._why(state, want)}; re-attaching")
+            self.link_ok[name] = False
+            if self.monitor is not None:
+                self.monitor.send(privsep.Reattach(name))
+
+    def _why(self, state: LinkState, want: int) -> str:
+        if want < 0:
+            return "the interface is gone"
+        if state.ifindex == 0:
+            return "the gate's XDP link was detached: the interface is UNGUARDED"
+        return f"the gate's link runs program id {state.prog_id}, not {self.prog_id}"
+
+    # -- state -------------------------------------------------------------------------------
+
+    def publish(self, admission: Admission) -> None:
+        links = {}
+        for name, fd in self.links.items():
+            with contextlib.suppress(OSError):
+                info = bpfsys.link_info(fd)
+                links[name] = {
+                    "link_id": info.id,
+                    "prog_id": info.prog_id,
+                    "ok": self.link_ok[name],
+                }
+        state = {
+            "pid": os.getppid() if self.opts.supervised else os.getpid(),
+            "worker_pid": os.getpid(),
+            "uid": os.getuid(),
+            "interfaces": {n: self.mode_of(n) for n in self.opts.interfaces},
+            "links": links,
+            "links_lost": self.links_lost,
+            "pin_dir": str(self.opts.pin_dir),
+            "config": self.config.path,
+            "spa_port": self.config.spa_port,
+            "started": self.started,
+            "spa": dict(admission.counts),
+            "monitor_pending": self.monitor.pending if self.monitor else 0,
+        }
+        try:
+            write_state(self.opts.pin_dir, state)
+        except OSError as e:
+            self.state_errors += 1
+            if not self._state_failing:  # once per failure streak: a full /run must not flood
+                self.log.error(f"cannot write the state file ({e.strerror}); still guarding")
+            self._state_failing = True
+            return
+        if self._state_failing:
+            self.log.info("state file written again")
+        self._state_failing = False
+
+
+def read_config_fd(fd: int, path: str) -> GateConfig:
+    """The configuration handed over by the supervisor as an open file (it checked the file's
+    owner and mode as root; the worker may not be able to open it)."""
+    from spagate.gate.core.config import parse_config
+
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    try:
+        text = b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpagateError(f"{path}: not valid UTF-8 text") from None
+    return parse_config(text, path)
+
+
+def main(argv: list[str]) -> int:
+    """`spagate worker`: parsed by hand, without the command-line library (memory: the worker
+    stays small)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="spagate worker")
+    ap.add_argument("-c", "--config", default="/etc/spagate.ini")
+    ap.add_argument("--pin-dir", default=str(pins.DEFAULT_PIN_DIR))
+    ap.add_argument("--config-fd", type=int)
+    ap.add_argument("--monitor-fd", type=int)
+    ap.add_argument("--monitor-socket")
+    ap.add_argument("--lock-fd", type=int)
+    ap.add_argument(
+        "--drop-privileges",
+        action="store_true",
+        help="started as root: become the spagate user with CAP_BPF only",
+    )
+    ap.add_argument("interfaces", nargs="*")
+    a = ap.parse_args(argv)
+    if a.config_fd is not None:
+        cfg = read_config_fd(a.config_fd, a.config)
+    else:
+        from spagate.gate.core.config import load_config
+        from spagate.gate.service.account import service_account
+
+        cfg = load_config(a.config, group_readers=frozenset({0, service_account().gid}))
+    ifaces = tuple(a.interfaces) or cfg.interfaces
+    if not ifaces:
+        raise SpagateError("no interface: name one or set 'interface =' in the configuration")
+    monitor = None
+    if a.monitor_fd is not None:
+        monitor = MonitorChannel(socket.socket(fileno=a.monitor_fd))
+    elif a.monitor_socket:
+        monitor = MonitorChannel(path=a.monitor_socket)
+    opts = WorkerOptions(a.pin_dir, ifaces, supervised=a.monitor_fd is not None)
+    drop = None
+    if a.drop_privileges:
+        from spagate.gate.service.account import service_account
+
+        drop = service_account()
+    elif os.geteuid() == 0:
+        raise SpagateError("the worker does not run as root: pass --drop-privileges")
+    try:
+        return Worker(cfg, opts, monitor, a.lock_fd).run(drop)
+    except OSError as e:
+        if e.errno in (errno.EPERM, errno.EACCES):
+            raise SpagateError(f"worker: {e} (does it have CAP_BPF and the pins' group?)") from None
+        raise
