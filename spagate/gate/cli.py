@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
         """Stop guarding interfaces: remove the gate's link (refused while its worker runs,
         unless --force), or any XDP program left there (recovery)."""
         from spagate.gate.kernel import link
-        from spagate.gate.service.state import lock_held, read_state
+        from spagate.gate.service.state import lock_held, read_state, stop_gate
         from spagate.gate.service.status import find_pin_dirs
 
         _need_root("spagate detach")
@@ -172,15 +172,24 @@ def register(app: typer.Typer) -> None:
             except OSError:
                 raise SpagateError(f"interface {name!r} does not exist") from None
             mine = [d for d in dirs if link.pinned_link(d, name) is not None]
+            stopped = []
             for d in mine:
-                if lock_held(d) and not force:
-                    pid = (read_state(d) or {}).get("pid")
-                    who = f"pid {pid}, " if pid else ""
+                if not lock_held(d):
+                    continue
+                pid = (read_state(d) or {}).get("pid")
+                who = f"pid {pid}, " if pid else ""
+                if not force:
                     raise SpagateError(
                         f"{name} is guarded by a running gate ({who}pin dir {d}): "
-                        "stop it first, or pass --force"
+                        "stop it first, or pass --force (which stops it)"
                     )
-            found = False
+                # A running gate would re-attach at once: stop it first (under systemd,
+                # `systemctl stop spagate` is the way: it would be restarted).
+                if not stop_gate(d):
+                    raise SpagateError(f"the gate ({who}pin dir {d}) did not stop within 20 s")
+                typer.echo(f"stopped the gate ({who}pin dir {d})")
+                stopped.append(d)
+            found = bool(stopped)  # a gate that stops detaches what it attached
             for d in mine:
                 found |= link.detach_link(d, name)
             there = link.xdp_attached(name)
@@ -191,7 +200,8 @@ def register(app: typer.Typer) -> None:
                         f"{name}: XDP program id {there[0]} ({name_of}) is not spagate's: "
                         "pass --force to remove it"
                     )
-                found |= link.detach(name)
+                link.remove_program(name, link.ifindex_of(name), there[1])
+                found = True
             typer.echo(f"detached {name}" if found else f"{name}: no XDP program was attached")
 
     @app.command()

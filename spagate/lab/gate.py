@@ -54,13 +54,17 @@ class LabGate:
     def __init__(self, lab: Lab, workdir: Path, keys: KeyPair | None = None, family: int = 4):
         self.lab, self.work, self.family = lab, workdir, family
         self.keys = keys or generate_keypair()
-        self.pin_dir = f"/sys/fs/bpf/spagate-{lab.prefix}"
+        # Inside a root-only (0700) directory, as systemd mounts /sys/fs/bpf itself: the worker
+        # must open every pin before it drops root.
+        self.pin_root = f"/sys/fs/bpf/spagate-{lab.prefix}"
+        self.pin_dir = f"{self.pin_root}/gate"
         self.conf = workdir / "spagate.ini"
         self.log: list[str] = []
         self.proc: subprocess.Popen | None = None
         self._attached = threading.Event()
         self.echo = False
         self.wrapper: list[str] = []  # argv prefix for the daemon (e.g. setpriv in tests)
+        self.env: dict[str, str] | None = None  # the daemon's and operator commands' env
 
     def ip(self, host: str = "gate") -> str:
         return self.lab[host].v4 if self.family == 4 else self.lab[host].v6
@@ -81,6 +85,7 @@ class LabGate:
         return {**os.environ, "HOME": str(home)}
 
     def start(self, *args: str, timeout: float = 60) -> subprocess.Popen:
+        os.makedirs(self.pin_root, mode=0o700, exist_ok=True)
         argv = [*_spagate(), "attach", "eth0", "-c", str(self.conf), "--pin-dir", self.pin_dir]
         self._attached.clear()
         # Only the network namespace is entered: the gate pins its maps in this /sys/fs/bpf.
@@ -91,6 +96,7 @@ class LabGate:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env=self.env,
         )
         threading.Thread(target=self._follow, args=(self.proc,), daemon=True).start()
         end = time.monotonic() + timeout
@@ -166,7 +172,7 @@ class LabGate:
     def spagate(self, *args: str) -> subprocess.CompletedProcess:
         """An operator command run on the gate host (status, allow, revoke ...)."""
         argv = [*_spagate(), *args, "--pin-dir", self.pin_dir]
-        return self.lab.run("gate", argv, mounts=False, timeout=60)
+        return self.lab.run("gate", argv, mounts=False, timeout=60, env=self.env)
 
     def knocker(self, host: str = "client") -> Knocker:
         """A spagate.lab.knocker process on host, knocking with this gate's keys."""
@@ -182,4 +188,4 @@ class LabGate:
 
     def cleanup(self) -> None:
         self.stop()
-        shutil.rmtree(self.pin_dir, ignore_errors=True)
+        shutil.rmtree(self.pin_root, ignore_errors=True)

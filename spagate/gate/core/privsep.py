@@ -7,6 +7,10 @@ send to root. Each is a small, typed message with a closed set of fields, checke
     Reattach(ifname)      the gate's link on ifname is gone: attach the pinned program again
     Repin(ifname)         the link pin vanished while the link lives (fd passed along): pin it
 
+and one answer the monitor sends back (the worker cannot open pins once it dropped root):
+
+    Linked(ifname)        the new link of ifname, its fd passed along
+
 Wire form: one JSON object per datagram (SOCK_SEQPACKET), at most MAX_MESSAGE bytes. decode()
 never raises: anything unexpected is a Malformed with a one-line reason.
 """
@@ -42,21 +46,32 @@ class Repin:
 
 
 @dataclass(frozen=True)
+class Linked:
+    ifname: str
+
+
+@dataclass(frozen=True)
 class Malformed:
     reason: str
 
 
 Request = Opened | Reattach | Repin
+_OPS = {Reattach: "reattach", Repin: "repin", Linked: "linked"}
 
 
-def encode(req: Request) -> bytes:
+def encode(req: Request | Linked) -> bytes:
     if isinstance(req, Opened):
         return json.dumps({"op": "opened", "ip": str(req.ip), "seconds": req.seconds}).encode()
-    op = "reattach" if isinstance(req, Reattach) else "repin"
-    return json.dumps({"op": op, "ifname": req.ifname}).encode()
+    return json.dumps({"op": _OPS[type(req)], "ifname": req.ifname}).encode()
 
 
-def decode(data: bytes) -> Request | Malformed:
+def decode_answer(data: bytes) -> Linked | Malformed:
+    """What the worker accepts from the monitor: a Linked answer, nothing else."""
+    got = decode(data, answers=True)
+    return got if isinstance(got, Linked | Malformed) else Malformed("not an answer")
+
+
+def decode(data: bytes, answers: bool = False) -> Request | Linked | Malformed:
     if len(data) > MAX_MESSAGE:
         return Malformed(f"{len(data)} bytes, at most {MAX_MESSAGE}")
     try:
@@ -68,11 +83,12 @@ def decode(data: bytes) -> Request | Malformed:
     op = msg.get("op")
     if op == "opened" and set(msg) == {"op", "ip", "seconds"}:
         return _opened(msg["ip"], msg["seconds"])
-    if op in ("reattach", "repin") and set(msg) == {"op", "ifname"}:
+    kinds = {"reattach": Reattach, "repin": Repin, **({"linked": Linked} if answers else {})}
+    if op in kinds and set(msg) == {"op", "ifname"}:
         name = msg["ifname"]
         if not isinstance(name, str) or not _IFNAME.fullmatch(name):
             return Malformed("ifname is not an interface name")
-        return Reattach(name) if op == "reattach" else Repin(name)
+        return kinds[op](name)
     return Malformed(f"unknown request {str(op)[:20]!r} or fields {sorted(msg)[:6]}")
 
 

@@ -162,18 +162,6 @@ def attach(ifname: str, fd: int, mode: XdpMode = XdpMode.AUTO) -> XdpMode:
     raise SpagateError(f"cannot attach XDP to {ifname} ({'; '.join(errors)})")
 
 
-def detach(ifname: str) -> bool:
-    """Remove whatever XDP program is on ifname (native and generic), no compiling needed.
-    Returns True if one was attached."""
-    found = xdp_attached(ifname) is not None
-    for m in (XdpMode.NATIVE, XdpMode.GENERIC):
-        with contextlib.suppress(OSError):
-            set_xdp(ifname, -1, m)
-    if xdp_attached(ifname) is not None:
-        raise SpagateError(f"{ifname}: could not detach the XDP program")
-    return found
-
-
 # --- BPF links -------------------------------------------------------------------------------
 
 # The program name of spagate's gate (xdp_gate, as the kernel truncates it to 15 characters).
@@ -225,7 +213,7 @@ def link_state(fd: int | None) -> LinkState:
     return LinkState(True, info.ifindex, info.prog_id)
 
 
-def _create(prog_fd: int, ifindex: int, mode: XdpMode) -> tuple[int, XdpMode]:
+def _create(prog_fd: int, ifindex: int, ifname: str, mode: XdpMode) -> tuple[int, XdpMode]:
     tries = [XdpMode.NATIVE, XdpMode.GENERIC] if mode == XdpMode.AUTO else [XdpMode(mode)]
     errors = []
     for m in tries:
@@ -233,9 +221,7 @@ def _create(prog_fd: int, ifindex: int, mode: XdpMode) -> tuple[int, XdpMode]:
             return bpfsys.xdp_link_create(prog_fd, ifindex, MODE_FLAGS[m]), m
         except OSError as e:
             errors.append(f"{m}: {os.strerror(e.errno)}")
-            if e.errno == errno.EBUSY:
-                break  # something is attached: another mode will not help
-    raise OSError(errno.EBUSY if "busy" in str(errors).lower() else errno.EINVAL, "; ".join(errors))
+    raise SpagateError(f"cannot attach XDP to {ifname} ({'; '.join(errors)})")
 
 
 def attach_link(
@@ -270,17 +256,19 @@ def attach_link(
     if there is not None:
         prog_id, there_mode = there
         name = program_name(prog_id)
-        if not force and name != GATE_PROG_NAME:
+        other_link = xdp_link_on(ifindex)
+        # spagate's own gate attached the old way (netlink) is taken over; anything else, a
+        # link of another gate (another pin dir) included, only with force.
+        legacy = other_link is None and name == GATE_PROG_NAME
+        if not force and not legacy:
+            held = f" held by BPF link id {other_link}" if other_link else ""
             raise SpagateError(
-                f"{ifname} already has XDP program id {prog_id} ({name}, {there_mode}): "
-                "spagate will not replace it silently; remove it first, or pass --force"
+                f"{ifname} already has XDP program id {prog_id} ({name}, {there_mode}){held}: "
+                "spagate will not replace it; remove it first, or pass --force"
             )
         log(f"{ifname}: replacing XDP program id {prog_id} ({name}, {there_mode})")
-        _remove_foreign(ifname, ifindex, there_mode)
-    try:
-        fd, used = _create(prog_fd, ifindex, mode)
-    except OSError as e:
-        raise SpagateError(f"cannot attach XDP to {ifname} ({e.strerror or e})") from None
+        remove_program(ifname, ifindex, there_mode)
+    fd, used = _create(prog_fd, ifindex, ifname, mode)
     try:
         pins.pin(fd, pin)
     finally:
@@ -288,7 +276,23 @@ def attach_link(
     return used
 
 
-def _remove_foreign(ifname: str, ifindex: int, mode: XdpMode) -> None:
+def xdp_link_on(ifindex: int) -> int | None:
+    """The id of the BPF link holding an XDP program on ifindex, if one does (CAP_SYS_ADMIN)."""
+    for link_id in bpfsys.link_ids():
+        try:
+            fd = bpfsys.link_get_fd_by_id(link_id)
+        except OSError:
+            continue
+        try:
+            info = bpfsys.link_info(fd)
+        finally:
+            os.close(fd)
+        if info.type == bpfsys.BPF_LINK_TYPE_XDP and info.ifindex == ifindex:
+            return link_id
+    return None
+
+
+def remove_program(ifname: str, ifindex: int, mode: XdpMode) -> None:
     """Remove what is attached to ifname: a netlink program, or (force) another tool's link."""
     try:
         set_xdp(ifname, -1, mode if mode in MODE_FLAGS else XdpMode.NATIVE)
@@ -296,16 +300,12 @@ def _remove_foreign(ifname: str, ifindex: int, mode: XdpMode) -> None:
     except OSError as e:
         if e.errno != errno.EBUSY:
             raise SpagateError(f"{ifname}: cannot remove its XDP program: {e.strerror}") from None
-    for link_id in bpfsys.link_ids():  # a BPF link of someone else's: detach it
+    link_id = xdp_link_on(ifindex)  # a BPF link of someone else's: detach it
+    if link_id is not None:
+        fd = bpfsys.link_get_fd_by_id(link_id)
         try:
-            fd = bpfsys.link_get_fd_by_id(link_id)
-        except OSError:
-            continue
-        try:
-            info = bpfsys.link_info(fd)
-            if info.type == bpfsys.BPF_LINK_TYPE_XDP and info.ifindex == ifindex:
-                bpfsys.link_detach(fd)
-                return
+            bpfsys.link_detach(fd)
+            return
         finally:
             os.close(fd)
     raise SpagateError(f"{ifname}: cannot remove its XDP program (busy)")

@@ -51,31 +51,66 @@ def link_ifname(pin_name: str) -> str:
     return pin_name[len(LINK_PREFIX) :].replace("%2E", ".").replace("%25", "%")
 
 
-def bpffs_mounted() -> bool:
-    with open("/proc/self/mounts") as f:
-        return any(line.split()[1:3] == [str(BPFFS), "bpf"] for line in f)
-
-
-def private_mount_namespace() -> bool:
-    """True when this process does not share the mount namespace of PID 1 (`ip netns exec`,
-    unshare -m, a container): a bpffs mounted here would hold pins nobody else sees."""
+def _bpffs_device(mountinfo: str) -> str | None:
+    """The device (major:minor) of the bpffs mounted on /sys/fs/bpf in a mountinfo, or None."""
     try:
-        return os.stat("/proc/self/ns/mnt").st_ino != os.stat("/proc/1/ns/mnt").st_ino
+        lines = Path(mountinfo).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        f = line.split()
+        if len(f) > 4 and f[4] == str(BPFFS) and " - bpf " in line:
+            return f[2]
+    return None
+
+
+def bpffs_mounted() -> bool:
+    return _bpffs_device("/proc/self/mountinfo") is not None
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def private_bpffs() -> bool:
+    """True when /sys/fs/bpf here is not the bpffs of the mount namespace we were started
+    from: `ip netns exec` mounts a fresh one for each command. Pins made there are seen by
+    nobody else (not `spagate status`, not the next start). The nearest ancestor in another
+    mount namespace is the reference (PID 1 may be out of sight); a sandbox that shares the
+    host's bpffs (systemd's ProtectSystem=) has the same device and passes."""
+    try:
+        mine = os.readlink("/proc/self/ns/mnt")
     except OSError:
         return False
+    pid = _parent(os.getpid())
+    while pid > 0:
+        try:
+            theirs = os.readlink(f"/proc/{pid}/ns/mnt")
+        except OSError:
+            return False  # out of sight: nothing to compare with
+        if theirs != mine:
+            # Differs, or none here while there is one there (we would mount a private one).
+            theirs_dev = _bpffs_device(f"/proc/{pid}/mountinfo")
+            return theirs_dev is not None and _bpffs_device("/proc/self/mountinfo") != theirs_dev
+        pid = _parent(pid)
+    return False
 
 
 def ensure_bpffs() -> None:
     """Mount the BPF filesystem on /sys/fs/bpf (mode 0700) if it is not mounted yet. Refuses
-    to mount a private one (see private_mount_namespace)."""
-    if bpffs_mounted():
-        return
-    if private_mount_namespace():
+    a bpffs private to this process (see private_bpffs)."""
+    if private_bpffs():
         raise SpagateError(
-            f"{BPFFS} is not mounted in this mount namespace (ip netns exec gives each process "
-            "a private /sys): pins made here would be invisible to `spagate status` and to a "
+            f"{BPFFS} here is private to this process (ip netns exec mounts a fresh one for "
+            "each command): pins made here would be invisible to `spagate status` and to a "
             "restart; run it with `nsenter --net=/run/netns/NAME spagate ...` instead"
         )
+    if bpffs_mounted():
+        return
     r = subprocess.run(
         ["mount", "-t", "bpf", "-o", "mode=0700", "bpf", str(BPFFS)],
         capture_output=True,

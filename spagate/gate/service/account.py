@@ -18,12 +18,23 @@ from spagate.errors import SpagateError
 SERVICE_USER = "spagate"
 
 # Capability bits (uapi/linux/capability.h) the roles need.
-CAP_BITS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+CAP_BITS = {
+    "CAP_SETGID": 6,
+    "CAP_SETUID": 7,
+    "CAP_SETPCAP": 8,
+    "CAP_NET_ADMIN": 12,
+    "CAP_SYS_ADMIN": 21,
+    "CAP_PERFMON": 38,
+    "CAP_BPF": 39,
+}
 # The loader: bcc reopens pinned maps by id (CAP_SYS_ADMIN), attaches (CAP_NET_ADMIN), loads a
 # privileged program (CAP_PERFMON, CAP_BPF).
 LOADER_CAPS = ("CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON", "CAP_SYS_ADMIN")
 # The worker: bpf() on the pinned maps and the ring buffer it was given, nothing else.
 WORKER_CAPS = ("CAP_BPF",)
+# What the worker starts with (the unit's CapabilityBoundingSet): enough to drop to the
+# spagate user and empty its bounding set, which leaves WORKER_CAPS.
+WORKER_START_CAPS = ("CAP_BPF", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP")
 
 
 @dataclass(frozen=True)

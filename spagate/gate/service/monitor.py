@@ -47,7 +47,8 @@ class Monitor:
 
     # -- requests ------------------------------------------------------------------------------
 
-    def handle(self, data: bytes, fds: list[int]) -> None:
+    def handle(self, data: bytes, fds: list[int], reply=None) -> None:
+        """One request; reply(answer, fd) sends an answer back (a new link after Reattach)."""
         req = privsep.decode(data)
         try:
             if isinstance(req, privsep.Malformed):
@@ -57,7 +58,13 @@ class Monitor:
             elif req.ifname not in self.interfaces:
                 self._refuse(f"{req.ifname} is not a guarded interface")
             elif isinstance(req, privsep.Reattach):
-                self.reattach(req.ifname)
+                fd = self.reattach(req.ifname)
+                if fd is not None:
+                    try:
+                        if reply is not None:
+                            reply(privsep.Linked(req.ifname), fd)
+                    finally:
+                        os.close(fd)
             elif isinstance(req, privsep.Repin):
                 self.repin(req.ifname, fds[0] if fds else -1)
         finally:
@@ -72,20 +79,23 @@ class Monitor:
         fd = bpfsys.obj_get(Path(self.pin_dir) / pins.PROG_PIN)
         return fd, bpfsys.prog_info(fd).id
 
-    def reattach(self, ifname: str) -> None:
-        """Put the pinned program back on ifname (a new link, or the link's program back)."""
+    def reattach(self, ifname: str) -> int | None:
+        """Put the pinned program back on ifname (a new link, or the link's program back).
+        Returns an fd of the link now guarding it (for the worker), or None."""
         try:
             prog_fd, _ = self._prog_id()
         except OSError as e:
             self.log.error(f"monitor: cannot re-attach {ifname}: no pinned program ({e})")
-            return
+            return None
         try:
             mode = link.attach_link(self.pin_dir, ifname, prog_fd, self.mode, False, self.log.info)
             pins.share(self.pin_dir, self.account.gid)
             self.reattached += 1
             self.log.info(f"monitor: re-attached the gate to {ifname} ({mode})")
+            return link.pinned_link(self.pin_dir, ifname)
         except Exception as e:  # reported; the worker asks again at its next check
             self.log.error(f"monitor: cannot re-attach {ifname}: {e}")
+            return None
         finally:
             os.close(prog_fd)
 
@@ -129,7 +139,12 @@ class Monitor:
                 if not data and not fds:
                     closed.append(s)
                     break
-                self.handle(data, fds)
+
+                def reply(answer, fd, s=s):
+                    with contextlib.suppress(OSError):
+                        socket.send_fds(s, [privsep.encode(answer)], [fd])
+
+                self.handle(data, fds, reply)
         self.hooks.poll()
         return closed
 

@@ -54,6 +54,13 @@ def drop_to(account: Account, keep: tuple[str, ...]) -> None:
     """Become account with only `keep` capabilities; raises SpagateError if that fails."""
     libc = _libc()
     mask = sum(1 << CAP_BITS[c] for c in keep)
+    have = int(_status().get("CapPrm", "0"), 16)
+    missing = [c for c in keep if not have >> CAP_BITS[c] & 1]
+    if missing:
+        raise SpagateError(
+            f"the worker needs {', '.join(missing)} and was started without it "
+            "(the unit's CapabilityBoundingSet, or not as root)"
+        )
     last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
     for cap in range(last + 1):
         if not mask >> cap & 1:

@@ -21,16 +21,28 @@ from pathlib import Path
 
 from spagate.errors import SpagateError
 
-STATE_DIR = Path("/run/spagate")
+# SPAGATE_RUN_DIR moves it (a second gate setup on one host, the tests of a full /run).
+STATE_DIR = Path(os.environ.get("SPAGATE_RUN_DIR", "/run/spagate"))
+
+
+def gate_name(pin_dir: str | os.PathLike) -> str:
+    """The name of the run files of the gate on pin_dir: its path under /sys/fs/bpf with "/"
+    as "-" (the default pin dir /sys/fs/bpf/spagate is "spagate")."""
+    p = Path(pin_dir)
+    try:
+        rel = p.relative_to("/sys/fs/bpf")
+    except ValueError:
+        return p.name
+    return str(rel).replace("/", "-")
 
 
 def state_path(pin_dir: str | os.PathLike) -> Path:
     """Where a daemon using `pin_dir` says what it attached (read by `spagate status`)."""
-    return STATE_DIR / (Path(pin_dir).name + ".json")
+    return STATE_DIR / (gate_name(pin_dir) + ".json")
 
 
 def attached_path(pin_dir: str | os.PathLike) -> Path:
-    return STATE_DIR / (Path(pin_dir).name + ".attached.json")
+    return STATE_DIR / (gate_name(pin_dir) + ".attached.json")
 
 
 def write_attached(pin_dir: str | os.PathLike, modes: dict[str, str]) -> None:
@@ -51,7 +63,39 @@ def read_attached(pin_dir: str | os.PathLike) -> dict[str, str]:
 
 
 def lock_path(pin_dir: str | os.PathLike) -> Path:
-    return STATE_DIR / (Path(pin_dir).name + ".lock")
+    return STATE_DIR / (gate_name(pin_dir) + ".lock")
+
+
+def lock_holder(pin_dir: str | os.PathLike) -> int | None:
+    """The pid that holds the gate's lock (/proc/locks), or None."""
+    try:
+        ino = os.stat(lock_path(pin_dir)).st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        f = line.split()
+        if len(f) >= 6 and f[1] == "FLOCK" and f[5].split(":")[-1] == str(ino):
+            return int(f[4])
+    return None
+
+
+def stop_gate(pin_dir: str | os.PathLike, timeout: float = 20.0) -> bool:
+    """SIGTERM the gate holding pin_dir's lock and wait for the lock to go; True if it did."""
+    import signal
+    import time
+
+    pid = lock_holder(pin_dir)
+    if pid is None:
+        return not lock_held(pin_dir)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    end = time.monotonic() + timeout
+    while lock_held(pin_dir):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def make_run_dir(uid: int | None = None, gid: int | None = None) -> None:
@@ -74,7 +118,8 @@ def take_lock(pin_dir: str | os.PathLike) -> int:
         if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise
         other = read_state(pin_dir) or {}
-        who = f" (pid {other['pid']})" if other.get("pid") else ""
+        ifaces = ", ".join(other.get("interfaces") or ())
+        who = f" (pid {other['pid']}, {ifaces})" if other.get("pid") else ""
         raise SpagateError(
             f"a gate is already running{who} with pin dir {pin_dir}: stop it first"
         ) from None

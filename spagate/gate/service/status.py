@@ -121,6 +121,5 @@ def find_pin_dirs() -> list[Path]:
     """Every spagate pin directory on this host's bpffs."""
     if not pins.BPFFS.is_dir():
         return []
-    return sorted(
-        p for p in pins.BPFFS.glob("spagate*") if p.is_dir() and (p / pins.PROG_PIN).exists()
-    )
+    found = [*pins.BPFFS.glob("spagate*"), *pins.BPFFS.glob("spagate*/*")]
+    return sorted(p for p in found if p.is_dir() and (p / pins.PROG_PIN).exists())

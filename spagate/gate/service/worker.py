@@ -105,6 +105,26 @@ class MonitorChannel:
                 self._log.info("monitor reachable again; queued requests delivered")
             self._down_since = None
 
+    def receive(self) -> list[tuple[privsep.Linked, int]]:
+        """Answers waiting from the monitor: (Linked, link fd) pairs; anything else is closed."""
+        out = []
+        while self._sock is not None:
+            try:
+                data, fds, _, _ = socket.recv_fds(self._sock, privsep.MAX_MESSAGE + 1, 1)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            if not data and not fds:
+                break
+            answer = privsep.decode_answer(data)
+            if isinstance(answer, privsep.Linked) and len(fds) == 1:
+                out.append((answer, fds[0]))
+            else:
+                for fd in fds:
+                    os.close(fd)
+        return out
+
     def _note_down(self) -> None:
         now = time.monotonic()
         if self._down_since is None:
@@ -170,19 +190,17 @@ class Worker:
         write_state.__module__, privsep.encode(privsep.Reattach("lo"))
 
     def run(self, drop_to=None) -> int:
+        """Open the pins, drop privileges if started as root (before reading a packet), then
+        take knocks until SIGINT/SIGTERM."""
         cfg, opts = self.config, self.opts
         pin_dir = Path(opts.pin_dir)
         if self.lock_fd is None:
             self.lock_fd = take_lock(pin_dir)
-        if drop_to is not None:
-            from spagate.gate.service.account import WORKER_CAPS
-            from spagate.gate.service.privdrop import drop_to as drop
-
-            self.warm_up()
-            drop(drop_to, WORKER_CAPS)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._stop)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop it
+        # Everything in bpffs is opened first: /sys/fs/bpf is often mode 0700 (systemd mounts
+        # it so), which the spagate user could not even enter.
         maps = GateMaps.from_pin_dir(pin_dir)
         prog_fd = bpfsys.obj_get(pin_dir / pins.PROG_PIN)
         self.prog_id = bpfsys.prog_info(prog_fd).id
@@ -193,13 +211,19 @@ class Worker:
                 raise SpagateError(f"{name}: no link pinned in {pin_dir}: run the loader first")
             self.links[name] = fd
             self.link_ok[name] = True
+        events_fd = bpfsys.obj_get(pin_dir / "spa_events")
+        if drop_to is not None:
+            from spagate.gate.service.account import WORKER_CAPS
+            from spagate.gate.service.privdrop import drop_to as drop
+
+            self.warm_up()
+            drop(drop_to, WORKER_CAPS)
         hooks = MonitorHooks(self.monitor, bool(cfg.open_cmd or cfg.close_cmd))
         names = {socket.if_nametoindex(n): n for n in opts.interfaces}
         admission = Admission(
             cfg, maps, self.log, hooks, ifnames=lambda i: names.get(i, str(i)), batch=True
         )
         restored = admission.restore()
-        events_fd = bpfsys.obj_get(pin_dir / "spa_events")
         ring = SpaRing(events_fd, admission.handle)
         os.close(events_fd)
         self.check_links()
@@ -221,6 +245,8 @@ class Worker:
                 admission.flush()
                 if self.monitor is not None:
                     self.monitor.flush()
+                    for answer, fd in self.monitor.receive():
+                        self.take_link(answer.ifname, fd)
                 now = time.monotonic()
                 if now >= next_check:
                     self.check_links()
@@ -243,6 +269,19 @@ class Worker:
 
     # -- links -------------------------------------------------------------------------------
 
+    def take_link(self, name: str, fd: int) -> None:
+        """The monitor re-attached name: keep the fd of its new link (once shown to be it)."""
+        if name not in self.links:
+            os.close(fd)
+            return
+        st = link_state(fd)
+        if st.prog_id != self.prog_id or st.ifindex == 0:
+            os.close(fd)
+            return
+        os.close(self.links[name])
+        self.links[name] = fd
+        self.check_links()
+
     def mode_of(self, name: str) -> str:
         return str(self.modes.get(name, "?"))
 
@@ -257,7 +296,10 @@ class Worker:
             except OSError:
                 want = -1  # the interface is gone: nothing to guard until it is back
             good = state.ifindex == want and state.prog_id == self.prog_id
-            pinned = pins.link_pin(pin_dir, name).exists()
+            try:
+                pinned = pins.link_pin(pin_dir, name).exists()
+            except OSError:
+                pinned = True  # we may not look (bpffs 0700): the monitor keeps the pins
             if good and pinned:
                 if not self.link_ok[name]:
                     self.log.info(f"{name}: guarded again (link {bpfsys.link_info(fd).id})")
@@ -268,7 +310,10 @@ class Worker:
                 if self.monitor is not None:
                     self.monitor.send(privsep.Repin(name), [fd])
                 continue
-            fresh = pinned_link(pin_dir, name)  # re-attached meanwhile?
+            try:
+                fresh = pinned_link(pin_dir, name)  # re-attached meanwhile (if we may look)?
+            except OSError:
+                fresh = None
             if fresh is not None:
                 fs = link_state(fresh)
                 if fs.ifindex == want and fs.prog_id == self.prog_id:
