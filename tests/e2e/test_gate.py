@@ -126,7 +126,7 @@ def test_third_party_open_and_require_source_match(gate):
     assert wait_for(lambda: spa_verdicts(gate).get("source-mismatch")) == 1
     assert gate.probe("flood") == "timeout"
     assert gate.send("client", "--ip", "source").returncode == 0  # names no address: refused
-    assert wait_for(lambda: spa_verdicts(gate).get("source-mismatch")) == 2
+    assert wait_for(lambda: spa_verdicts(gate).get("source-mismatch") == 2)
     assert gate.send("client", "--ip", gate.lab["client"].v4).returncode == 0
     assert wait_for(lambda: gate.probe("client").startswith("connected"))
 
