@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Optional
 
 import typer
 
@@ -14,18 +14,17 @@ from spagate.errors import SpagateError
 DEFAULT_SPA_PORT = 8484
 _NAME = re.compile(r"^[A-Za-z0-9._@+-]+$")
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("-c", "--config", help="Key file (default ~/.spagate.ini, ~/.sparoid.ini)."),
-]
-IpOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--ip",
-        help="Address to open: an IP, or 'source' for the address the packet comes from. "
-        "Default: 127.0.0.1/::1 for loopback targets, else the public address.",
-    ),
-]
+# Option defaults, not Annotated[...], and Optional[X], not X | None: Debian bookworm's
+# python3-typer (0.7) reads only these.
+CONFIG_OPT = typer.Option(
+    None, "-c", "--config", help="Key file (default ~/.spagate.ini, ~/.sparoid.ini)."
+)
+IP_OPT = typer.Option(
+    None,
+    "--ip",
+    help="Address to open: an IP, or 'source' for the address the packet comes from. "
+    "Default: 127.0.0.1/::1 for loopback targets, else the public address.",
+)
 
 
 def _warn(text: str) -> None:
@@ -58,10 +57,9 @@ def _send(host: str, spa_port: int, config: Path | None, ip: str | None):
 def register(app: typer.Typer) -> None:
     @app.command()
     def keygen(
-        name: Annotated[
-            str | None,
-            typer.Option("--name", help="Print as an [NAME] section: a named identity."),
-        ] = None,
+        name: Optional[str] = typer.Option(
+            None, "--name", help="Print as an [NAME] section: a named identity."
+        ),
     ) -> None:
         """Print a new key and hmac-key (sparoid format)."""
         from spagate.protocol import generate_keypair
@@ -76,28 +74,22 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def send(
-        host: Annotated[str, typer.Argument(help="Host name or address of the gate.")],
-        port: Annotated[int, typer.Option("-p", "--port", help="SPA UDP port.")] = (
-            DEFAULT_SPA_PORT
-        ),
-        config: ConfigOpt = None,
-        ip: IpOpt = None,
+        host: str = typer.Argument(..., help="Host name or address of the gate."),
+        port: int = typer.Option(DEFAULT_SPA_PORT, "-p", "--port", help="SPA UDP port."),
+        config: Optional[Path] = CONFIG_OPT,
+        ip: Optional[str] = IP_OPT,
     ) -> None:
         """Send an SPA packet to every address of HOST."""
         _send(host, port, config, ip)
 
     @app.command(context_settings={"help_option_names": ["--help"]})
     def connect(
-        host: Annotated[str, typer.Option("-h", "--host", help="Host to connect to (%h).")],
-        port: Annotated[int, typer.Option("-P", "--port", help="TCP port (%p).")],
-        spa_port: Annotated[
-            int, typer.Option("-p", "--spa-port", help="SPA UDP port.")
-        ] = DEFAULT_SPA_PORT,
-        config: ConfigOpt = None,
-        ip: IpOpt = None,
-        timeout: Annotated[
-            float, typer.Option("--timeout", help="Seconds to keep trying to connect.")
-        ] = 5.0,
+        host: str = typer.Option(..., "-h", "--host", help="Host to connect to (%h)."),
+        port: int = typer.Option(..., "-P", "--port", help="TCP port (%p)."),
+        spa_port: int = typer.Option(DEFAULT_SPA_PORT, "-p", "--spa-port", help="SPA UDP port."),
+        config: Optional[Path] = CONFIG_OPT,
+        ip: Optional[str] = IP_OPT,
+        timeout: float = typer.Option(5.0, "--timeout", help="Seconds to keep trying to connect."),
     ) -> None:
         """ssh ProxyCommand: send SPA, connect, hand the socket to ssh (or relay bytes).
 
