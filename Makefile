@@ -1,5 +1,5 @@
 # spagate: `sudo make demo` shows the gate working, `sudo make test` runs the whole suite.
-.PHONY: setup test lint unit demo bench clean
+.PHONY: setup test lint unit demo bench deb vm-box vm-test clean
 
 setup:
 	./setup
@@ -21,6 +21,19 @@ demo: setup
 
 bench: setup
 	.venv/bin/python bench/run.py
+
+# The Debian package, built in a temporary copy of the tree: build/deb/spagate_<version>_all.deb
+deb:
+	packaging/build-deb
+
+# The local Vagrant box (spagate/bookworm64) from Debian's packages, and the host's libvirt.
+vm-box:
+	vagrant/host-libvirt --install
+	vagrant/build-box
+
+# The whole VM scenario (box, package, two VMs, steps, destroy): docs/vagrant.md
+vm-test:
+	vagrant/vm-test
 
 clean:
 	rm -rf .venv .pytest_cache build *.egg-info

@@ -108,7 +108,7 @@ def read_key_file(
                 path, None, f"is owned by uid {st.st_uid}: run chown root:root {path}"
             )
         mode = stat.S_IMODE(st.st_mode)
-        group_ok = st.st_gid in group_readers and not mode & 0o030
+        group_ok = st.st_gid in group_readers and not mode & 0o020  # read (and x: sparoid's 0650)
         if mode & 0o007 or (mode & 0o070 and not group_ok):
             raise ConfigError(
                 path,

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Print the client VM's ~/.ssh/config: client-ssh-config.sh REPO GATE_IP
+# Print the client VM's ~/.ssh/config: client-ssh-config.sh GATE_IP
 # "gate" goes through spagate; "gate-direct" is the same server without it. --ip source: the
 # gate opens for the address the packet comes from (the private network, not a public IP).
 set -euo pipefail
-repo=$1 gate_ip=$2
+gate_ip=$1
 
 cat <<CONF
 # Written by vagrant/provision-client.sh
@@ -16,6 +16,6 @@ Host gate gate-direct
     ConnectTimeout 5
 
 Host gate
-    ProxyCommand $repo/.venv/bin/spagate connect -h %h -P %p --ip source
+    ProxyCommand /usr/bin/spagate connect -h %h -P %p --ip source
     ProxyUseFdpass yes
 CONF

@@ -8,6 +8,7 @@ Each check is also run on a broken copy, to show that it can fail.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -29,10 +30,19 @@ DOCS = REPO / "docs"
 SCRIPTS = [
     VAGRANT / "provision-gate.sh",
     VAGRANT / "provision-client.sh",
+    VAGRANT / "install-deb.sh",
     VAGRANT / "gate-config.sh",
     VAGRANT / "client-ssh-config.sh",
     VAGRANT / "demo-ssh",
+    VAGRANT / "build-box",
+    VAGRANT / "host-libvirt",
+    VAGRANT / "accel",
+    VAGRANT / "vm-test",
     PACKAGING / "render-unit",
+    PACKAGING / "build-deb",
+    PACKAGING / "debian" / "manpage",
+    PACKAGING / "debian" / "spagate.postinst",
+    PACKAGING / "debian" / "spagate.postrm",
     REPO / "setup",
 ]
 K = "ab" * 32
@@ -123,7 +133,7 @@ def test_gate_vm_config_parses_and_protects_ssh_on_the_private_interface(tmp_pat
     cfg = parse_config(r.stdout, "/etc/spagate.ini")
     assert cfg.interfaces == ("eth1",)
     assert cfg.protected == (Port("tcp", 22),)
-    assert cfg.xdp_mode == "generic"
+    assert cfg.xdp_mode == "native"
     assert cfg.identities[0].keys.key == bytes.fromhex(K)
     assert cfg.notes == ()
 
@@ -138,14 +148,13 @@ def ssh_g(config: Path, host: str) -> dict[str, str]:
 
 
 def test_client_vm_ssh_config(tmp_path):
-    r = run([str(VAGRANT / "client-ssh-config.sh"), "/opt/spagate", "192.168.56.10"])
+    r = run([str(VAGRANT / "client-ssh-config.sh"), "192.168.56.10"])
     assert r.returncode == 0, r.stderr
     conf = tmp_path / "config"
     conf.write_text(r.stdout)
     gate = ssh_g(conf, "gate")
-    assert gate["proxycommand"] == (
-        "/opt/spagate/.venv/bin/spagate connect -h %h -P %p --ip source"
-    )
+    # the .deb's command
+    assert gate["proxycommand"] == "/usr/bin/spagate connect -h %h -P %p --ip source"
     assert gate["proxyusefdpass"] == "yes"
     assert (gate["hostname"], gate["user"]) == ("192.168.56.10", "demo")
     direct = ssh_g(conf, "gate-direct")
@@ -321,7 +330,7 @@ def test_shell_checks_catch_broken_scripts(tmp_path):
     broken.write_text(src.replace("done\n", "", 1))
     assert run(["bash", "-n", str(broken)]).returncode != 0
     unquoted = tmp_path / "unquoted.sh"
-    unquoted.write_text(src.replace('cd "$repo"', "cd $repo"))
+    unquoted.write_text(src.replace("chmod 0640 /etc/spagate.ini.new", "chmod 0640 $gate_ip"))
     r = run(["shellcheck", str(unquoted)])
     assert r.returncode != 0 and "SC2086" in r.stdout
 
@@ -363,3 +372,173 @@ def test_example_config_parses_and_its_shown_defaults_are_the_defaults():
     cfg2: GateConfig = parse_config(named, "/etc/spagate.ini")
     alice = cfg2.identities[1]
     assert (alice.name, alice.ports, alice.open_seconds) == ("alice-laptop", (Port("tcp", 22),), 30)
+
+
+# --- the Debian package -----------------------------------------------------------------------
+
+RUNTIME_DEPENDS = {
+    "python3-bpfcc",
+    "python3-cryptography",
+    "python3-typer",
+    "python3-pyroute2",
+    "python3-prometheus-client",
+    "python3-rich",
+    "libbpf1",
+    "adduser",
+}
+
+
+def tree_state() -> str:
+    """What git sees in the checkout, ignored files included: a build must not change it."""
+    r = run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    # .venv, caches and the lab's own files come and go with other tests and tools
+    skip = (".venv/", ".pytest_cache/", ".ruff_cache/", ".hypothesis/", "vagrant/.")
+    return "\n".join(
+        line
+        for line in r.stdout.splitlines()
+        if not line[3:].startswith(skip) and "__pycache__" not in line
+    )
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("deb")
+    before = tree_state()
+    r = run([str(PACKAGING / "build-deb"), str(out)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "lintian" in r.stdout
+    assert tree_state() == before, "make deb left files in the checkout"
+    (built,) = out.glob("spagate_*_all.deb")
+    return built
+
+
+def deb_field(deb: Path, field: str) -> str:
+    r = run(["dpkg-deb", "-f", str(deb), field])
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_deb_passes_lintian_without_errors(deb):
+    r = run(["lintian", "--fail-on", "error", str(deb)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not re.search(r"^E: ", r.stdout, re.M), r.stdout
+
+
+def test_deb_depends_on_debians_python_packages(deb):
+    version = re.search(r'^version = "(.*)"$', (REPO / "pyproject.toml").read_text(), re.M)
+    assert deb.name == f"spagate_{version.group(1)}_all.deb"
+    depends = [d.strip() for d in deb_field(deb, "Depends").split(",")]
+    names = {re.sub(r"\s*\(.*\)", "", d) for d in depends}
+    assert names >= RUNTIME_DEPENDS, depends
+    assert "linux-headers-amd64 | linux-headers-generic" in depends
+    assert not any(n == "bcc" or n.startswith("python3-pip") for n in names)
+
+
+def test_deb_installs_the_command_bpf_sources_unit_config_and_docs(deb, tmp_path):
+    root = tmp_path / "root"
+    assert run(["dpkg-deb", "-x", str(deb), str(root)]).returncode == 0
+    listing = run(["dpkg-deb", "-c", str(deb)]).stdout
+    assert re.search(r"^-rwxr-xr-x root/root .* \./usr/bin/spagate$", listing, re.M)
+    site = root / "usr/lib/python3/dist-packages/spagate"
+    assert (site / "cli.py").is_file()
+    # the XDP program's sources as package data, all of them
+    bpf_src = REPO / "spagate" / "bpf" if (REPO / "spagate" / "bpf").is_dir() else REPO / "bpf"
+    shipped = {p.name: p.read_bytes() for p in (site / "bpf").iterdir()}
+    assert shipped == {p.name: p.read_bytes() for p in bpf_src.glob("*.[ch]")}
+    # the units, with the package's paths; systemd accepts them as installed
+    units = sorted((root / "lib/systemd/system").glob("*.service"))
+    assert [u.name for u in units] == sorted(p.name for p in PACKAGING.glob("*.service"))
+    for unit in units:
+        text = unit.read_text()
+        assert "@" not in text.replace("@.service", ""), text
+        assert re.search(r"^ExecStart=.*/usr/bin/spagate ", text, re.M), text
+    # the configuration: a conffile, root-only but for the group (set by postinst), that the
+    # gate refuses to run with until keys are filled in
+    assert re.search(r"^-rw-r----- root/root .* \./etc/spagate\.ini$", listing, re.M)
+    ctrl = tmp_path / "ctrl"
+    assert run(["dpkg-deb", "-e", str(deb), str(ctrl)]).returncode == 0
+    assert (ctrl / "conffiles").read_text().split() == ["/etc/spagate.ini"]
+    with pytest.raises(ConfigError):
+        parse_config((root / "etc/spagate.ini").read_text(), "/etc/spagate.ini")
+    # the spagate user: made at configure, gone at purge; the unit neither enabled nor started
+    postinst = (ctrl / "postinst").read_text()
+    assert "adduser --system --group" in postinst and "chown root:spagate" in postinst
+    assert "deluser --system" in (ctrl / "postrm").read_text()
+    # (dh_installsystemd --no-enable: enable only what was enabled before an upgrade)
+    assert "if deb-systemd-helper debian-installed 'spagate.service'" in postinst
+    # docs and the man page, with every command
+    docs = root / "usr/share/doc/spagate"
+    assert (docs / "copyright").is_file() and list(docs.glob("getting-started.md*"))
+    man = run(
+        ["man", "-l", str(root / "usr/share/man/man1/spagate.1.gz")],
+        env=dict(os.environ, MANWIDTH="100"),
+    )
+    assert man.returncode == 0, man.stderr
+    for command in ("attach", "keygen", "send", "connect", "status", "allow", "revoke"):
+        assert f"spagate {command}" in man.stdout
+    assert "Traceback" not in man.stdout
+
+
+def test_deb_build_fails_on_a_lintian_error(tmp_path):
+    # A copy of the tree (not a git checkout) without the copyright file: lintian's error
+    # no-copyright-file must fail the build.
+    files = run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO
+    ).stdout.split("\0")
+    copy = tmp_path / "tree"
+    for f in filter(None, files):
+        src = REPO / f
+        if src.is_file():
+            (copy / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, copy / f)
+    (copy / "packaging/debian/copyright").unlink()
+    r = run([str(copy / "packaging/build-deb"), str(tmp_path / "out")])
+    assert r.returncode != 0
+    assert "lintian reports errors" in r.stderr and "no-copyright-file" in r.stderr
+    assert not list(tmp_path.glob("out/*.deb"))
+
+
+# --- the local Vagrant box and the accelerator ------------------------------------------------
+
+
+def test_box_packaging_writes_libvirt_metadata(tmp_path):
+    img = tmp_path / "disk.qcow2"
+    assert run(["qemu-img", "create", "-q", "-f", "qcow2", str(img), "3G"]).returncode == 0
+    box = tmp_path / "test.box"
+    r = run([str(VAGRANT / "build-box"), "--package", str(img), str(box)])
+    assert r.returncode == 0, r.stderr
+    listing = run(["tar", "-tf", str(box)]).stdout.split()
+    assert sorted(listing) == ["box.img", "metadata.json"]
+    meta = json.loads(run(["tar", "-xOf", str(box), "metadata.json"]).stdout)
+    assert meta == {"provider": "libvirt", "format": "qcow2", "virtual_size": 3}
+
+    raw = tmp_path / "disk.raw"
+    raw.write_bytes(b"\0" * 4096)
+    bad = run([str(VAGRANT / "build-box"), "--package", str(raw), str(tmp_path / "bad.box")])
+    assert bad.returncode != 0 and "not a qcow2 image" in bad.stderr
+    assert not (tmp_path / "bad.box").exists()
+
+
+def test_box_bakes_the_runtime_dependencies_of_debian_control():
+    # what build-box puts into the box: the first alternative of each Depends entry
+    r = run([str(VAGRANT / "build-box"), "--print-deps"])
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.split()) == sorted(RUNTIME_DEPENDS | {"linux-headers-amd64"})
+
+
+@pytest.mark.parametrize(("env", "want"), [("kvm", "kvm"), ("tcg", "tcg")])
+def test_accel_override(env, want):
+    r = run([str(VAGRANT / "accel")], env=dict(os.environ, SPAGATE_VM_ACCEL=env))
+    assert (r.returncode, r.stdout) == (0, want + "\n")
+
+
+def test_accel_detects_and_refuses_a_bad_override():
+    env = {k: v for k, v in os.environ.items() if k != "SPAGATE_VM_ACCEL"}
+    r = run([str(VAGRANT / "accel")], env=env)
+    assert r.returncode == 0 and r.stdout in ("kvm\n", "tcg\n")
+    cpu = Path("/proc/cpuinfo").read_text()
+    if not re.search(r"\b(vmx|svm)\b", cpu) or Path("/sys/module/kvm_pvm").exists():
+        assert r.stdout == "tcg\n"  # no hardware virtualization for the guest: emulate
+    bad = run([str(VAGRANT / "accel")], env=dict(env, SPAGATE_VM_ACCEL="hvf"))
+    assert bad.returncode != 0 and "kvm or tcg" in bad.stderr and bad.stdout == ""

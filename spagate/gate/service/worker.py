@@ -413,9 +413,8 @@ def main(argv: list[str]) -> int:
         cfg = read_config_fd(a.config_fd, a.config)
     else:
         from spagate.gate.core.config import load_config
-        from spagate.gate.service.account import service_account
 
-        cfg = load_config(a.config, group_readers=frozenset({0, service_account().gid}))
+        cfg = load_config(a.config)
     ifaces = tuple(a.interfaces) or cfg.interfaces
     if not ifaces:
         raise SpagateError("no interface: name one or set 'interface =' in the configuration")
