@@ -4,6 +4,8 @@
     one IP                 one packet opening IP; prints the CLOCK_MONOTONIC ns it left at
     many N RATE BASE [quiet]  N packets opening BASE, BASE+1, ... at RATE per second; prints
                            {ip: ns it left} as one JSON line (quiet: only N)
+    blast N BASE           make N packets opening BASE, BASE+1, ... first, then send them as
+                           fast as the socket takes them; prints the seconds the sending took
 Prints "ready" first. Packets come from spagate.protocol.make_packet, like the real client's.
 """
 
@@ -45,6 +47,19 @@ def main(argv: list[str]) -> int:
                     sent[str(ip)] = time.monotonic_ns()
                 s.sendto(pkt, (host, port))
             print(n if quiet else json.dumps(sent), flush=True)
+        elif cmd[0] == "blast":
+            n, base = int(cmd[1]), int(ip_address(cmd[2]))
+            now = time.time_ns() // 1_000_000
+            pkts = [make_packet(keys, ip_address(base + i), now) for i in range(n)]
+            t = time.monotonic()
+            for pkt in pkts:
+                while True:
+                    try:
+                        s.sendto(pkt, (host, port))
+                        break
+                    except BlockingIOError:
+                        time.sleep(0.0001)
+            print(f"{time.monotonic() - t:.3f}", flush=True)
     return 0
 
 

@@ -46,6 +46,17 @@ from spagate.gate.kernel.abi import (
 from spagate.net import MAPPED_PREFIX, IPAddress, IPNetwork, addr16, addr_from16
 
 
+def _update_many(fd: int, items: dict, pack) -> None:
+    """Write {key: value} (values through pack): one update for one entry (half the cost of a
+    batch of one), one batched syscall for more."""
+    if len(items) == 1:
+        ((key, value),) = items.items()
+        bpfsys.update(fd, key, pack(*value) if isinstance(value, tuple) else pack(value))
+        return
+    vals = b"".join(pack(*v) if isinstance(v, tuple) else pack(v) for v in items.values())
+    bpfsys.update_batch(fd, b"".join(items), vals, len(items))
+
+
 def _proto_num(proto: str | None) -> int:
     if proto is None:
         return PROTO_ANY
@@ -213,14 +224,11 @@ class GateMaps:
             entries[key] = until
             hints[a] = (until if p == PROTO_ANY else host, max(bound, until))
         if hints:
-            n = len(hints)
-            vals = b"".join(ALLOW_HINT.pack(*v) for v in hints.values())
-            bpfsys.update_batch(hint_fd, b"".join(hints), vals, n)
             # Entries after their hints: a hint without its entry costs lookups; an entry
             # without its hint would be invisible. A concurrent revoke_ip between the two
             # leaves an entry with no hint: that window stays shut (fail closed).
-            vals = b"".join(U64.pack(v) for v in entries.values())
-            bpfsys.update_batch(allow_fd, b"".join(entries), vals, len(entries))
+            _update_many(hint_fd, hints, ALLOW_HINT.pack)
+            _update_many(allow_fd, entries, U64.pack)
         return len(entries)
 
     def _hint(self, a: bytes) -> tuple[int, int]:
@@ -449,14 +457,14 @@ class GateMaps:
             if len(nonce) != 16:
                 raise ValueError(f"nonce must be 16 bytes, got {len(nonce)}")
         if items:
-            keys = b"".join(n for n, _ in items)
-            vals = b"".join(U64.pack(int(u)) for _, u in items)
-            bpfsys.update_batch(self._fds["replay"], keys, vals, len(items))
+            _update_many(self._fds["replay"], dict(items), lambda u: U64.pack(int(u)))
 
     def replay_forget_many(self, nonces: Sequence[bytes]) -> int:
         """Forget many nonces (batched; one an LRU already evicted is skipped). Returns how
         many went."""
         fd, todo, n = self._fds["replay"], list(nonces), 0
+        if len(todo) == 1:
+            return int(bpfsys.delete(fd, todo[0]))
         while todo:
             try:
                 done = bpfsys.delete_batch(fd, b"".join(todo), len(todo))

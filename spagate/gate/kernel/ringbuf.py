@@ -101,6 +101,10 @@ class RingReader:
         self._epoll.poll(-1 if timeout_ms < 0 else timeout_ms / 1000)
         return self.consume()
 
+    def map_fd(self) -> int:
+        """The ring's map fd, for a caller's own epoll (readable: records are waiting)."""
+        return self._fd
+
     def fileno(self) -> int:
         return self._epoll.fileno()
 
@@ -126,6 +130,12 @@ class SpaRing:
 
     def poll(self, timeout_ms: int = -1) -> int:
         return self._ring.poll(timeout_ms)
+
+    def consume(self) -> int:
+        return self._ring.consume()
+
+    def map_fd(self) -> int:
+        return self._ring.map_fd()
 
     def fileno(self) -> int:
         return self._ring.fileno()

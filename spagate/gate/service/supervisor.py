@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -99,11 +100,16 @@ class Supervisor:
         argv = [sys.executable, "-m", "spagate", "load", "-c", self.config.path, "--pin-dir",
                 opts.pin_dir, "--mode", opts.mode, "--lock-fd", str(lock_fd),
                 *(["--force"] if opts.force else []), *opts.interfaces]  # fmt: skip
+        t0 = time.monotonic()
         r = subprocess.run(argv, pass_fds=(lock_fd,), stdout=None, stderr=subprocess.PIPE,
                            text=True)  # fmt: skip
         if r.returncode != 0:
             last = (r.stderr.strip().splitlines() or ["the loader failed"])[-1]
             raise SpagateError(last.removeprefix("spagate: error: "))
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, the loader's
+        self.log.info(
+            f"loader done in {time.monotonic() - t0:.1f}s, peak RSS {peak / 1024:.0f} MiB"
+        )
 
     def _run_worker(self, monitor: Monitor, account, lock_fd: int) -> int:
         opts = self.opts

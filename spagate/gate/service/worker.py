@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import signal
 import socket
 import time
@@ -62,6 +63,9 @@ class MonitorChannel:
     @property
     def pending(self) -> int:
         return len(self._queue)
+
+    def fileno(self) -> int | None:
+        return self._sock.fileno() if self._sock is not None else None
 
     def _connect(self) -> bool:
         if self._sock is not None:
@@ -239,14 +243,31 @@ class Worker:
             + f"; worker uid {os.getuid()} caps {caps}"
         )
         next_check = next_publish = 0.0
+        # One wait for both: records in the ring, an answer from the monitor.
+        waiter = select.epoll()
+        waiter.register(ring.map_fd(), select.EPOLLIN)
+        mon_fd = self.monitor.fileno() if self.monitor is not None else None
+        if mon_fd is not None:
+            waiter.register(mon_fd, select.EPOLLIN)
         try:
             while not self.stopping:
-                ring.poll(200)
+                answers = False
+                if not ring.consume():  # nothing waiting: sleep until records or an answer
+                    answers = any(fd == mon_fd for fd, _ in waiter.poll(0.2))
+                    ring.consume()
                 admission.flush()
                 if self.monitor is not None:
                     self.monitor.flush()
-                    for answer, fd in self.monitor.receive():
-                        self.take_link(answer.ifname, fd)
+                    if answers or time.monotonic() >= next_check:
+                        for answer, fd in self.monitor.receive():
+                            self.take_link(answer.ifname, fd)
+                    if self.monitor.fileno() != mon_fd:  # reconnected (systemd mode)
+                        if mon_fd is not None:
+                            with contextlib.suppress(OSError):  # closed: already gone
+                                waiter.unregister(mon_fd)
+                        mon_fd = self.monitor.fileno()
+                        if mon_fd is not None:
+                            waiter.register(mon_fd, select.EPOLLIN)
                 now = time.monotonic()
                 if now >= next_check:
                     self.check_links()
@@ -257,6 +278,7 @@ class Worker:
                 self.log.tick()
                 admission.prune()
         finally:
+            waiter.close()
             admission.flush()
             ring.close()
             maps.close()

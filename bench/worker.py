@@ -1,0 +1,129 @@
+"""The gate's processes: the worker's memory and CPU per accepted knock, the loader's peak.
+
+A real gate (`spagate attach` in a lab namespace: loader, monitor, unprivileged worker) takes
+valid knocks from a client (spagate.lab.knocker), each for a fresh third-party address, with
+the per-source and global limits lifted (one client opens many addresses):
+  - RSS of the worker after start, and after 1,000,000 accepted knocks
+  - the worker's CPU time per accepted knock at 2,000 knocks/s (paced), and at saturation
+    (packets made beforehand, then sent as fast as the socket takes them)
+  - the loader's peak RSS (bcc and LLVM live only in it), as the supervisor logs it
+CPU is the worker's schedstat (all threads); the accepted count is the worker's own.
+
+    sudo .venv/bin/python bench/worker.py [--accepts 1000000] [--paced 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import tempfile
+import time
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from spagate.gate.service.state import read_state
+from spagate.lab.gate import LabGate
+from spagate.lab.netns import Lab
+
+
+def cpu_ns(pid: int) -> int:
+    return sum(int(p.read_text().split()[0]) for p in Path(f"/proc/{pid}/task").glob("*/schedstat"))
+
+
+def rss_kb(pid: int) -> int:
+    return int(re.search(r"^VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text(), re.M)[1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--accepts", type=int, default=1_000_000)
+    ap.add_argument("--paced", type=int, default=20_000, help="knocks at 2,000/s")
+    ap.add_argument("--chunk", type=int, default=100_000)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="spagate-bench-"))
+    out: dict = {}
+    with Lab(("gate", "client")) as lab:
+        gate = LabGate(lab, work)
+        try:
+            gate.configure(
+                "open-seconds = 600\nrate = 100000/s burst 100000\nspa-budget = 10000000\n"
+            )
+            gate.start()
+            time.sleep(1.5)
+            state = read_state(gate.pin_dir)
+            pid = state["worker_pid"]
+            loader = next(x for x in gate.log if "loader done" in x)
+            out["loader_peak_mib"] = float(re.search(r"peak RSS (\d+) MiB", loader)[1])
+            out["rss_start_kb"] = rss_kb(pid)
+            print(f"loader: {loader.split(' ', 2)[2]}")
+            print(f"worker (pid {pid}, uid {state['uid']}): RSS after start "
+                  f"{out['rss_start_kb'] / 1024:.1f} MiB")  # fmt: skip
+
+            def accepted() -> int:
+                time.sleep(1.2)  # the worker publishes once a second
+                return (read_state(gate.pin_dir) or {}).get("spa", {}).get("accepted", 0)
+
+            def settle() -> None:
+                last = cpu_ns(pid)
+                while True:
+                    time.sleep(0.5)
+                    now = cpu_ns(pid)
+                    if now - last < 5_000_000:
+                        return
+                    last = now
+
+            knocker = gate.knocker()
+            base = int(IPv4Address("100.64.0.0"))
+            # 1. paced: 2,000 knocks per second
+            settle()
+            a0, c0 = accepted(), cpu_ns(pid)
+            knocker.ask(f"many {args.paced} 2000 {IPv4Address(base)} quiet")
+            settle()
+            a1, c1 = accepted(), cpu_ns(pid)
+            base += args.paced
+            out["paced_us"] = (c1 - c0) / 1000 / max(a1 - a0, 1)
+            print(f"at 2,000/s: {a1 - a0:,} accepted, worker CPU {(c1 - c0) / 1e9:.2f} s -> "
+                  f"{out['paced_us']:.1f} us per accept")  # fmt: skip
+            # 2. saturation, up to --accepts in all
+            done, t_cpu, t_acc, steps = a1, 0, 0, []
+            while done < args.accepts:
+                n = min(args.chunk, args.accepts - done)
+                a0, c0 = accepted(), cpu_ns(pid)
+                sent_s = float(knocker.ask(f"blast {n} {IPv4Address(base)}"))
+                base += n
+                settle()
+                done, c1 = accepted(), cpu_ns(pid)
+                t_cpu += c1 - c0
+                t_acc += done - a0
+                steps.append((done, rss_kb(pid)))
+                print(f"  accepted {done:>9,}  worker RSS {steps[-1][1] / 1024:5.1f} MiB  "
+                      f"(sent {n:,} in {sent_s:.2f}s)")  # fmt: skip
+                if done - a0 < n * 0.5:
+                    print("  fewer than half accepted: stopping (sender or ring overloaded)")
+                    break
+            knocker.close()
+            out["per_cpu_s"] = t_acc / (t_cpu / 1e9)
+            out["rss_end_kb"] = steps[-1][1]
+            print(f"saturation: {t_acc:,} accepted for {t_cpu / 1e9:.1f} s of worker CPU -> "
+                  f"{out['per_cpu_s']:,.0f} accepts per CPU-second")  # fmt: skip
+            print(f"worker RSS: {out['rss_start_kb'] / 1024:.1f} MiB after start, "
+                  f"{out['rss_end_kb'] / 1024:.1f} MiB after {done:,} accepts; loader peak "
+                  f"{out['loader_peak_mib']:.0f} MiB")  # fmt: skip
+            aims = [
+                ("worker RSS after start <= 40 MiB", out["rss_start_kb"] <= 40 * 1024),
+                ("worker RSS after 1M accepts <= 48 MiB", out["rss_end_kb"] <= 48 * 1024),
+                ("<= 60 us per accept at 2,000/s", out["paced_us"] <= 60),
+                (">= 60,000 accepts per CPU-second", out["per_cpu_s"] >= 60_000),
+            ]
+            for what, ok in aims:
+                print(f"  aim {what}: {'met' if ok else 'MISSED'}")
+        finally:
+            gate.cleanup()
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
