@@ -33,6 +33,24 @@ def _open_maps(pin_dir: str):
     return GateMaps.from_pin_dir(pin_dir)
 
 
+FLEET_CONFIG = typer.Option(
+    None, "-c", "--config", help="Gate configuration: with cluster =, act on the whole fleet."
+)
+
+
+def _fleet_store(config: str | None):
+    """The fleet's store when the configuration names a cluster, else None."""
+    if config is None:
+        return None
+    cfg = load_config(config)
+    if cfg.fleet is None:
+        return None
+    from spagate.gate.service.fleet import FleetStore
+    from spagate.gate.service.fleetgate import fleet_options
+
+    return FleetStore(fleet_options(cfg))
+
+
 def _mode(mode: str) -> str:
     if mode not in XDP_MODES:
         raise SpagateError(f"--mode must be one of {', '.join(XDP_MODES)}, not {mode!r}")
@@ -208,6 +226,7 @@ def register(app: typer.Typer) -> None:
     def status(
         pin_dir: str = PIN_DIR,
         json_out: bool = typer.Option(False, "--json", help="One JSON object, for scripts."),
+        config: Optional[str] = FLEET_CONFIG,
     ) -> None:
         """Whether each interface is really guarded (asked of the kernel), the worker, the
         protected ports, open windows and counters. Exit status: 0 guarded and taking knocks,
@@ -220,6 +239,8 @@ def register(app: typer.Typer) -> None:
         maps = _open_maps(pin_dir)
         st = gate_status(pin_dir)
         entries = maps.allowed()
+        store = _fleet_store(config)
+        members = store.members() if store is not None else None
         if json_out:
             out = st.as_dict()
             out["protected"] = [f"{p}/{n}" for p, n in sorted(maps.protected())]
@@ -229,7 +250,11 @@ def register(app: typer.Typer) -> None:
                 for e in entries
             ]
             out["counters"] = maps.counters()
-            typer.echo(json.dumps(out, indent=1))
+            if members is not None:
+                import dataclasses
+
+                out["fleet_members"] = [dataclasses.asdict(m) for m in members]
+            typer.echo(json.dumps(out, indent=1, default=str))
             raise typer.Exit(st.exit_code)
         ifs = ", ".join(f"{i.name} ({i.mode or 'not attached'})" for i in st.interfaces)
         if st.worker_running:
@@ -245,6 +270,12 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"links lost and re-attached since start: {st.links_lost}")
         spa = " ".join(f"{k}={v}" for k, v in sorted(st.spa.items()))
         typer.echo(f"spa verdicts: {spa or 'none yet'}")
+        if members is not None:
+            typer.echo(f"fleet {store.opts.cluster}: {len(members)} member(s)")
+            for m in members:
+                r = m.record
+                typer.echo(f"  {r.name:<16} {r.state:<9} {','.join(r.interfaces) or '-':<12} "
+                           f"store {r.store}, last seen {m.last_seen_s:.1f}s ago")  # fmt: skip
         prot = ", ".join(f"{p}/{n}" for p, n in sorted(maps.protected()))
         typer.echo(f"protected: {prot or 'none'}")
         static = ", ".join(map(str, maps.static()))
@@ -269,8 +300,9 @@ def register(app: typer.Typer) -> None:
             60, "--for", min=1, max=31_536_000, help="Seconds the window stays open (1 year max)."
         ),
         pin_dir: str = PIN_DIR,
+        config: Optional[str] = FLEET_CONFIG,
     ) -> None:
-        """Open the gate for an address by hand."""
+        """Open the gate for an address by hand (fleet mode: on every gate of the fleet)."""
         addr = _ip(ip)
         try:
             ports = [parse_port(p) for p in port or ()]
@@ -285,18 +317,33 @@ def register(app: typer.Typer) -> None:
             else:
                 maps.allow(addr, until, p.proto, p.port)
         what = ", ".join(map(str, ports)) if ports else "every protected port"
+        store = _fleet_store(config)
+        if store is not None:
+            import secrets
+
+            principal = store.opts.user or "operator"
+            for p in ports or [None]:
+                proto, pnum = (p.proto, p.port) if p else (None, 0)
+                store.allow(addr, proto, pnum, seconds, principal, secrets.token_hex(8))
+            what += f", on every gate of fleet {store.opts.cluster}"
         typer.echo(f"allowed {addr} on {what} for {seconds}s")
 
     @app.command()
     def revoke(
         ip: str = typer.Argument(..., help="Address whose windows to close."),
         pin_dir: str = PIN_DIR,
+        config: Optional[str] = FLEET_CONFIG,
     ) -> None:
-        """Close every open window of an address now."""
+        """Close every open window of an address now (fleet mode: on every gate)."""
         addr = _ip(ip)
         _need_root("spagate revoke")
+        store = _fleet_store(config)
+        fleetwide = ""
+        if store is not None:
+            gone = store.revoke(addr)
+            fleetwide = f"; {gone} grant(s) removed from fleet {store.opts.cluster}"
         n = _open_maps(pin_dir).revoke_ip(addr)
-        typer.echo(f"revoked {n} window(s) of {addr}")
+        typer.echo(f"revoked {n} window(s) of {addr}{fleetwide}")
 
     @app.command()
     def demo() -> None:

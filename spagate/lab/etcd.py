@@ -117,6 +117,10 @@ class EtcdCluster:
     progress_notify_interval: str | None = None
     token: str = field(default_factory=lambda: f"sgetcd{os.getpid() % 100000}{os.urandom(2).hex()}")
     base_dir: str | None = None  # default: a fresh temporary directory, removed by close()
+    # Where the members listen, and an argv prefix to run them and etcdctl there (e.g. inside
+    # a lab namespace: ("nsenter", "--net=/run/netns/NS"), with host that namespace's address).
+    host: str = HOST
+    wrap: tuple[str, ...] = ()
     members: list[EtcdMember] = field(default_factory=list)
     ca: ThrowawayCA | None = None
     client_tls: ClientTLS | None = None
@@ -168,19 +172,20 @@ class EtcdCluster:
         return "https" if self.tls else "http"
 
     def url(self, i: int) -> str:
-        return f"{self.scheme}://{HOST}:{self.members[i].client_port}"
+        return f"{self.scheme}://{self.host}:{self.members[i].client_port}"
 
     @property
     def endpoints(self) -> list[str]:
         return [self.url(i) for i in range(len(self.members))]
 
     def _initial_cluster(self) -> str:
-        return ",".join(f"{m.name}={self.scheme}://{HOST}:{m.peer_port}" for m in self.members)
+        return ",".join(f"{m.name}={self.scheme}://{self.host}:{m.peer_port}" for m in self.members)
 
     def _spawn(self, i: int, state: str) -> None:
         m = self.members[i]
-        peer = f"{self.scheme}://{HOST}:{m.peer_port}"
+        peer = f"{self.scheme}://{self.host}:{m.peer_port}"
         argv = [
+            *self.wrap,
             ETCD, "--name", m.name, "--data-dir", str(m.data_dir),
             "--listen-client-urls", self.url(i), "--advertise-client-urls", self.url(i),
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
@@ -248,7 +253,7 @@ class EtcdCluster:
     ) -> subprocess.CompletedProcess:
         """Run etcdctl (v3 API) against the running members; user is "name:password"."""
         eps = endpoints or [self.url(i) for i in self.running()]
-        argv = [ETCDCTL, "--endpoints", ",".join(eps), "--dial-timeout", "2s",
+        argv = [*self.wrap, ETCDCTL, "--endpoints", ",".join(eps), "--dial-timeout", "2s",
                 "--command-timeout", "5s"]  # fmt: skip
         if self.client_tls:
             t = self.client_tls

@@ -49,16 +49,24 @@ class Knocker:
 
 
 class LabGate:
-    """A gate daemon on lab host "gate", and clients on the other hosts (demo and e2e tests)."""
+    """A gate daemon on a lab host ("gate" unless told), and clients on the other hosts (demo
+    and e2e tests)."""
 
-    def __init__(self, lab: Lab, workdir: Path, keys: KeyPair | None = None, family: int = 4):
-        self.lab, self.work, self.family = lab, workdir, family
+    def __init__(
+        self,
+        lab: Lab,
+        workdir: Path,
+        keys: KeyPair | None = None,
+        family: int = 4,
+        host: str = "gate",
+    ):
+        self.lab, self.work, self.family, self.host = lab, workdir, family, host
         self.keys = keys or generate_keypair()
         # Inside a root-only (0700) directory, as systemd mounts /sys/fs/bpf itself: the worker
         # must open every pin before it drops root.
-        self.pin_root = f"/sys/fs/bpf/spagate-{lab.prefix}"
+        self.pin_root = f"/sys/fs/bpf/spagate-{lab.prefix}" + ("" if host == "gate" else f"-{host}")
         self.pin_dir = f"{self.pin_root}/gate"
-        self.conf = workdir / "spagate.ini"
+        self.conf = workdir / ("spagate.ini" if host == "gate" else f"spagate-{host}.ini")
         self.log: list[str] = []
         self.proc: subprocess.Popen | None = None
         self._attached = threading.Event()
@@ -66,7 +74,8 @@ class LabGate:
         self.wrapper: list[str] = []  # argv prefix for the daemon (e.g. setpriv in tests)
         self.env: dict[str, str] | None = None  # the daemon's and operator commands' env
 
-    def ip(self, host: str = "gate") -> str:
+    def ip(self, host: str | None = None) -> str:
+        host = host or self.host
         return self.lab[host].v4 if self.family == 4 else self.lab[host].v6
 
     def configure(self, extra: str = "", keys: bool = True) -> None:
@@ -90,7 +99,7 @@ class LabGate:
         self._attached.clear()
         # Only the network namespace is entered: the gate pins its maps in this /sys/fs/bpf.
         self.proc = self.lab.spawn(
-            "gate",
+            self.host,
             [*self.wrapper, *argv, *args],
             mounts=False,
             stdout=subprocess.PIPE,
@@ -129,7 +138,7 @@ class LabGate:
 
     def service(self, proto: str = "tcp", port: int = SERVICE_PORT) -> None:
         proc = self.lab.spawn(
-            "gate",
+            self.host,
             [sys.executable, "-m", "spagate.lab.probe", "serve", proto, str(port)],
             stdout=subprocess.PIPE,
             text=True,
@@ -172,7 +181,7 @@ class LabGate:
     def spagate(self, *args: str) -> subprocess.CompletedProcess:
         """An operator command run on the gate host (status, allow, revoke ...)."""
         argv = [*_spagate(), *args, "--pin-dir", self.pin_dir]
-        return self.lab.run("gate", argv, mounts=False, timeout=60, env=self.env)
+        return self.lab.run(self.host, argv, mounts=False, timeout=60, env=self.env)
 
     def knocker(self, host: str = "client") -> Knocker:
         """A spagate.lab.knocker process on host, knocking with this gate's keys."""

@@ -52,6 +52,35 @@ class Identity:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    """Fleet mode (docs/fleet.md): grants and replay state shared through etcd."""
+
+    endpoints: tuple[str, ...]  # http(s)://host:port
+    name: str  # the cluster's name: its keys live under /spagate/<name>/
+    member: str | None = None  # this gate's name (default: the host name)
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    user: str | None = None
+    password_file: str | None = None
+    fallback: str = "local"  # local | refuse (the store unreachable)
+    timeout_s: float = 0.3
+
+
+FLEET_FIELDS = {
+    "cluster-name": "name",
+    "fleet-member": "member",
+    "fleet-ca": "ca",
+    "fleet-cert": "cert",
+    "fleet-key": "key",
+    "fleet-user": "user",
+    "fleet-password-file": "password_file",
+    "fleet-fallback": "fallback",
+    "fleet-timeout": "timeout_s",
+}
+
+
+@dataclass(frozen=True)
 class GateConfig:
     path: str
     identities: tuple[Identity, ...]
@@ -69,6 +98,7 @@ class GateConfig:
     require_source_match: bool = False
     open_cmd: str | None = None
     close_cmd: str | None = None
+    fleet: FleetConfig | None = None
     notes: tuple[str, ...] = ()  # things worth telling the operator at start
 
     def window(self, identity: Identity) -> int:
@@ -174,6 +204,54 @@ def _mode(text: str) -> str:
     return text
 
 
+def _fleet(check: str):
+    """A parser of a fleet setting, by the fleet core's own rules (imported when used: the
+    fleet core imports this module)."""
+
+    def parse(text: str):
+        from spagate.gate.core import fleet
+
+        try:
+            if check == "cluster":
+                return fleet.parse_cluster(text)
+            if check == "name":
+                return fleet.check_cluster_name(text)
+            if check == "member":
+                return fleet.check_member_name(text)
+            if check == "fallback":
+                return str(fleet.parse_fallback(text))
+        except fleet.FleetError as e:
+            raise ValueError(str(e)) from None
+        raise AssertionError(check)
+
+    return parse
+
+
+def _path(text: str) -> str:
+    if not text.startswith("/"):
+        raise ValueError(f"expected an absolute path, got {text!r}")
+    return text
+
+
+def _word(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.@+-]{1,64}", text):
+        raise ValueError(f"expected a name of letters, digits and _ . @ + -, got {text!r}")
+    return text
+
+
+FLEET_KEYS = {
+    "cluster": _fleet("cluster"),
+    "cluster-name": _fleet("name"),
+    "fleet-member": _fleet("member"),
+    "fleet-ca": _path,
+    "fleet-cert": _path,
+    "fleet-key": _path,
+    "fleet-user": _word,
+    "fleet-password-file": _path,
+    "fleet-fallback": _fleet("fallback"),
+    "fleet-timeout": lambda t: _seconds(t, 0.01, 10),
+}
+
 # key -> (parser, field name); global keys may stand only above the first section.
 GLOBAL_KEYS = {
     "bind": (_address, "bind"),
@@ -190,6 +268,7 @@ GLOBAL_KEYS = {
     "require-source-match": (_bool, "require_source_match"),
     "open-cmd": (_cmd, "open_cmd"),
     "close-cmd": (_cmd, "close_cmd"),
+    **{k: (parser, f"fleet:{k}") for k, parser in FLEET_KEYS.items()},
 }
 IDENTITY_KEYS = {
     "key": _key,
@@ -206,6 +285,7 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
     settings: dict[str, object] = {}  # GateConfig field -> value
     notes: list[str] = []
     values: dict[str, dict[str, tuple[object, int]]] = {}  # section -> key -> (value, line)
+    fleet_settings: dict[str, tuple[object, int]] = {}
 
     for sec in (top, *sections):
         if sec.name == "default":
@@ -233,7 +313,9 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
                 value = parser(e.value)
             except ValueError as err:
                 raise ConfigError(path, n, f"{k}: {err}") from None
-            if fname:
+            if fname.startswith("fleet:"):
+                fleet_settings[k] = (value, n)
+            elif fname:
                 settings[fname] = value
             else:
                 ident[k] = (value, n)
@@ -263,6 +345,15 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
     for s in protected:
         if s.proto == "udp" and s.port == settings.get("spa_port", DEFAULT_SPA_PORT):
             raise ConfigError(path, None, f"protected {s} is also the SPA port")
+
+    if fleet_settings:
+        if "cluster" not in fleet_settings or "cluster-name" not in fleet_settings:
+            line = min(n for _, n in fleet_settings.values())
+            raise ConfigError(path, line, "fleet mode needs both cluster = and cluster-name =")
+        settings["fleet"] = FleetConfig(
+            endpoints=fleet_settings["cluster"][0],  # type: ignore[arg-type]
+            **{FLEET_FIELDS[k]: v for k, (v, _) in fleet_settings.items() if k != "cluster"},
+        )
 
     return GateConfig(path=path, identities=tuple(identities), notes=tuple(notes), **settings)
 

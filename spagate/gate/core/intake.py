@@ -50,6 +50,7 @@ class Admit:
     src: IPAddress
     sport: int
     via: str
+    payload: bytes = b""  # the packet (fleet mode: every peer re-verifies it)
 
     def describe(self) -> str:
         g = self.grant
@@ -132,4 +133,4 @@ class Intake:
             ),
         )
         self.counts[ACCEPTED] += 1
-        return Admit(grant, writes, src, rec.sport, self.ifnames(rec.ifindex))
+        return Admit(grant, writes, src, rec.sport, self.ifnames(rec.ifindex), rec.payload)

@@ -47,6 +47,7 @@ class Admission:
         self.batch = batch  # True: writes wait for flush() (the worker flushes once per poll)
         self._pending: list[Admit] = []
         self.write_errors = 0
+        self.fleet = None  # fleet mode: a FleetBridge claims each admission first
 
     @property
     def counts(self):
@@ -61,12 +62,21 @@ class Admission:
         gone = self.intake.expired(self.wall_ms())
         return self.maps.replay_forget_many(gone) if gone else 0
 
+    def remember(self, nonce: bytes, until_ms: int) -> None:
+        """A nonce accepted elsewhere (a fleet peer): refuse its packet here too."""
+        self.intake.verifier.remember(nonce, until_ms)
+        self.maps.replay_remember_many([(nonce, until_ms)])
+
     def handle(self, rec) -> bool:
         """One SPA record in; True when it is admitted (its window opens at the next flush,
         right away unless batching). A refusal is counted and logged here."""
         out = self.intake.handle(rec, self.wall_ms(), self.mono_ns())
         if not isinstance(out, Admit):
             self.log.rejected(out.reason, out.describe)
+            return False
+        if self.fleet is not None and not self.fleet.admit():
+            # A joining gate admits nothing before it holds the fleet's state.
+            self.refuse_admitted(out, "fleet-not-synced")
             return False
         self._pending.append(out)
         if not self.batch:
@@ -79,22 +89,38 @@ class Admission:
         pending, self._pending = self._pending, []
         if not pending:
             return 0
-        nonces, windows = [], []
-        for out in pending:
-            for w in out.writes:
-                if isinstance(w, RememberNonce):
-                    nonces.append((w.nonce, w.until_ms))
-                elif isinstance(w, OpenWindow):
-                    windows.append((w.ip, w.until_ns, w.proto, w.port))
+        nonces = [(w.nonce, w.until_ms) for out in pending for w in out.writes
+                  if isinstance(w, RememberNonce)]  # fmt: skip
         try:
             self.maps.replay_remember_many(nonces)
+        except OSError as e:
+            self.write_errors += 1
+            self.log.error(f"persisting {len(nonces)} nonce(s) failed: {e}; windows stay shut")
+            return 0
+        if self.fleet is not None:  # the windows open when the fleet claim answers
+            for out in pending:
+                self.fleet.knock(out, out.payload)
+            return len(pending)
+        return self.open_now(pending)
+
+    def open_now(self, admits: list[Admit]) -> int:
+        """Open the windows of admissions whose nonces are persisted; hooks; one line each."""
+        windows = [(w.ip, w.until_ns, w.proto, w.port) for out in admits for w in out.writes
+                   if isinstance(w, OpenWindow)]  # fmt: skip
+        try:
             self.maps.open_windows(windows)
         except OSError as e:
-            # The windows stay shut (fail closed); the nonces that made it stay remembered.
+            # The windows stay shut (fail closed); the nonces stay remembered.
             self.write_errors += 1
-            self.log.error(f"writing {len(pending)} admission(s) to the maps failed: {e}")
+            self.log.error(f"writing {len(admits)} admission(s) to the maps failed: {e}")
             return 0
-        for out in pending:
+        for out in admits:
             self.hooks.opened(out.grant.ip, out.grant.seconds)
             self.log.accepted(out.describe)
-        return len(pending)
+        return len(admits)
+
+    def refuse_admitted(self, out: Admit, reason: str) -> None:
+        """A knock that verified but does not open (fleet: a replay elsewhere, not synced)."""
+        self.intake.counts[reason] += 1
+        self.intake.counts["accepted"] -= 1
+        self.log.rejected(reason, lambda: f"{out.describe()} (refused: {reason})")

@@ -177,6 +177,7 @@ class Worker:
         self.links: dict[str, int] = {}  # ifname -> fd of its link
         self.link_ok: dict[str, bool] = {}
         self.links_lost = 0
+        self.fleet = None
         self.modes = read_attached(opts.pin_dir)  # what the loader attached, in which mode
         self.state_errors = 0
         self._state_failing = False
@@ -216,6 +217,11 @@ class Worker:
             self.links[name] = fd
             self.link_ok[name] = True
         events_fd = bpfsys.obj_get(pin_dir / "spa_events")
+        fleet = None
+        if cfg.fleet is not None:  # built before the drop: all its code is imported as root
+            from spagate.gate.service.fleetgate import FleetBridge
+
+            fleet = FleetBridge(cfg, maps, None, self.log, opts.interfaces)
         if drop_to is not None:
             from spagate.gate.service.account import WORKER_CAPS
             from spagate.gate.service.privdrop import drop_to as drop
@@ -228,6 +234,13 @@ class Worker:
             cfg, maps, self.log, hooks, ifnames=lambda i: names.get(i, str(i)), batch=True
         )
         restored = admission.restore()
+        if fleet is not None:
+            fleet.admission = admission
+            admission.fleet = fleet
+            synced = fleet.start()  # the fleet's open windows are in the maps from here
+            self.log.info(f"fleet {cfg.fleet.name}: member {fleet.member}, "
+                          + ("synced" if synced else "NOT synced"))  # fmt: skip
+        self.fleet = fleet
         ring = SpaRing(events_fd, admission.handle)
         os.close(events_fd)
         self.check_links()
@@ -249,6 +262,8 @@ class Worker:
         mon_fd = self.monitor.fileno() if self.monitor is not None else None
         if mon_fd is not None:
             waiter.register(mon_fd, select.EPOLLIN)
+        if fleet is not None:
+            waiter.register(fleet.fileno(), select.EPOLLIN)
         try:
             while not self.stopping:
                 answers = False
@@ -256,6 +271,8 @@ class Worker:
                     answers = any(fd == mon_fd for fd, _ in waiter.poll(0.2))
                     ring.consume()
                 admission.flush()
+                if fleet is not None:
+                    fleet.drain()
                 if self.monitor is not None:
                     self.monitor.flush()
                     if answers or time.monotonic() >= next_check:
@@ -280,6 +297,8 @@ class Worker:
         finally:
             waiter.close()
             admission.flush()
+            if fleet is not None:
+                fleet.stop()
             ring.close()
             maps.close()
             for fd in self.links.values():
@@ -383,6 +402,15 @@ class Worker:
             "spa": dict(admission.counts),
             "monitor_pending": self.monitor.pending if self.monitor else 0,
         }
+        if self.fleet is not None:
+            state["fleet"] = {
+                "cluster": self.config.fleet.name,
+                "member": self.fleet.member,
+                "store": "up" if self.fleet.sync.health.up else "down",
+                "synced": self.fleet.sync.synced.is_set(),
+                "ignored": dict(self.fleet.mirror.ignored),
+                "counts": dict(self.fleet.sync.counts),
+            }
         try:
             write_state(self.opts.pin_dir, state)
         except OSError as e:
