@@ -474,8 +474,8 @@ def phase_daemon(lab, work, args, log) -> dict:
     out = {}
     try:
         gate.start()
-        pid = gate.proc.pid  # nsenter execs the daemon: same pid
-        time.sleep(1.0)
+        time.sleep(1.5)
+        pid = read_state(gate.pin_dir)["worker_pid"]  # the process that takes the knocks
         out["rss_start_kb"] = _rss_kb(pid)
         log(f"\nDaemon (limits lifted: rate 100000/s burst 100000, spa-budget 10000000), "
             f"RSS after start {out['rss_start_kb'] / 1024:.1f} MiB")  # fmt: skip

@@ -25,6 +25,8 @@ SCRIPTS = [
     ("XDP: ns per packet for each verdict path, allow map 1 .. 1M", ["xdp_paths.py"], True),
     ("XDP: in-kernel HMAC cost", ["xdp_hmac.py"], True),
     ("SPA latency: packet sent -> allow entry written", ["spa_latency.py"], True),
+    ("The worker: RSS and CPU per accepted knock; the loader's peak", ["worker.py"], True),
+    ("Fleet: knock-to-remote-open through etcd, real gates", ["fleet_gates.py"], True),
     (
         "Floods at line rate: spagate beside nftables; valid SPA during floods; daemon",
         ["floods.py", "--json", str(SUMMARY)],
