@@ -1,9 +1,11 @@
 """The one INI reader and the one key-file check, shared by the client and the gate.
 
 Grammar (sparoid's): `# c` and `; c` comment lines, `[name]` sections, `name = value` lines;
-names are case-insensitive, values are stripped and may be quoted. A value with a control
-character is refused (a NUL or a newline in a hook would otherwise reach a shell). Errors are
-ConfigError(path, line, reason) and never echo a line: it may hold key material.
+names are case-insensitive, values are stripped and may be quoted; ` # c` after a value is a
+comment too (sparoid's README writes `bind = :: # both ipv4 and ipv6`; `;` is not, since hooks
+use it). A value with a control character is refused (a NUL or a newline in a hook would
+otherwise reach a shell). Errors are ConfigError(path, line, reason) and never echo a line: it
+may hold key material.
 
 parse_ini() is pure (text in, sections out); read_key_file() is the edge that opens the file.
 What the names mean is the caller's business (spagate.client.config, spagate.gate.core.config).
@@ -20,6 +22,7 @@ from spagate.errors import ConfigError
 
 SECTION_NAME = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_INLINE_COMMENT = re.compile(r"\s+#")
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,10 @@ def _unquote(value: str) -> str:
     return value
 
 
-def parse_ini(text: str, path: str) -> list[Section]:
+def parse_ini(text: str, path: str, repeatable: frozenset[str] = frozenset()) -> list[Section]:
     """Sections in file order; the first is always the top (name None), maybe empty.
-    A name set twice in one section, or a section defined twice, is an error."""
+    A name set twice in one section (but for repeatable names), or a section defined twice,
+    is an error."""
     top = Section(None, 0)
     sections = [top]
     current = top
@@ -71,11 +75,11 @@ def parse_ini(text: str, path: str) -> list[Section]:
             raise ConfigError(path, n, "expected `name = value`")
         name, value = (part.strip() for part in line.split("=", 1))
         name = name.lower()
-        value = _unquote(value)
+        value = _unquote(_INLINE_COMMENT.split(value, 1)[0].strip())
         if _CONTROL.search(value):
             raise ConfigError(path, n, f"{name}: the value holds a control character")
         first = current.get(name)
-        if first is not None:
+        if first is not None and name not in repeatable:
             raise ConfigError(path, n, f"{name} set twice (first on line {first.line})")
         current.entries.append(Entry(name, value, n))
     return sections

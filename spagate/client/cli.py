@@ -80,6 +80,11 @@ def register(app: typer.Typer) -> None:
         ip: Optional[str] = IP_OPT,
     ) -> None:
         """Send an SPA packet to every address of HOST."""
+        if ip == "source":
+            _warn(
+                "spagate: note: --ip source names no address: a spagate gate opens the packet's "
+                "source; a sparoid server would open 0.0.0.0, which lets nobody in"
+            )
         _send(host, port, config, ip)
 
     @app.command(context_settings={"help_option_names": ["--help"]})

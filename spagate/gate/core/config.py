@@ -276,16 +276,21 @@ IDENTITY_KEYS = {
     "protected": _ports,
     "open-seconds": GLOBAL_KEYS["open-seconds"][0],
 }
-IGNORED_KEYS = {"nftables-cmd": "nftables-cmd is not needed by spagate (XDP enforces): ignored"}
+IGNORED_KEYS = {
+    "nftables-cmd": "nftables-cmd is not needed by spagate (XDP enforces): ignored",
+    "nftablesv6-cmd": "nftablesv6-cmd is not needed by spagate (XDP enforces): ignored",
+}
 
 
 def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
     """Parse the gate configuration; raise ConfigError(path, line, reason) on any problem."""
-    top, *sections = parse_ini(text, path)
+    # sparoid takes several key/hmac-key lines (key rotation): pairs, in order.
+    top, *sections = parse_ini(text, path, repeatable=frozenset({"key", "hmac-key"}))
     settings: dict[str, object] = {}  # GateConfig field -> value
     notes: list[str] = []
     values: dict[str, dict[str, tuple[object, int]]] = {}  # section -> key -> (value, line)
     fleet_settings: dict[str, tuple[object, int]] = {}
+    extra_pairs: dict[str, list[tuple[object, int]]] = {}  # more top-level key/hmac-key lines
 
     for sec in (top, *sections):
         if sec.name == "default":
@@ -317,6 +322,10 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
                 fleet_settings[k] = (value, n)
             elif fname:
                 settings[fname] = value
+            elif k in ident and sec is top:  # another key/hmac-key pair (sparoid rotation)
+                extra_pairs.setdefault(k, []).append((value, n))
+            elif k in ident:
+                raise ConfigError(path, n, f"{k} set twice (first on line {ident[k][1]})")
             else:
                 ident[k] = (value, n)
 
@@ -326,6 +335,14 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
     identities = []
     for sec in ([top] if values["default"] else []) + sections:
         identities.append(_identity(path, sec, values[sec.name or "default"], protected))
+    keys, hmacs = extra_pairs.get("key", []), extra_pairs.get("hmac-key", [])
+    if len(keys) != len(hmacs):
+        line = (keys or hmacs)[-1][1]
+        raise ConfigError(path, line, "top-level key and hmac-key lines must come in pairs")
+    for i, (k, h) in enumerate(zip(keys, hmacs, strict=True), start=2):
+        name = f"default-{i}"
+        vals = {"key": k, "hmac-key": h}
+        identities.insert(i - 1, _identity(path, Section(name, k[1]), vals, protected))
     if not identities:
         raise ConfigError(path, None, "no keys: set key and hmac-key (spagate keygen prints them)")
     if len(identities) > MAX_IDENTITIES:
@@ -346,6 +363,9 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
         if s.proto == "udp" and s.port == settings.get("spa_port", DEFAULT_SPA_PORT):
             raise ConfigError(path, None, f"protected {s} is also the SPA port")
 
+    if str(settings.get("bind")) == "0.0.0.0":
+        notes.append(f"{path}: bind = 0.0.0.0 takes IPv4 knocks only, as sparoid does "
+                     "(bind = :: takes IPv4 and IPv6)")  # fmt: skip
     if fleet_settings:
         if "cluster" not in fleet_settings or "cluster-name" not in fleet_settings:
             line = min(n for _, n in fleet_settings.values())
@@ -385,12 +405,25 @@ def _identity(
     )
 
 
+def service_group_readers() -> frozenset[int]:
+    """The groups that may read the configuration besides its owner: root's, and the spagate
+    service group (the worker's; /etc/spagate.ini is root:spagate 0640, sparoid's 0650 too)."""
+    import grp
+
+    try:
+        return frozenset({0, grp.getgrnam("spagate").gr_gid})
+    except KeyError:
+        return frozenset({0})
+
+
 def load_config(
-    path: str = DEFAULT_PATH, group_readers: frozenset[int] = frozenset()
+    path: str = DEFAULT_PATH, group_readers: frozenset[int] | None = None
 ) -> GateConfig:
     """Read and parse the configuration file; refuse one that others can read (it holds keys)
     or that is not owned by root (or us): whoever owns it chooses the keys and the hooks.
-    group_readers: groups that may read it too (root's, the spagate service group)."""
+    Group read is fine for root's group and the spagate service group (service_group_readers)."""
+    if group_readers is None:
+        group_readers = service_group_readers()
     try:
         text = read_key_file(path, group_readers=group_readers)
     except ConfigError as e:

@@ -13,6 +13,7 @@ from spagate.gate.core.reasons import PolicyReason
 from spagate.net import IPAddress, unmap
 
 BROADCAST = IPv4Address("255.255.255.255")
+ANY_V4 = IPv4Address("0.0.0.0")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ def decide(
         return Refusal(
             PolicyReason.WRONG_DESTINATION, f"sent to {dst}, the gate is bound to {config.bind}"
         )
+    if config.bind == ANY_V4 and dst.version == 6:
+        # As sparoid's IPv4 socket on 0.0.0.0: IPv6 knocks are not taken (bind = :: takes both).
+        return Refusal(PolicyReason.WRONG_DESTINATION, f"sent to {dst}, the gate takes IPv4 only")
     if config.require_source_match and msg_ip.is_unspecified:
         # Such a packet names no address: anyone who sees it could send it first.
         return Refusal(PolicyReason.SOURCE_MISMATCH, "message names no address (--ip source)")

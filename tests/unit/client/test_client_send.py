@@ -110,6 +110,8 @@ def test_send_ip_option(home, udp, option, host, expect):
     r = spagate(home, "send", host, "-p", str(s.getsockname()[1]), "--ip", option)
     assert r.returncode == 0, r.stderr
     assert received(s).message.ip == expect
+    # where it matters, the client says what a packet naming no address does elsewhere
+    assert ("a sparoid server would open 0.0.0.0" in r.stderr) == (option == "source")
 
 
 def test_sparoid_ini_and_explicit_config(tmp_path, udp):

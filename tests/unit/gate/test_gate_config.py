@@ -83,7 +83,8 @@ hmac-key = {H2}
         (f"key = {K1}\nhmac-key = {H1}\nxdp-mode = fast\n", 3, "native"),
         (f"key = {K1}\nhmac-key = {H1}\nrequire-source-match = maybe\n", 3, "yes or no"),
         (f"key = {K1}\nhmac-key = {H1}\nrate = fast\n", 3, "N/s"),
-        (f"key = {K1}\nkey = {K1}\nhmac-key = {H1}\n", 2, "set twice"),
+        (f"key = {K1}\nkey = {K1}\nhmac-key = {H1}\n", 2, "must come in pairs"),
+        (f"[a]\nkey = {K1}\nkey = {K1}\nhmac-key = {H1}\n", 3, "set twice"),
         (f"key = {K1}\nhmac-key = {H1}\njust words\n", 3, "name = value"),
         (f"key = {K1}\nhmac-key = {H1}\n[a b]\n", 3, "section header"),
         (f"[a]\nkey = {K1}\nhmac-key = {H1}\nport = 1\n", 4, "gate-wide setting"),
@@ -152,3 +153,46 @@ def test_load_refuses_a_directory_and_a_file_owned_by_someone_else(tmp_path):
         os.chown(p, 65534, 65534)
         with pytest.raises(ConfigError, match=r"owned by uid 65534: run chown root:root"):
             load_config(str(p))
+
+
+def test_sparoids_readme_server_example_verbatim():
+    """sparoid's README (nftables): an inline comment after bind, nftables-cmd and
+    nftablesv6-cmd (not needed: noted, ignored)."""
+    text = (
+        "bind = :: # starts a listener on both ipv4 and ipv6 \n"
+        "port = 8484\n"
+        f"key = {K1}\n"
+        f"hmac-key = {H1}\n"
+        "nftables-cmd = add element inet filter sparoid { %s }\n"
+        "nftablesv6-cmd = add element inet filter sparoid6 { %s }\n"
+    )
+    cfg = parse_config(text, "/etc/sparoid.ini")
+    assert str(cfg.bind) == "::" and cfg.spa_port == 8484
+    assert [i.name for i in cfg.identities] == ["default"]
+    assert any("nftablesv6-cmd is not needed" in n for n in cfg.notes)
+
+
+def test_several_key_pairs_are_several_identities_as_in_sparoid():
+    text = f"key = {K1}\nhmac-key = {H1}\nkey = {K2}\nhmac-key = {H2}\n"
+    cfg = parse_config(text, "x.ini")
+    assert [i.name for i in cfg.identities] == ["default", "default-2"]
+    assert cfg.identities[1].keys.hmac_key == bytes.fromhex(H2)
+
+
+@pytest.mark.parametrize("mode, ok", [(0o640, True), (0o650, True), (0o660, False), (0o644, False)])
+def test_the_config_may_be_read_by_the_service_group(tmp_path, mode, ok):
+    import grp
+
+    p = tmp_path / "spagate.ini"
+    p.write_text(f"key = {K1}\nhmac-key = {H1}\n")
+    os.chown(p, 0, grp.getgrnam("spagate").gr_gid)  # sparoid's package: 0650; ours: 0640
+    os.chmod(p, mode)
+    if ok:
+        assert load_config(str(p)).identities[0].name == "default"
+    else:
+        with pytest.raises(ConfigError, match="accessible by group or others"):
+            load_config(str(p))
+    os.chown(p, 0, 4)  # another group (adm): group read is refused
+    os.chmod(p, 0o640)
+    with pytest.raises(ConfigError, match="accessible by group or others"):
+        load_config(str(p))

@@ -69,3 +69,14 @@ def test_require_source_match_refuses_a_message_naming_no_address():
     for unspecified in ("0.0.0.0", "::"):
         r = decide(c, c.identities[0], ip_address(unspecified), SRC, DST)
         assert isinstance(r, Refusal) and r.reason == "source-mismatch"
+
+
+def test_bind_0_0_0_0_takes_ipv4_only_as_sparoid():
+    c = cfg("bind = 0.0.0.0\n")
+    assert isinstance(decide(c, c.identities[0], SRC, SRC, DST), Grant)
+    v6 = ip_address("2001:db8::1")
+    r = decide(c, c.identities[0], v6, v6, ip_address("2001:db8::2"))
+    assert isinstance(r, Refusal) and r.reason == "wrong-destination"
+    both = cfg("bind = ::\n")
+    assert isinstance(decide(both, both.identities[0], v6, v6, ip_address("2001:db8::2")), Grant)
+    assert any("IPv4 knocks only" in n for n in c.notes)
