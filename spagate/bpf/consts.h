@@ -23,6 +23,19 @@
 #endif
 #define SPA_BUDGET_WINDOW_NS 1000000000ULL /* the global budget's fixed window */
 
+/* -- fwknop admission (the loader passes the configured values) ---------------------------- */
+#ifndef FWKNOP_PORT
+#define FWKNOP_PORT 62201 /* fwknopd's default port; may be SPA_PORT (told apart by length) */
+#endif
+#ifndef FWKNOP_BUDGET
+#define FWKNOP_BUDGET 500 /* fwknop packets per second queued, all sources together */
+#endif
+#define FWKNOP_MIN_PAYLOAD 140  /* fwknopd's MIN_SPA_DATA_SIZE */
+#define FWKNOP_MAX_PAYLOAD 1500 /* fwknopd's MAX_SPA_PACKET_LEN */
+#ifndef FWKNOP_RINGBUF_PAGES
+#define FWKNOP_RINGBUF_PAGES 256 /* fwknop_events size in pages; a power of two */
+#endif
+
 /* -- protected UDP flows ---------------------------------------------------------------- */
 #ifndef UDP_IDLE_NS
 #define UDP_IDLE_NS 120000000000ULL /* a UDP flow stays open this long after its last packet */

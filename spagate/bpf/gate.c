@@ -71,6 +71,19 @@ static __always_inline int expired(__u64 *expiry, __u64 *now)
 	return *expiry <= *now;
 }
 
+/* The bucket key of a source (struct addr_key): the address for IPv4, its /64 for IPv6 (whoever
+ * holds a /64 has 2^64 addresses for free). */
+static __always_inline void source_bucket(__u8 *key, const struct pkt *p)
+{
+	__u32 *w = (__u32 *)key;
+
+	copy_addr(key, p, 0);
+	if (p->v6) {
+		w[2] = 0;
+		w[3] = 0;
+	}
+}
+
 /* Source allowed for (proto, port): a live whole-host grant (allow_hint.host_until), else a
  * live allow entry (proto, port) or (proto, every port). The key's addr is filled by the
  * caller. No hint, or its upper bound passed: nothing live in allow, no lookup there. */
@@ -171,6 +184,73 @@ static __always_inline int spa(struct xdp_md *ctx, struct pkt *p, struct udphdr 
 	 * verifier would walk it once per parse_packet() path and run out of budget. */
 	spa_progs.call(ctx, 0);
 	return verdict(REASON_SPA_TAIL_CALL_FAILED, XDP_DROP);
+}
+
+/* fwknop port: its own per-source bucket, its own budget, then the whole payload to
+ * fwknop_events; always XDP_DROP (nothing answers). No MAC here: fwknop's HMAC covers a base64
+ * text of any length, the worker checks it; so fwknop junk can spend fwknop's budget, never
+ * sparoid's (separate maps), and never more than FWKNOP_BUDGET packets a second. */
+static __always_inline int fwknop(struct xdp_md *ctx, struct pkt *p, struct udphdr *uh, void *end)
+{
+	struct fwknop_event *e;
+	struct addr_key bucket;
+	struct budget *b;
+	__u32 zero = 0, len;
+	__u64 now, tat, *stored;
+	__u16 ulen;
+
+	if (p->first_frag)
+		return verdict(REASON_FRAGMENT_DROPPED, XDP_DROP);
+	ulen = sg_ntohs(uh->len);
+	if ((void *)(uh + 1) > end || ulen < sizeof(*uh) || ulen > p->l4_len)
+		return verdict(REASON_MALFORMED, XDP_DROP);
+	if (p->mapped_src)
+		return verdict(REASON_MALFORMED, XDP_DROP);
+	len = ulen - sizeof(*uh);
+	if (len < FWKNOP_MIN_PAYLOAD || len > FWKNOP_MAX_PAYLOAD)
+		return verdict(REASON_FWKNOP_BAD_SIZE, XDP_DROP);
+	source_bucket(bucket.addr, p);
+	now = now_ns();
+	stored = fwknop_rate.lookup(&bucket);
+	if (stored) {
+		tat = *stored;
+		if (tat < now)
+			tat = now;
+		if (tat - now > SPA_TAU_NS)
+			return verdict(REASON_FWKNOP_RATE_SOURCE, XDP_DROP);
+		*stored = tat + SPA_INTERVAL_NS;
+	} else {
+		tat = now + SPA_INTERVAL_NS;
+		fwknop_rate.update(&bucket, &tat);
+	}
+	b = fwknop_budget.lookup(&zero);
+	if (!b)
+		return verdict(REASON_FWKNOP_RATE_GLOBAL, XDP_DROP);
+	if (now - b->window_start >= SPA_BUDGET_WINDOW_NS) {
+		b->window_start = now;
+		b->count = 0;
+	}
+	if (__sync_fetch_and_add(&b->count, 1) >= FWKNOP_BUDGET)
+		return verdict(REASON_FWKNOP_RATE_GLOBAL, XDP_DROP);
+	e = fwknop_events.ringbuf_reserve(sizeof(struct fwknop_event));
+	if (!e)
+		return verdict(REASON_FWKNOP_RINGBUF_FULL, XDP_DROP);
+	/* len is bounded above (the check above): the verifier accepts it as the copy size. */
+	if (bpf_xdp_load_bytes(ctx, (void *)(uh + 1) - (void *)(long)ctx->data, e->payload,
+			       len) < 0) {
+		fwknop_events.ringbuf_discard(e, 0);
+		return verdict(REASON_MALFORMED, XDP_DROP);
+	}
+	copy_addr(e->src, p, 0);
+	copy_addr(e->dst, p, 1);
+	e->sport = sg_ntohs(uh->source);
+	e->dport = sg_ntohs(uh->dest);
+	e->ifindex = ctx->ingress_ifindex;
+	e->len = len;
+	e->pad = 0;
+	e->pad2 = 0;
+	fwknop_events.ringbuf_submit(e, 0);
+	return verdict(REASON_FWKNOP_QUEUED, XDP_DROP);
 }
 
 static __always_inline int tcp_established(struct xdp_md *ctx, struct pkt *p, struct tcphdr *th)
@@ -294,6 +374,10 @@ int xdp_gate(struct xdp_md *ctx)
 	sport = sg_ntohs(*(__be16 *)p.l4);
 	dport = sg_ntohs(*(__be16 *)(p.l4 + 2));
 
+	/* fwknop on its own port, or on the SPA port told apart by length (sparoid's is fixed). */
+	if (p.proto == IPPROTO_UDP && dport == FWKNOP_PORT &&
+	    (FWKNOP_PORT != SPA_PORT || p.l4_len != sizeof(struct udphdr) + SPA_PACKET_SIZE))
+		return fwknop(ctx, &p, p.l4, end);
 	if (p.proto == IPPROTO_UDP && dport == SPA_PORT)
 		return spa(ctx, &p, p.l4, end);
 

@@ -31,6 +31,10 @@ BPF_TABLE_PINNED("lru_hash", struct flow_key, __u64, udp_flows, UDP_FLOW_CAPACIT
 BPF_TABLE_PINNED("lru_hash", struct addr_key, __u64, spa_rate, SPA_RATE_CAPACITY,
 		 SG_PIN(spa_rate));
 BPF_TABLE_PINNED("array", __u32, struct budget, spa_budget, 1, SG_PIN(spa_budget));
+/* fwknop: its own source buckets and budget, so neither protocol's flood starves the other. */
+BPF_TABLE_PINNED("lru_hash", struct addr_key, __u64, fwknop_rate, SPA_RATE_CAPACITY,
+		 SG_PIN(fwknop_rate));
+BPF_TABLE_PINNED("array", __u32, struct budget, fwknop_budget, 1, SG_PIN(fwknop_budget));
 BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, REASON_COUNT, SG_PIN(counters));
 BPF_TABLE_PINNED("lru_hash", struct nonce_key, __u64, replay, REPLAY_CAPACITY, SG_PIN(replay));
 /* spa_keys[i]: HMAC midstates of key i (spagate/gate/kernel/spakeys.py); spa_key_count[0]: slots in
@@ -38,6 +42,7 @@ BPF_TABLE_PINNED("lru_hash", struct nonce_key, __u64, replay, REPLAY_CAPACITY, S
 BPF_TABLE_PINNED("array", __u32, struct spa_key, spa_keys, SPA_KEYS_MAX, SG_PIN(spa_keys));
 BPF_TABLE_PINNED("array", __u32, __u32, spa_key_count, 1, SG_PIN(spa_key_count));
 BPF_RINGBUF_OUTPUT(spa_events, RINGBUF_PAGES);
+BPF_RINGBUF_OUTPUT(fwknop_events, FWKNOP_RINGBUF_PAGES);
 /* Not pinned: the daemon's replay nonces (pinned) are what refuses a replay across a
  * restart; a new program starting with an empty spa_seen lets each captured MAC spend the
  * budget once more, which the budget absorbs. */

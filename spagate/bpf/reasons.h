@@ -29,7 +29,12 @@ enum spagate_reason {
 	REASON_SPA_BAD_MAC = 17,         /* SPA packet whose MAC matches no configured key: dropped */
 	REASON_SPA_TAIL_CALL_FAILED = 18, /* SPA verifier program missing (spa_progs empty): dropped */
 	REASON_SPA_REPLAY_DUP = 19,      /* MAC-valid SPA packet whose MAC is in spa_seen: dropped */
-	REASON_COUNT = 20,
+	REASON_FWKNOP_QUEUED = 20,      /* fwknop packet (its length) copied to fwknop_events, dropped */
+	REASON_FWKNOP_RATE_SOURCE = 21, /* fwknop packet over its source's bucket (fwknop_rate), dropped */
+	REASON_FWKNOP_RATE_GLOBAL = 22, /* fwknop packet over fwknop's budget per second, dropped */
+	REASON_FWKNOP_RINGBUF_FULL = 23, /* fwknop packet within budget, fwknop_events full, dropped */
+	REASON_FWKNOP_BAD_SIZE = 24,    /* fwknop-port packet not 140..1500 bytes (not fwknop), dropped */
+	REASON_COUNT = 25,
 };
 
 #endif

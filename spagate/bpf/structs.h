@@ -88,6 +88,21 @@ struct spa_event {
 	__u8 payload[SPA_PACKET_SIZE];
 };
 
+/* fwknop_events record: an fwknop SPA packet (base64 text, its own HMAC, checked in userspace:
+ * its length varies, which the in-kernel MAC of sparoid packets cannot take). payload holds
+ * the first `len` bytes (len <= FWKNOP_MAX_PAYLOAD). */
+struct fwknop_event {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 ifindex;
+	__u16 len;
+	__u16 pad;
+	__u32 pad2;
+	__u8 payload[FWKNOP_MAX_PAYLOAD];
+};
+
 /* spa_scratch[0] (per CPU): what xdp_gate hands to the tail-called xdp_spa_verify, and the
  * payload copy the MAC is computed over (kept off the 512-byte stack). */
 struct spa_scratch {

@@ -29,6 +29,7 @@ from typing import Protocol
 from spagate.errors import ConfigError
 from spagate.gate.core.reasons import PolicyReason
 from spagate.inifile import read_key_file
+from spagate.net import unmap
 from spagate.protocol.fwknop import FwknopKey, FwknopMessage, ProtoPort, b64_decode
 from spagate.protocol.fwknop.keys import HMAC_KEY_MAX, KEY_MAX, hmac_type
 
@@ -129,8 +130,8 @@ class AccessConfig:
         self, source: IPAddress, destination: IPAddress | None = None
     ) -> tuple[int, ...]:
         """The stanzas worth trying for a packet (fwknopd: SOURCE, DESTINATION), in order."""
-        src = _unmap(source)
-        dst = None if destination is None else _unmap(destination)
+        src = unmap(source)
+        dst = None if destination is None else unmap(destination)
         return tuple(
             i
             for i, s in enumerate(self.stanzas)
@@ -496,12 +497,6 @@ class FwknopRefusal:
     detail: str
 
 
-def _unmap(ip: IPAddress) -> IPAddress:
-    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
 def _matches(nets: tuple[IPv4Network, ...] | None, ip: IPAddress) -> bool:
     return nets is None or (ip.version == 4 and any(ip in n for n in nets))
 
@@ -521,12 +516,12 @@ def grant(
     index: int = 0,
 ) -> FwknopGrant | FwknopRefusal:
     """What one stanza grants an authenticated request from `source` (pure)."""
-    src = _unmap(source)
+    src = unmap(source)
     if not _matches(stanza.sources, src):
         return FwknopRefusal(
             FwknopPolicyReason.SOURCE_NOT_ALLOWED, f"{src} is not in SOURCE of {stanza.where}"
         )
-    if destination is not None and not _matches(stanza.destinations, _unmap(destination)):
+    if destination is not None and not _matches(stanza.destinations, unmap(destination)):
         return FwknopRefusal(
             PolicyReason.WRONG_DESTINATION,
             f"sent to {destination}, not in DESTINATION of {stanza.where}",

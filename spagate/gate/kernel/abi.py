@@ -23,6 +23,11 @@ DEFAULT_SPA_BUDGET = 2000
 SPA_BUDGET_WINDOW_NS = 1_000_000_000
 DEFAULT_UDP_IDLE_NS = 120_000_000_000
 DEFAULT_RINGBUF_PAGES = 256
+DEFAULT_FWKNOP_PORT = 62201
+DEFAULT_FWKNOP_BUDGET = 500
+FWKNOP_MIN_PAYLOAD = 140
+FWKNOP_MAX_PAYLOAD = 1500
+DEFAULT_FWKNOP_RINGBUF_PAGES = 256
 # max_entries by map (the C macro is <NAME>_CAPACITY); spa_seen is not pinned.
 DEFAULT_CAPACITIES = {
     "allow": 65536,
@@ -58,6 +63,11 @@ CONSTS: dict[str, int] = {
     "SPA_BUDGET_WINDOW_NS": SPA_BUDGET_WINDOW_NS,
     "UDP_IDLE_NS": DEFAULT_UDP_IDLE_NS,
     "RINGBUF_PAGES": DEFAULT_RINGBUF_PAGES,
+    "FWKNOP_PORT": DEFAULT_FWKNOP_PORT,
+    "FWKNOP_BUDGET": DEFAULT_FWKNOP_BUDGET,
+    "FWKNOP_MIN_PAYLOAD": FWKNOP_MIN_PAYLOAD,
+    "FWKNOP_MAX_PAYLOAD": FWKNOP_MAX_PAYLOAD,
+    "FWKNOP_RINGBUF_PAGES": DEFAULT_FWKNOP_RINGBUF_PAGES,
     **{CAPACITY_MACROS[m]: n for m, n in DEFAULT_CAPACITIES.items()},
     "SPA_KEYS_MAX": SPA_KEYS_MAX,
     "SPA_PACKET_SIZE": SPA_PACKET_SIZE,
@@ -104,6 +114,11 @@ class KernelReason(IntEnum):
     SPA_BAD_MAC = 17
     SPA_TAIL_CALL_FAILED = 18
     SPA_REPLAY_DUP = 19
+    FWKNOP_QUEUED = 20
+    FWKNOP_RATE_SOURCE = 21
+    FWKNOP_RATE_GLOBAL = 22
+    FWKNOP_RINGBUF_FULL = 23
+    FWKNOP_BAD_SIZE = 24
 
     @property
     def label(self) -> str:
@@ -158,11 +173,23 @@ SPA_EVENT_FIELDS = (
 )
 SPA_EVENT_HEADER = Layout("spa_event", SPA_EVENT_FIELDS)  # the record without its payload
 SPA_EVENT = Layout("spa_event", (*SPA_EVENT_FIELDS, ("payload", f"{SPA_PACKET_SIZE}s")))
+FWKNOP_EVENT_FIELDS = (
+    ("src", "16s"),
+    ("dst", "16s"),
+    ("sport", "H"),
+    ("dport", "H"),
+    ("ifindex", "I"),
+    ("len", "H"),
+    ("pad", "2x"),
+    ("pad2", "4x"),
+)
+FWKNOP_EVENT_HEADER = Layout("fwknop_event", FWKNOP_EVENT_FIELDS)
+FWKNOP_EVENT = Layout("fwknop_event", (*FWKNOP_EVENT_FIELDS, ("payload", f"{FWKNOP_MAX_PAYLOAD}s")))
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")
 
 LAYOUTS = (ALLOW_KEY, ALLOW_HINT, LPM_KEY, FLOW_KEY, ADDR_KEY, BUDGET, MAC_KEY, NONCE_KEY,
-           SPA_KEY, SPA_EVENT)  # fmt: skip
+           SPA_KEY, SPA_EVENT, FWKNOP_EVENT)  # fmt: skip
 
 # --- maps.h ---------------------------------------------------------------------------------------
 
@@ -207,6 +234,8 @@ MAP_SPECS: dict[str, MapSpec] = {
         MapSpec("udp_flows", MapType.LRU_HASH, FLOW_KEY.size, U64.size),
         MapSpec("spa_rate", MapType.LRU_HASH, ADDR_KEY.size, U64.size),
         MapSpec("spa_budget", MapType.ARRAY, U32.size, BUDGET.size),
+        MapSpec("fwknop_rate", MapType.LRU_HASH, ADDR_KEY.size, U64.size),
+        MapSpec("fwknop_budget", MapType.ARRAY, U32.size, BUDGET.size),
         MapSpec("counters", MapType.PERCPU_ARRAY, U32.size, U64.size),
         MapSpec("replay", MapType.LRU_HASH, NONCE_KEY.size, U64.size),
         MapSpec("spa_keys", MapType.ARRAY, U32.size, SPA_KEY.size),

@@ -49,6 +49,8 @@ class GateOptions:
     # captured packet cannot spend the budget. Keep >= budget/s x 2 x max skew (s).
     spa_seen_capacity: int = abi.DEFAULT_CAPACITIES["spa_seen"]
     ringbuf_pages: int = abi.DEFAULT_RINGBUF_PAGES  # power of two
+    fwknop_port: int = abi.DEFAULT_FWKNOP_PORT  # may be spa_port (told apart by length)
+    fwknop_budget_per_s: int = abi.DEFAULT_FWKNOP_BUDGET
     coarse_clock: bool = True  # bpf_ktime_get_coarse_ns: same clock, tick resolution, cheaper
     extra_cflags: tuple[str, ...] = field(default=())
 
@@ -58,6 +60,8 @@ class GateOptions:
                 raise SpagateError(f"invalid gate option: {what}")
 
         need(1 <= self.spa_port <= 65535, f"spa_port {self.spa_port} not in 1..65535")
+        need(1 <= self.fwknop_port <= 65535, f"fwknop_port {self.fwknop_port} not in 1..65535")
+        need(self.fwknop_budget_per_s >= 1, "fwknop_budget_per_s must be >= 1")
         need(self.spa_rate_per_s > 0, "spa_rate_per_s must be > 0")
         need(self.spa_burst >= 1, "spa_burst must be >= 1")
         need(self.spa_budget_per_s >= 1, "spa_budget_per_s must be >= 1")
@@ -79,6 +83,8 @@ class GateOptions:
             "udp_flows": self.udp_flow_capacity,
             "spa_rate": self.spa_rate_capacity,
             "spa_budget": 1,
+            "fwknop_rate": self.spa_rate_capacity,
+            "fwknop_budget": 1,
             "counters": len(REASONS),
             "replay": self.replay_capacity,
             "spa_keys": SPA_KEYS_MAX,
@@ -104,6 +110,8 @@ class GateOptions:
             f"-DUDP_IDLE_NS={round(self.udp_idle_timeout_s * 1e9)}ULL",
             *(f"-D{abi.CAPACITY_MACROS[m]}={n}" for m, n in caps.items()),
             f"-DRINGBUF_PAGES={self.ringbuf_pages}",
+            f"-DFWKNOP_PORT={self.fwknop_port}",
+            f"-DFWKNOP_BUDGET={self.fwknop_budget_per_s}",
             *QUIET_CFLAGS,
         ]
         if self.coarse_clock:
@@ -168,7 +176,10 @@ class Gate:
         # The MAC check runs in its own program, tail-called from xdp_gate (docs/xdp.md).
         self.verify_fd: int = bpf.load_func(b"xdp_spa_verify", bpf.XDP).fd
         # The program's own maps, not pinned: spa_seen, spa_progs, spa_events.
-        self.internal = {n: bpf[n.encode()].map_fd for n in ("spa_seen", "spa_progs", "spa_events")}
+        self.internal = {
+            n: bpf[n.encode()].map_fd
+            for n in ("spa_seen", "spa_progs", "spa_events", "fwknop_events")
+        }
         self.set_verifier(True)
         fds = {name: bpf[name.encode()].map_fd for name in MAP_SPECS}
         for name, fd in fds.items():
@@ -201,6 +212,7 @@ class Gate:
         fds = {
             "spa_progs": self.internal["spa_progs"],
             "spa_events": self.internal["spa_events"],
+            "fwknop_events": self.internal["fwknop_events"],
             pins.PROG_PIN: self.prog_fd,
         }
         for name in pins.EXTRA_PINS:

@@ -425,7 +425,14 @@ class GateMaps:
     def clear(self, *names: str) -> None:
         """Empty maps by name (default: allow, udp_flows, spa_rate, spa_budget; not replay,
         static_allow, protected or counters). Clearing allow clears allow_hint too."""
-        names = names or ("allow", "udp_flows", "spa_rate", "spa_budget")
+        names = names or (
+            "allow",
+            "udp_flows",
+            "spa_rate",
+            "spa_budget",
+            "fwknop_rate",
+            "fwknop_budget",
+        )
         if "allow" in names and "allow_hint" not in names:
             names = (*names, "allow_hint")
         for name in names:

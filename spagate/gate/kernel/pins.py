@@ -37,7 +37,7 @@ class PinAction(StrEnum):
 # with no process attached), the ring buffer (the worker opens it), the program (the monitor
 # re-attaches it without compiling) and one BPF link per guarded interface.
 PROG_PIN = "prog_xdp_gate"
-EXTRA_PINS = ("spa_progs", "spa_events", PROG_PIN)
+EXTRA_PINS = ("spa_progs", "spa_events", "fwknop_events", PROG_PIN)
 LINK_PREFIX = "link_"
 
 

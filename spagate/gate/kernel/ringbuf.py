@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from spagate.gate.kernel import bpfsys
-from spagate.gate.kernel.abi import SPA_EVENT_HEADER
+from spagate.gate.kernel.abi import FWKNOP_EVENT_HEADER, SPA_EVENT_HEADER
 from spagate.net import IPAddress, addr_from16
 
 _HEADER = SPA_EVENT_HEADER.size
@@ -52,6 +52,26 @@ def decode_spa_event(raw: bytes) -> SpaRecord:
     return SpaRecord(
         payload, addr_from16(src), addr_from16(dst), sport, dport, ifindex, length, key
     )
+
+
+_FW_HEADER = FWKNOP_EVENT_HEADER.size
+
+
+class FwknopRecord(NamedTuple):
+    """One fwknop packet the program queued (fwknop_events)."""
+
+    payload: bytes  # the UDP payload as received (base64 text)
+    src: IPAddress
+    dst: IPAddress
+    sport: int
+    dport: int
+    ifindex: int
+
+
+def decode_fwknop_event(raw: bytes) -> FwknopRecord:
+    src, dst, sport, dport, ifindex, length = FWKNOP_EVENT_HEADER.unpack_from(raw)
+    payload = raw[_FW_HEADER : _FW_HEADER + length]
+    return FwknopRecord(payload, addr_from16(src), addr_from16(dst), sport, dport, ifindex)
 
 
 class RingReader:
@@ -116,6 +136,22 @@ class RingReader:
             self._cons.close()
             os.close(self._fd)
             self._fd = -1
+
+
+class FwknopRing:
+    """fwknop_events: poll()/consume() call on_record(FwknopRecord) for each record."""
+
+    def __init__(self, map_fd: int, on_record: Callable[[FwknopRecord], None]):
+        self._ring = RingReader(map_fd, lambda raw: on_record(decode_fwknop_event(raw)))
+
+    def consume(self) -> int:
+        return self._ring.consume()
+
+    def map_fd(self) -> int:
+        return self._ring.map_fd()
+
+    def close(self) -> None:
+        self._ring.close()
 
 
 class SpaRing:
