@@ -25,7 +25,8 @@
 
 /* -- fwknop admission (the loader passes the configured values) ---------------------------- */
 #ifndef FWKNOP_PORT
-#define FWKNOP_PORT 62201 /* fwknopd's default port; may be SPA_PORT (told apart by length) */
+#define FWKNOP_PORT 62201 /* fwknopd's default; may be SPA_PORT (told apart by
+                           * length); 0: fwknop off */
 #endif
 #ifndef FWKNOP_BUDGET
 #define FWKNOP_BUDGET 500 /* fwknop packets per second queued, all sources together */

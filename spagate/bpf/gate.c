@@ -374,8 +374,9 @@ int xdp_gate(struct xdp_md *ctx)
 	sport = sg_ntohs(*(__be16 *)p.l4);
 	dport = sg_ntohs(*(__be16 *)(p.l4 + 2));
 
-	/* fwknop on its own port, or on the SPA port told apart by length (sparoid's is fixed). */
-	if (p.proto == IPPROTO_UDP && dport == FWKNOP_PORT &&
+	/* fwknop on its own port, or on the SPA port told apart by length (sparoid's is fixed);
+	 * FWKNOP_PORT 0: no fwknop (the port passes untouched like any unprotected one). */
+	if (FWKNOP_PORT != 0 && p.proto == IPPROTO_UDP && dport == FWKNOP_PORT &&
 	    (FWKNOP_PORT != SPA_PORT || p.l4_len != sizeof(struct udphdr) + SPA_PACKET_SIZE))
 		return fwknop(ctx, &p, p.l4, end);
 	if (p.proto == IPPROTO_UDP && dport == SPA_PORT)

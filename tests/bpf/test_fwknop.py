@@ -95,3 +95,16 @@ def test_one_port_for_both_is_told_apart_by_length():
     finally:
         g.close()
         unpin(pin)
+
+
+def test_fwknop_off_leaves_its_port_untouched():
+    pin = pin_dir_for_test()
+    g = load(replace(TEST_OPTIONS, fwknop_port=0), pin)
+    try:
+        g.maps.set_protected([("tcp", 22)])
+        res, moved = run_counted(g, fw4(VECTOR), 1)
+        assert res.retval == XdpAction.PASS and "fwknop_queued" not in moved, moved
+        assert drain(g) == []
+    finally:
+        g.close()
+        unpin(pin)

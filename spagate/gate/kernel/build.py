@@ -49,7 +49,7 @@ class GateOptions:
     # captured packet cannot spend the budget. Keep >= budget/s x 2 x max skew (s).
     spa_seen_capacity: int = abi.DEFAULT_CAPACITIES["spa_seen"]
     ringbuf_pages: int = abi.DEFAULT_RINGBUF_PAGES  # power of two
-    fwknop_port: int = abi.DEFAULT_FWKNOP_PORT  # may be spa_port (told apart by length)
+    fwknop_port: int = abi.DEFAULT_FWKNOP_PORT  # may be spa_port (by length); 0: off
     fwknop_budget_per_s: int = abi.DEFAULT_FWKNOP_BUDGET
     coarse_clock: bool = True  # bpf_ktime_get_coarse_ns: same clock, tick resolution, cheaper
     extra_cflags: tuple[str, ...] = field(default=())
@@ -60,7 +60,7 @@ class GateOptions:
                 raise SpagateError(f"invalid gate option: {what}")
 
         need(1 <= self.spa_port <= 65535, f"spa_port {self.spa_port} not in 1..65535")
-        need(1 <= self.fwknop_port <= 65535, f"fwknop_port {self.fwknop_port} not in 1..65535")
+        need(0 <= self.fwknop_port <= 65535, f"fwknop_port {self.fwknop_port} not in 0..65535")
         need(self.fwknop_budget_per_s >= 1, "fwknop_budget_per_s must be >= 1")
         need(self.spa_rate_per_s > 0, "spa_rate_per_s must be > 0")
         need(self.spa_burst >= 1, "spa_burst must be >= 1")
