@@ -99,6 +99,10 @@ class GateConfig:
     open_cmd: str | None = None
     close_cmd: str | None = None
     fleet: FleetConfig | None = None
+    fwknop_access: str | None = None  # fwknop's access.conf, read unchanged (docs/fwknop.md)
+    fwknop_port: int = abi.DEFAULT_FWKNOP_PORT
+    fwknop_max_age_ms: int = 120_000  # fwknopd's MAX_SPA_PACKET_AGE
+    fwknop_budget: int = abi.DEFAULT_FWKNOP_BUDGET
     notes: tuple[str, ...] = ()  # things worth telling the operator at start
 
     def window(self, identity: Identity) -> int:
@@ -269,6 +273,10 @@ GLOBAL_KEYS = {
     "open-cmd": (_cmd, "open_cmd"),
     "close-cmd": (_cmd, "close_cmd"),
     **{k: (parser, f"fleet:{k}") for k, parser in FLEET_KEYS.items()},
+    "fwknop-access": (_path, "fwknop_access"),
+    "fwknop-port": (lambda t: _int(t, 1, 65535), "fwknop_port"),
+    "fwknop-max-age": (lambda t: round(_seconds(t, 1, 86400) * 1000), "fwknop_max_age_ms"),
+    "fwknop-budget": (lambda t: _int(t, 1, 1_000_000), "fwknop_budget"),
 }
 IDENTITY_KEYS = {
     "key": _key,
@@ -359,9 +367,12 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
                 path, None, f"identities [{seen[fp]}] and [{ident.name}] share an hmac-key"
             )
         seen[fp] = ident.name
+    fw_port = settings.get("fwknop_port", abi.DEFAULT_FWKNOP_PORT)
     for s in protected:
         if s.proto == "udp" and s.port == settings.get("spa_port", DEFAULT_SPA_PORT):
             raise ConfigError(path, None, f"protected {s} is also the SPA port")
+        if s.proto == "udp" and s.port == fw_port and settings.get("fwknop_access"):
+            raise ConfigError(path, None, f"protected {s} is also the fwknop port")
 
     if str(settings.get("bind")) == "0.0.0.0":
         notes.append(f"{path}: bind = 0.0.0.0 takes IPv4 knocks only, as sparoid does "

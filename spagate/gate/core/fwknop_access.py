@@ -489,6 +489,7 @@ class FwknopPolicyReason(StrEnum):
     WRONG_USER = "wrong-user"
     NO_SOURCE_ADDRESS = "no-source-address"
     PORTS_NOT_ALLOWED = "ports-not-allowed"
+    PORTS_NOT_PROTECTED = "ports-not-protected"  # allowed by the stanza, not guarded here
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ class Admit:
     sport: int
     via: str
     payload: bytes = b""  # the packet (fleet mode: every peer re-verifies it)
+    protocol: str = "sparoid"  # or "fwknop"
 
     def describe(self) -> str:
         g = self.grant
@@ -76,6 +77,56 @@ class Refuse:
         return f"from {hostport(self.src, self.sport)} via {self.via}{who}: {self.detail}"
 
 
+class FwknopIntake:
+    """Decides on fwknop records (spagate.gate.kernel.ringbuf.FwknopRecord): HMAC, replay,
+    decryption and time window (protocol.fwknop), then access.conf's stanza rules, then the
+    gate's protected ports; the replay entry is consumed only for a packet that opens
+    something. Its Admit looks like the sparoid one: the digest persisted first, then the
+    windows, one per granted port. Not thread-safe."""
+
+    def __init__(self, config: GateConfig, access, counts: Counter, ifnames=str):
+        from spagate.protocol.fwknop.verifier import FwknopVerifier
+
+        self.config, self.access, self.counts, self.ifnames = config, access, counts, ifnames
+        self.verifier = FwknopVerifier(access.keys(), max_age_ms=config.fwknop_max_age_ms)
+        self.protected = frozenset((p.proto, p.port) for p in config.protected)
+
+    def handle(self, rec, now_ms: int, mono_ns: int) -> Admit | Refuse:
+        from spagate.gate.core.fwknop_access import FwknopGrant, FwknopPolicyReason, decide
+
+        src, dst = unmap(rec.src), unmap(rec.dst)
+        via = self.ifnames(rec.ifindex)
+        res = self.verifier.check(rec.payload, now_ms, self.access.candidates(src, dst))
+        if isinstance(res, Rejected):
+            return self._refuse(res.reason.value, res.detail, src, rec.sport, via)
+        g = decide(self.access, res.key_index, res.message, src, now_ms / 1000, dst)
+        stanza = self.access.stanzas[getattr(g, "stanza_index", res.key_index)]
+        who = Identity(name=f"fwknop:{stanza.where}", keys=None)  # type: ignore[arg-type]
+        if not isinstance(g, FwknopGrant):
+            return self._refuse(str(g.reason), g.detail, src, rec.sport, via, who)
+        ports = tuple(Port(p.proto, p.port) for p in g.ports if (p.proto, p.port) in self.protected)
+        if not ports:
+            asked = ",".join(map(str, g.ports))
+            return self._refuse(FwknopPolicyReason.PORTS_NOT_PROTECTED.value,
+                                f"none of {asked} is protected here", src, rec.sport, via,
+                                who)  # fmt: skip
+        done = self.verifier.consume(res, now_ms)
+        if isinstance(done, Rejected):
+            return self._refuse(done.reason.value, done.detail, src, rec.sport, via, who)
+        self.counts[ACCEPTED] += 1
+        until = mono_ns + g.seconds * NS
+        writes: tuple[Write, ...] = (
+            RememberNonce(res.replay_key, res.replay_until_ms),
+            *(OpenWindow(g.ip, until, p.proto, p.port) for p in ports),
+        )
+        grant = Grant(g.ip, who, ports, g.seconds, g.third_party)
+        return Admit(grant, writes, src, rec.sport, via, rec.payload, "fwknop")
+
+    def _refuse(self, reason, detail, src, sport, via, who=None) -> Refuse:
+        self.counts[reason] += 1
+        return Refuse(reason, detail, src, sport, via, who)
+
+
 class Intake:
     """Decides on SPA records. counts: outcomes by name since start (the service publishes
     them). Not thread-safe."""
@@ -99,6 +150,10 @@ class Intake:
                 n += 1
             self._persisted.append((until_ms, nonce))
         return n
+
+    def persisted(self, key: bytes, until_ms: int) -> None:
+        """Track a replay entry the service persisted (the fwknop intake's digests too)."""
+        self._persisted.append((until_ms, key))
 
     def expired(self, now_ms: int) -> list[bytes]:
         """The persisted nonces whose window is over (each is returned once): the service

@@ -40,8 +40,14 @@ class Admission:
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         mono_ns: Callable[[], int] = time.monotonic_ns,
         batch: bool = False,
+        fwknop_access=None,
     ):
         self.intake = Intake(config, ifnames)
+        self.fwknop = None  # the fwknop intake, when the config reads an access.conf
+        if fwknop_access is not None:
+            from spagate.gate.core.intake import FwknopIntake
+
+            self.fwknop = FwknopIntake(config, fwknop_access, self.intake.counts, ifnames)
         self.maps, self.log, self.hooks = maps, log, hooks
         self.wall_ms, self.mono_ns = wall_ms, mono_ns
         self.batch = batch  # True: writes wait for flush() (the worker flushes once per poll)
@@ -54,8 +60,15 @@ class Admission:
         return self.intake.counts
 
     def restore(self) -> int:
-        """Load nonces accepted before a restart, so their packets stay replays."""
-        return self.intake.restore(self.maps.replay_entries(), self.wall_ms())
+        """Load nonces (and fwknop digests) accepted before a restart: their packets stay
+        replays."""
+        entries = self.maps.replay_entries()
+        now = self.wall_ms()
+        if self.fwknop is not None:
+            for key, until in entries.items():
+                if until > now:
+                    self.fwknop.verifier.remember(key, until)
+        return self.intake.restore(entries, now)
 
     def prune(self) -> int:
         """Forget the expired nonces in the replay map."""
@@ -67,10 +80,22 @@ class Admission:
         self.intake.verifier.remember(nonce, until_ms)
         self.maps.replay_remember_many([(nonce, until_ms)])
 
+    def handle_fwknop(self, rec) -> bool:
+        """One fwknop record in (kernel.ringbuf.FwknopRecord); as handle()."""
+        if self.fwknop is None:
+            return False
+        out = self.fwknop.handle(rec, self.wall_ms(), self.mono_ns())
+        if isinstance(out, Admit):
+            key = next(w for w in out.writes if isinstance(w, RememberNonce))
+            self.intake.persisted(key.nonce, key.until_ms)
+        return self._take(out)
+
     def handle(self, rec) -> bool:
         """One SPA record in; True when it is admitted (its window opens at the next flush,
         right away unless batching). A refusal is counted and logged here."""
-        out = self.intake.handle(rec, self.wall_ms(), self.mono_ns())
+        return self._take(self.intake.handle(rec, self.wall_ms(), self.mono_ns()))
+
+    def _take(self, out) -> bool:
         if not isinstance(out, Admit):
             self.log.rejected(out.reason, out.describe)
             return False

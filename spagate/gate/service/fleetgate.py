@@ -33,6 +33,7 @@ from spagate.gate.core.fleet import (
     Remember,
     Revoke,
     Trust,
+    claim_id_fwknop,
     claim_id_sparoid,
     parse_fallback,
 )
@@ -145,7 +146,10 @@ class FleetBridge:
     def knock(self, out: Admit, payload: bytes) -> None:
         """Claim an admitted knock fleet-wide; its windows open when the answer comes."""
         nonce = next(w for w in out.writes if isinstance(w, RememberNonce))
-        cid = claim_id_sparoid(nonce.nonce)
+        # fwknop: the claim makes it exactly-once fleet-wide; peers cannot re-verify it yet
+        # (no fwknop re-verifier: they ignore its grants, counted reverify-failed).
+        fw = out.protocol == "fwknop"
+        cid = claim_id_fwknop(payload) if fw else claim_id_sparoid(nonce.nonce)
         now_ms = time.time_ns() // 1_000_000
         horizon = max(0.0, (nonce.until_ms - now_ms) / 1000)
         mono = self.mono_ns()
@@ -161,7 +165,7 @@ class FleetBridge:
             for w in out.writes
             if isinstance(w, OpenWindow)
         ]
-        claim = ClaimRecord(self.member, "sparoid", payload, out.src, horizon)
+        claim = ClaimRecord(self.member, out.protocol, payload, out.src, horizon)
         self.sync.knock_async(cid, claim, grants, horizon, lambda d: self._put((out, d)))
 
     def drain(self) -> int:

@@ -61,6 +61,8 @@ def load_gate(cfg: GateConfig, opts: LoadOptions, log=lambda line: None) -> dict
             spa_burst=cfg.rate.burst,
             spa_budget_per_s=cfg.spa_budget,
             udp_idle_timeout_s=cfg.udp_idle_seconds,
+            fwknop_port=cfg.fwknop_port if cfg.fwknop_access else 0,
+            fwknop_budget_per_s=cfg.fwknop_budget,
         ),
         pin_dir=opts.pin_dir,
     )

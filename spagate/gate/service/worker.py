@@ -32,7 +32,7 @@ from spagate.gate.core.eventlog import EventLog
 from spagate.gate.kernel import bpfsys, pins
 from spagate.gate.kernel.link import LinkState, link_state, pinned_link
 from spagate.gate.kernel.maps import GateMaps
-from spagate.gate.kernel.ringbuf import SpaRing
+from spagate.gate.kernel.ringbuf import FwknopRing, SpaRing
 from spagate.gate.service.admission import Admission
 from spagate.gate.service.journal import journal_emit
 from spagate.gate.service.preflight import capability_names, effective_capabilities
@@ -217,6 +217,14 @@ class Worker:
             self.links[name] = fd
             self.link_ok[name] = True
         events_fd = bpfsys.obj_get(pin_dir / "spa_events")
+        fwknop_fd = bpfsys.obj_get(pin_dir / "fwknop_events")
+        access = None
+        if cfg.fwknop_access:  # read as root, with the key-file checks (docs/fwknop.md)
+            from spagate.gate.core.fwknop_access import load_access
+
+            access = load_access(cfg.fwknop_access)
+            for w in access.warnings:
+                self.log.warning(w)
         fleet = None
         if cfg.fleet is not None:  # built before the drop: all its code is imported as root
             from spagate.gate.service.fleetgate import FleetBridge
@@ -231,7 +239,13 @@ class Worker:
         hooks = MonitorHooks(self.monitor, bool(cfg.open_cmd or cfg.close_cmd))
         names = {socket.if_nametoindex(n): n for n in opts.interfaces}
         admission = Admission(
-            cfg, maps, self.log, hooks, ifnames=lambda i: names.get(i, str(i)), batch=True
+            cfg,
+            maps,
+            self.log,
+            hooks,
+            ifnames=lambda i: names.get(i, str(i)),
+            batch=True,
+            fwknop_access=access,
         )
         restored = admission.restore()
         if fleet is not None:
@@ -243,6 +257,8 @@ class Worker:
         self.fleet = fleet
         ring = SpaRing(events_fd, admission.handle)
         os.close(events_fd)
+        fw_ring = FwknopRing(fwknop_fd, admission.handle_fwknop)
+        os.close(fwknop_fd)
         self.check_links()
         caps = ",".join(capability_names(effective_capabilities())) or "none"
         self.log.info(
@@ -252,6 +268,7 @@ class Worker:
             + f"; SPA on udp/{cfg.spa_port}; identities "
             + ", ".join(i.name for i in cfg.identities)
             + (f"; static allow {', '.join(map(str, cfg.allow))}" if cfg.allow else "")
+            + (f"; fwknop on udp/{cfg.fwknop_port}" if access is not None else "")
             + (f"; {restored} nonces restored" if restored else "")
             + f"; worker uid {os.getuid()} caps {caps}"
         )
@@ -259,6 +276,7 @@ class Worker:
         # One wait for both: records in the ring, an answer from the monitor.
         waiter = select.epoll()
         waiter.register(ring.map_fd(), select.EPOLLIN)
+        waiter.register(fw_ring.map_fd(), select.EPOLLIN)
         mon_fd = self.monitor.fileno() if self.monitor is not None else None
         if mon_fd is not None:
             waiter.register(mon_fd, select.EPOLLIN)
@@ -267,9 +285,10 @@ class Worker:
         try:
             while not self.stopping:
                 answers = False
-                if not ring.consume():  # nothing waiting: sleep until records or an answer
+                if not ring.consume() + fw_ring.consume():  # nothing: sleep until something
                     answers = any(fd == mon_fd for fd, _ in waiter.poll(0.2))
                     ring.consume()
+                    fw_ring.consume()
                 admission.flush()
                 if fleet is not None:
                     fleet.drain()
@@ -300,6 +319,7 @@ class Worker:
             if fleet is not None:
                 fleet.stop()
             ring.close()
+            fw_ring.close()
             maps.close()
             for fd in self.links.values():
                 os.close(fd)

@@ -196,3 +196,17 @@ def test_the_config_may_be_read_by_the_service_group(tmp_path, mode, ok):
     os.chmod(p, 0o640)
     with pytest.raises(ConfigError, match="accessible by group or others"):
         load_config(str(p))
+
+
+def test_fwknop_keys_and_their_clash_with_a_protected_port():
+    base = f"key = {K1}\nhmac-key = {H1}\n"
+    cfg = parse_config(base + "fwknop-access = /etc/fwknop/access.conf\nfwknop-budget = 50\n")
+    assert cfg.fwknop_access == "/etc/fwknop/access.conf" and cfg.fwknop_port == 62201
+    assert cfg.fwknop_budget == 50 and cfg.fwknop_max_age_ms == 120_000
+    assert parse_config(base + "fwknop-max-age = 30\n").fwknop_max_age_ms == 30_000
+    with pytest.raises(ConfigError, match="protected udp/62201 is also the fwknop port"):
+        parse_config(base + "fwknop-access = /a\nprotected = udp/62201\n", "g.ini")
+    # without fwknop-access the port is an ordinary one
+    assert parse_config(base + "protected = udp/62201\n").fwknop_access is None
+    with pytest.raises(ConfigError, match=r"^g.ini:3: "):
+        parse_config(base + "fwknop-port = 0\n", "g.ini")

@@ -94,3 +94,70 @@ def test_restore_refuses_replays_of_packets_accepted_before_a_restart():
     assert again.restore() == 1
     assert not again.handle(rec)
     assert again.counts == {"replay": 1}
+
+
+# --- fwknop records: access.conf's rules, then the gate's protected ports --------------------
+
+FW_KEY_B64, FW_HMAC_B64 = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=", "Mj" * 43 + "Mg=="
+
+
+def fwknop_admission(maps, now_ms, conf=CONF):
+    from spagate.gate.core.fwknop_access import parse_access
+
+    access = parse_access(
+        "SOURCE ANY\nOPEN_PORTS tcp/22, tcp/80\nFW_ACCESS_TIMEOUT 7\n"
+        f"KEY_BASE64 {FW_KEY_B64}\nHMAC_KEY_BASE64 {FW_HMAC_B64}\n",
+        "access.conf",
+    )
+    lines = []
+    log = EventLog(lambda lvl, line: lines.append(line), lambda: 0.0)
+    adm = Admission(
+        conf, maps, log, Hooks(None, None, log), wall_ms=lambda: now_ms,
+        mono_ns=lambda: 5_000_000_000, fwknop_access=access,
+    )  # fmt: skip
+    return adm, access, lines
+
+
+def fw_record(access, ports: str, ip="203.0.113.7", now_s=1_000):
+    from spagate.client.fwknop import make_packet, parse_access
+    from spagate.gate.kernel.ringbuf import FwknopRecord
+
+    packet = make_packet(access.stanzas[0].key, ip, parse_access(ports), "alice", 0, now_s)
+    src, dst = ip_address("198.51.100.9"), ip_address("192.0.2.1")
+    return FwknopRecord(packet, src, dst, 4000, 62201, 2)
+
+
+def test_fwknop_opens_the_asked_allowed_and_protected_ports_for_the_stanzas_seconds():
+    maps = Maps()
+    adm, access, lines = fwknop_admission(maps, 1_000_000)
+    rec = fw_record(access, "tcp/22,udp/53,tcp/80")  # udp/53 not allowed; tcp/80 not guarded
+    assert adm.handle_fwknop(rec)
+    remember, *allows = maps.calls
+    assert remember[0] == "remember" and len(remember[1]) == 16
+    assert allows == [("allow", "203.0.113.7", 5_000_000_000 + 7 * 10**9, "tcp", 22)]
+    assert "accept 203.0.113.7 identity=fwknop:access.conf:1" in lines[0], lines
+    assert not adm.handle_fwknop(rec)  # the same packet again
+    assert adm.counts == {"accepted": 1, "replay": 1}
+
+
+def test_fwknop_refusals_consume_no_replay_entry():
+    maps = Maps()
+    adm, access, _ = fwknop_admission(maps, 1_000_000)
+    only_unguarded = fw_record(access, "tcp/80")
+    assert not adm.handle_fwknop(only_unguarded)
+    assert not adm.handle_fwknop(fw_record(access, "udp/53"))
+    assert maps.calls == []
+    assert adm.counts == {"ports-not-protected": 1, "ports-not-allowed": 1}
+    stale = fw_record(access, "tcp/22", now_s=1_000 - 600)
+    assert not adm.handle_fwknop(stale) and adm.counts["stale"] == 1
+
+
+def test_fwknop_digests_survive_a_restart_as_replays():
+    maps = Maps()
+    first, access, _ = fwknop_admission(maps, 1_000_000)
+    rec = fw_record(access, "tcp/22")
+    assert first.handle_fwknop(rec)
+    again, _, _ = fwknop_admission(maps, 1_001_000)
+    again.restore()
+    assert not again.handle_fwknop(rec)
+    assert again.counts == {"replay": 1}
