@@ -19,6 +19,9 @@ _NAME = re.compile(r"^[A-Za-z0-9._@+-]+$")
 CONFIG_OPT = typer.Option(
     None, "-c", "--config", help="Key file (default ~/.spagate.ini, ~/.sparoid.ini)."
 )
+PROTOCOL_OPT = typer.Option(
+    None, "--protocol", help="sparoid or fwknop (default: the config's protocol, else sparoid)."
+)
 IP_OPT = typer.Option(
     None,
     "--ip",
@@ -31,16 +34,36 @@ def _warn(text: str) -> None:
     print(text, file=sys.stderr)
 
 
-def _send(host: str, spa_port: int, config: Optional[Path], ip: Optional[str]):
+def _send(
+    host: str,
+    spa_port: Optional[int],
+    config: Optional[Path],
+    ip: Optional[str],
+    protocol: Optional[str] = None,
+    access: Optional[str] = None,
+    timeout: int = 0,
+    default_access: str = "tcp/22",
+):
     """Shared by send and connect: returns the resolved targets."""
     from spagate.client import publicip
     from spagate.client.config import load_config
     from spagate.client.send import check_report, parse_ip_option, resolve, send_spa
 
     ip_option = parse_ip_option(ip)
+    cfg = load_config(config)
+    protocol = protocol or cfg.protocol
+    if protocol == "fwknop":
+        return _send_fwknop(host, spa_port, cfg, ip_option, access or default_access, timeout)
+    if protocol != "sparoid":
+        raise SpagateError(f"--protocol must be sparoid or fwknop, not {protocol!r}")
+    if access or timeout:
+        raise SpagateError("-A and --timeout need --protocol fwknop: a sparoid packet opens "
+                           "the gate's ports for its window, it cannot ask for them")  # fmt: skip
+    spa_port = DEFAULT_SPA_PORT if spa_port is None else spa_port
     if not 0 < spa_port < 65536:
         raise SpagateError(f"SPA port {spa_port} is out of range 1-65535")
-    cfg = load_config(config)
+    if cfg.keys is None:
+        raise SpagateError(f"{cfg.source} holds fwknop keys only: pass --protocol fwknop")
     targets = resolve(host)
 
     def public(family: int):
@@ -52,6 +75,39 @@ def _send(host: str, spa_port: int, config: Optional[Path], ip: Optional[str]):
     report = send_spa(targets, spa_port, cfg.keys, ip_option, public)
     check_report(report, host, _warn)
     return report.sent
+
+
+def _send_fwknop(host, port, cfg, ip_option, access, timeout):
+    """fwknop access request (-A, --timeout) to every address of host."""
+    from ipaddress import IPv4Address
+
+    from spagate.client import fwknop, publicip
+    from spagate.client.send import SOURCE, Target, resolve
+
+    if cfg.fwknop_key is None:
+        raise SpagateError(f"{cfg.source}: no fwknop-key-base64 / fwknop-hmac-key-base64")
+    port = port or cfg.fwknop_port or fwknop.DEFAULT_FWKNOP_PORT
+    if not 0 < port < 65536:
+        raise SpagateError(f"SPA port {port} is out of range 1-65535")
+    ports = fwknop.parse_access(access)
+    if not 0 <= timeout <= 65536:
+        raise SpagateError(f"--timeout {timeout}: 0 (the gate's) to 65536 seconds")
+    targets = resolve(host)
+    if ip_option == SOURCE:
+        ip = IPv4Address(0)  # fwknop -s: the packet's source
+    elif ip_option is not None:
+        ip = ip_option
+    elif all(t.ip.is_loopback for t in targets):
+        ip = IPv4Address("127.0.0.1")
+    else:
+        import socket
+
+        ip = publicip.public_ip(socket.AF_INET, cfg.public_ipv4_url)
+    if ip.version != 4:
+        raise SpagateError(f"fwknop access requests carry IPv4 addresses only, not {ip}")
+    packet = fwknop.make_packet(cfg.fwknop_key, ip, ports, cfg.fwknop_user, timeout)
+    sent = fwknop.send_fwknop(host, port, packet)
+    return [Target(t.ip, t.scope) for t in targets if str(t) in sent]
 
 
 def register(app: typer.Typer) -> None:
@@ -75,9 +131,18 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def send(
         host: str = typer.Argument(..., help="Host name or address of the gate."),
-        port: int = typer.Option(DEFAULT_SPA_PORT, "-p", "--port", help="SPA UDP port."),
+        port: Optional[int] = typer.Option(
+            None, "-p", "--port", help="SPA UDP port (default 8484; fwknop: 62201)."
+        ),
         config: Optional[Path] = CONFIG_OPT,
         ip: Optional[str] = IP_OPT,
+        protocol: Optional[str] = PROTOCOL_OPT,
+        access: Optional[str] = typer.Option(
+            None, "-A", "--access", help="fwknop: ports to ask for, e.g. tcp/22,udp/53."
+        ),
+        timeout: int = typer.Option(
+            0, "--timeout", help="fwknop: seconds to ask for (0: the gate's default)."
+        ),
     ) -> None:
         """Send an SPA packet to every address of HOST."""
         if ip == "source":
@@ -85,16 +150,19 @@ def register(app: typer.Typer) -> None:
                 "spagate: note: --ip source names no address: a spagate gate opens the packet's "
                 "source; a sparoid server would open 0.0.0.0, which lets nobody in"
             )
-        _send(host, port, config, ip)
+        _send(host, port, config, ip, protocol, access, timeout)
 
     @app.command(context_settings={"help_option_names": ["--help"]})
     def connect(
         host: str = typer.Option(..., "-h", "--host", help="Host to connect to (%h)."),
         port: int = typer.Option(..., "-P", "--port", help="TCP port (%p)."),
-        spa_port: int = typer.Option(DEFAULT_SPA_PORT, "-p", "--spa-port", help="SPA UDP port."),
+        spa_port: Optional[int] = typer.Option(
+            None, "-p", "--spa-port", help="SPA UDP port (default 8484; fwknop: 62201)."
+        ),
         config: Optional[Path] = CONFIG_OPT,
         ip: Optional[str] = IP_OPT,
         timeout: float = typer.Option(5.0, "--timeout", help="Seconds to keep trying to connect."),
+        protocol: Optional[str] = PROTOCOL_OPT,
     ) -> None:
         """ssh ProxyCommand: send SPA, connect, hand the socket to ssh (or relay bytes).
 
@@ -106,7 +174,7 @@ def register(app: typer.Typer) -> None:
             raise SpagateError(f"port {port} is out of range 1-65535")
         if timeout <= 0:
             raise SpagateError(f"--timeout must be positive, got {timeout:g}")
-        targets = _send(host, spa_port, config, ip)
+        targets = _send(host, spa_port, config, ip, protocol, default_access=f"tcp/{port}")
         conn = open_connection(targets, port, timeout, host)
         channel = unix_socket_on(1)
         if channel is not None:

@@ -16,15 +16,29 @@ from spagate.protocol import KeyPair, parse_hex_key
 DEFAULT_PUBLIC_IP_URL = "https://icanhazip.com/"
 KEY_NAMES = ("key", "hmac-key")
 URL_NAMES = ("public-ip-url", "public-ipv4-url", "public-ipv6-url")
+# fwknop (spagate send --protocol fwknop): the keys as fwknop --key-gen prints them
+FWKNOP_NAMES = (
+    "protocol",
+    "fwknop-key-base64",
+    "fwknop-hmac-key-base64",
+    "fwknop-hmac-digest-type",
+    "fwknop-user",
+    "fwknop-port",
+)
+PROTOCOLS = ("sparoid", "fwknop")
 ENV_PAIRS = (("SPAGATE_KEY", "SPAGATE_HMAC_KEY"), ("SPAROID_KEY", "SPAROID_HMAC_KEY"))
 
 
 @dataclass(frozen=True)
 class ClientConfig:
-    keys: KeyPair
+    keys: KeyPair | None  # None: an fwknop-only configuration
     source: str  # where the keys came from (file path or environment variable)
     public_ipv4_url: str = DEFAULT_PUBLIC_IP_URL
     public_ipv6_url: str = DEFAULT_PUBLIC_IP_URL
+    protocol: str = "sparoid"  # what `spagate send` speaks unless told (--protocol)
+    fwknop_key: object | None = None  # spagate.protocol.fwknop.FwknopKey
+    fwknop_user: str | None = None
+    fwknop_port: int | None = None
 
 
 def parse_config(text: str, path: str) -> ClientConfig:
@@ -47,7 +61,7 @@ def parse_config(text: str, path: str) -> ClientConfig:
                     parse_hex_key(value)
                 except ValueError as err:
                     raise ConfigError(path, lineno, f"invalid {name}: {err}") from None
-            if name in KEY_NAMES or name in URL_NAMES:
+            if name in KEY_NAMES or name in URL_NAMES or name in FWKNOP_NAMES:
                 if name in values:
                     raise ConfigError(
                         path, lineno, f"{name} set twice (first on line {values[name][1]})"
@@ -56,17 +70,51 @@ def parse_config(text: str, path: str) -> ClientConfig:
                     raise ConfigError(path, lineno, f"{name} must be an http:// or https:// URL")
                 values[name] = (value, lineno)
             # other names are ignored: sparoid config files may carry more settings
-    for name in KEY_NAMES:
-        if name not in values:
-            raise ConfigError(path, None, f"no `{name} = <64 hex characters>` line")
-    keys = KeyPair(parse_hex_key(values["key"][0]), parse_hex_key(values["hmac-key"][0]))
+    fw = _fwknop(values, path)
+    keys = None
+    if fw is None or any(n in values for n in KEY_NAMES):
+        for name in KEY_NAMES:
+            if name not in values:
+                raise ConfigError(path, None, f"no `{name} = <64 hex characters>` line")
+        keys = KeyPair(parse_hex_key(values["key"][0]), parse_hex_key(values["hmac-key"][0]))
+    protocol = values.get("protocol", ("fwknop" if keys is None else "sparoid", 0))
+    if protocol[0] not in PROTOCOLS:
+        raise ConfigError(
+            path, protocol[1], f"protocol: expected sparoid or fwknop, not {protocol[0]!r}"
+        )
     both = values.get("public-ip-url", (DEFAULT_PUBLIC_IP_URL, 0))[0]
+    port = values.get("fwknop-port")
+    if port and not (port[0].isdigit() and 0 < int(port[0]) < 65536):
+        raise ConfigError(path, port[1], f"fwknop-port: expected 1-65535, not {port[0]!r}")
     return ClientConfig(
         keys,
         path,
         values.get("public-ipv4-url", (both, 0))[0],
         values.get("public-ipv6-url", (both, 0))[0],
+        protocol[0],
+        fw,
+        values.get("fwknop-user", (None, 0))[0],
+        int(port[0]) if port else None,
     )
+
+
+def _fwknop(values: dict[str, tuple[str, int]], path: str):
+    """The fwknop keys of a client config, or None when it has none."""
+    k, h = values.get("fwknop-key-base64"), values.get("fwknop-hmac-key-base64")
+    if k is None and h is None:
+        return None
+    if k is None or h is None:
+        line = (k or h)[1]
+        raise ConfigError(
+            path, line, "fwknop needs both fwknop-key-base64 and fwknop-hmac-key-base64"
+        )
+    from spagate.protocol.fwknop import FwknopKey
+
+    kind = values.get("fwknop-hmac-digest-type", ("sha256", 0))[0].lower()
+    try:
+        return FwknopKey.from_base64(k[0], h[0], kind)
+    except ValueError as e:
+        raise ConfigError(path, k[1], f"fwknop keys: {e}") from None
 
 
 def config_from_env(env: Mapping[str, str]) -> ClientConfig | None:

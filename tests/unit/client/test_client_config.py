@@ -105,3 +105,25 @@ def test_environment():
         config_from_env({"SPAGATE_KEY": K})
     with pytest.raises(ConfigError, match=r"^\$SPAGATE_HMAC_KEY: invalid key: 3 hex"):
         config_from_env({"SPAGATE_KEY": K, "SPAGATE_HMAC_KEY": "abc"})
+
+
+def test_fwknop_keys_alone_or_with_sparoids():
+    from spagate.protocol.fwknop import FwknopKey
+
+    fw = "fwknop-key-base64 = " + "QUFB" * 8 + "\nfwknop-hmac-key-base64 = " + "QkJC" * 16 + "\n"
+    cfg = parse_config(fw + "fwknop-user = alice\nfwknop-port = 62202\n", "f")
+    assert cfg.keys is None and cfg.protocol == "fwknop"
+    assert cfg.fwknop_key == FwknopKey(b"AAA" * 8, b"BBB" * 16)
+    assert (cfg.fwknop_user, cfg.fwknop_port) == ("alice", 62202)
+    both = parse_config(f"key = {K}\nhmac-key = {H}\n" + fw, "f")
+    assert both.protocol == "sparoid" and both.keys is not None and both.fwknop_key is not None
+    assert parse_config(f"key = {K}\nhmac-key = {H}\nprotocol = fwknop\n" + fw, "f").protocol == (
+        "fwknop"
+    )
+    for bad, line, words in [
+        ("fwknop-key-base64 = QUFB\n", 1, "needs both"),
+        (fw + "fwknop-port = 70000\n", 3, "fwknop-port: expected 1-65535"),
+        (fw + "protocol = knock\n", 3, "protocol: expected sparoid or fwknop"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^f:{line}: .*{words}"):
+            parse_config(bad, "f")

@@ -57,7 +57,10 @@ class Service:
         threading.Thread(target=self._spa, args=(open_after_spa, delay), daemon=True).start()
 
     def _listen(self) -> None:
-        self.tcp.listen(8)
+        try:
+            self.tcp.listen(8)
+        except OSError:  # closed by the test before the delayed open
+            return
         self.opened_at = time.monotonic()
         threading.Thread(target=self._serve, daemon=True).start()
 

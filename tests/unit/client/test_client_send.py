@@ -297,3 +297,32 @@ def test_resolve_dedups_and_keeps_families():
     with pytest.raises(SpagateError, match="cannot resolve"):
         resolve("no-such-host.invalid")
     assert isinstance(SendReport().sent, list)
+
+
+def test_send_protocol_fwknop_over_loopback_and_its_errors(home, udp):
+    from spagate.gate.core.fwknop_access import parse_access
+    from spagate.protocol.fwknop import FwknopAccepted, FwknopVerifier
+
+    k, h = "QUFB" * 8, "QkJC" * 16
+    # sparoid keys only: -A needs fwknop, fwknop needs its keys
+    msg = one_line_error(spagate(home, "send", "127.0.0.1", "-A", "tcp/22"))
+    assert "-A and --timeout need --protocol fwknop" in msg
+    msg = one_line_error(spagate(home, "send", "127.0.0.1", "--protocol", "fwknop"))
+    assert "no fwknop-key-base64" in msg
+    assert "--protocol must be" in one_line_error(
+        spagate(home, "send", "127.0.0.1", "--protocol", "knock")
+    )
+    (home / ".spagate.ini").write_text(
+        CONFIG + f"fwknop-key-base64 = {k}\nfwknop-hmac-key-base64 = {h}\nfwknop-user = al\n"
+    )
+    s = udp()
+    port = str(s.getsockname()[1])
+    r = spagate(home, "send", "127.0.0.1", "--protocol", "fwknop", "-p", port,
+                "-A", "tcp/22,udp/53", "--timeout", "90")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    access = parse_access(f"SOURCE ANY\nKEY_BASE64 {k}\nHMAC_KEY_BASE64 {h}\n", "a")
+    got = FwknopVerifier(access.keys()).verify(s.recv(2000), time.time_ns() // 10**6)
+    assert isinstance(got, FwknopAccepted), got
+    m = got.message
+    assert m.user == "al" and [str(p) for p in m.ports] == ["tcp/22", "udp/53"]
+    assert m.client_timeout == 90 and str(m.ip) == "127.0.0.1"
