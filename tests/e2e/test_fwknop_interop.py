@@ -238,3 +238,27 @@ def test_real_fwknop_client_packets_verify_with_spagate(lab, workdir, config, al
     assert str(g.ip) == want_ip and g.seconds == seconds
     assert [str(p) for p in g.ports] == opens and [str(p) for p in g.denied] == denied
     assert v.verify(payload, int(now * 1000)).reason is Reason.REPLAY
+
+
+def test_spagate_send_protocol_fwknop_opens_fwknopd(lab, workdir, fwknopd, alice_keys):
+    """The CLI end to end: `spagate send --protocol fwknop -A ...` from a client profile's
+    fwknop keys; fwknopd opens exactly that, for the asked seconds."""
+    home = workdir / "cli-home"
+    home.mkdir()
+    ini = home / ".spagate.ini"
+    ini.write_text(
+        f"fwknop-key-base64 = {alice_keys[0]}\nfwknop-hmac-key-base64 = {alice_keys[1]}\n"
+        "fwknop-user = alice\n"
+    )
+    ini.chmod(0o600)
+    env = {**os.environ, "HOME": str(home)}
+    t = int(time.time())
+    sent = lab.run("client", [sys.executable, "-m", "spagate", "send", gate_ip(lab),
+                              "--protocol", "fwknop", "-A", "udp/53", "--ip", "10.9.2.1",
+                              "--timeout", "40"], env=env, timeout=30)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    rule = ("10.9.2.1", "udp", 53)
+    rules = fwknopd.wait(lambda: rule in (r := fwknopd.rules()) and r)
+    assert rules, fwknopd.log()
+    assert -1 <= rules[rule] - (t + 40) <= 5
+    assert not {k for k in rules if k[0] == "10.9.2.1"} - {rule}  # nothing else opened
