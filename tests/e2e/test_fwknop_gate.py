@@ -64,8 +64,8 @@ def fwknop(gate, *args: str, keys=None, save: str | None = None):
     return out
 
 
-def open_ports(gate) -> set[int]:
-    return {p for p in PORTS if gate.probe(port=p, timeout=1) != "timeout"}
+def open_ports(gate, host: str = "client") -> set[int]:
+    return {p for p in PORTS if gate.probe(host, port=p, timeout=1) != "timeout"}
 
 
 def verdict_count(gate, reason: str) -> int:
@@ -76,11 +76,13 @@ def test_a_real_fwknop_request_opens_what_it_asks_and_nothing_else(fwgate):
     g = fwgate
     assert open_ports(g) == set()
     saved = str(g.work / "alice.spa")
-    fwknop(g, "-A", "tcp/22", "-s", save=saved)
-    assert wait_for(lambda: open_ports(g) == {22}, 5), g.log[-5:]
+    # -a: the address to open, here lab host "flood"'s, sent from "client"
+    fwknop(g, "-A", "tcp/22", "-a", g.lab["flood"].v4, save=saved)
+    assert wait_for(lambda: open_ports(g, "flood") == {22}, 5), g.log[-5:]
+    assert open_ports(g) == set()  # the sender's own address stays shut
     assert any("fwknop" in ln and "tcp/22" in ln for ln in g.log), g.log[-5:]
     # the stanza's FW_ACCESS_TIMEOUT: shut again after 3 s
-    assert wait_for(lambda: open_ports(g) == set(), 8)
+    assert wait_for(lambda: open_ports(g, "flood") == set(), 8)
 
     # the same packet again: a replay, before and after a restart of the gate
     packet = Path(saved).read_bytes().strip()  # the wire payload is fwknop's base64 text
@@ -91,7 +93,7 @@ def test_a_real_fwknop_request_opens_what_it_asks_and_nothing_else(fwgate):
         replays = verdict_count(g, "replay")
         send_from(g.lab, "client", g.ip(), 62201, packet)
         assert wait_for(lambda: verdict_count(g, "replay") > replays, 5)  # noqa: B023, g.log[-5:]
-        assert open_ports(g) == set()
+        assert open_ports(g, "flood") == set()
 
 
 def test_the_second_stanza_opens_only_its_allowed_protected_ports(fwgate):
