@@ -275,8 +275,8 @@ GLOBAL_KEYS = {
     **{k: (parser, f"fleet:{k}") for k, parser in FLEET_KEYS.items()},
     "fwknop-access": (_path, "fwknop_access"),
     "fwknop-port": (lambda t: _int(t, 1, 65535), "fwknop_port"),
-    "fwknop-max-age": (lambda t: round(_seconds(t, 1, 86400) * 1000), "fwknop_max_age_ms"),
-    "fwknop-budget": (lambda t: _int(t, 1, 1_000_000), "fwknop_budget"),
+    "fwknop-max-age": (lambda t: round(_seconds(t, 1, 600) * 1000), "fwknop_max_age_ms"),
+    "fwknop-budget": (lambda t: _int(t, 1, 10_000), "fwknop_budget"),
 }
 IDENTITY_KEYS = {
     "key": _key,

@@ -8,12 +8,19 @@ reads here: the service (spagate.gate.service) does every write and every line o
 
 from __future__ import annotations
 
-from collections import Counter, deque
+import heapq
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from spagate.gate.core.config import GateConfig, Identity, Port
-from spagate.gate.core.policy import Grant, Refusal, decide
+from spagate.gate.core.policy import (
+    Grant,
+    Refusal,
+    decide,
+    destination_refusal,
+    source_refusal,
+)
 from spagate.gate.core.reasons import ACCEPTED
 from spagate.net import IPAddress, hostport, unmap
 from spagate.protocol import Rejected, Verifier
@@ -104,6 +111,12 @@ class FwknopIntake:
         who = Identity(name=f"fwknop:{stanza.where}", keys=None)  # type: ignore[arg-type]
         if not isinstance(g, FwknopGrant):
             return self._refuse(str(g.reason), g.detail, src, rec.sport, via, who)
+        # The gate's own rules hold for fwknop too: bind, require-source-match.
+        refusal = destination_refusal(self.config, dst) or source_refusal(
+            self.config, res.message.ip, src
+        )
+        if refusal is not None:
+            return self._refuse(refusal.reason.value, refusal.detail, src, rec.sport, via, who)
         ports = tuple(Port(p.proto, p.port) for p in g.ports if (p.proto, p.port) in self.protected)
         if not ports:
             asked = ",".join(map(str, g.ports))
@@ -137,9 +150,10 @@ class Intake:
             [i.keys for i in config.identities], max_skew_ms=config.max_skew_ms
         )
         self.counts: Counter[str] = Counter()
-        # Nonces persisted in the replay map, in the order they expire (nearly: the window
-        # is short), so pruning forgets only what expired, a few at a time.
-        self._persisted: deque[tuple[int, bytes]] = deque()
+        # Nonces and fwknop digests persisted in the replay map, a heap by expiry (their
+        # windows differ: 5 s and up to fwknop's 240 s), so pruning forgets exactly what
+        # expired, a few at a time, and a long-lived entry never holds the others back.
+        self._persisted: list[tuple[int, bytes]] = []
 
     def restore(self, entries: Mapping[bytes, int], now_ms: int) -> int:
         """Take back nonces accepted before a restart (the replay map), so their packets stay
@@ -148,19 +162,19 @@ class Intake:
         for nonce, until_ms in sorted(entries.items(), key=lambda e: e[1]):
             if until_ms > now_ms and self.verifier.remember(nonce, until_ms):
                 n += 1
-            self._persisted.append((until_ms, nonce))
+            heapq.heappush(self._persisted, (until_ms, nonce))
         return n
 
     def persisted(self, key: bytes, until_ms: int) -> None:
         """Track a replay entry the service persisted (the fwknop intake's digests too)."""
-        self._persisted.append((until_ms, key))
+        heapq.heappush(self._persisted, (until_ms, key))
 
     def expired(self, now_ms: int) -> list[bytes]:
         """The persisted nonces whose window is over (each is returned once): the service
         forgets them in the replay map, one syscall per accepted packet however spread."""
         out = []
         while self._persisted and self._persisted[0][0] <= now_ms:
-            out.append(self._persisted.popleft()[1])
+            out.append(heapq.heappop(self._persisted)[1])
         return out
 
     def handle(self, rec, now_ms: int, mono_ns: int) -> Admit | Refuse:
@@ -177,7 +191,7 @@ class Intake:
             via = self.ifnames(rec.ifindex)
             return Refuse(grant.reason.value, grant.detail, src, rec.sport, via, identity)
         nonce = res.message.nonce
-        self._persisted.append((res.replay_until_ms, nonce))
+        heapq.heappush(self._persisted, (res.replay_until_ms, nonce))
         until = mono_ns + grant.seconds * NS
         ports: tuple[Port | None, ...] = grant.ports or (None,)
         writes: tuple[Write, ...] = (

@@ -31,11 +31,9 @@ class Refusal:
     detail: str
 
 
-def decide(
-    config: GateConfig, identity: Identity, msg_ip: IPAddress, src: IPAddress, dst: IPAddress
-) -> Grant | Refusal:
-    """Decide what a verified message from `src` to `dst` opens."""
-    msg_ip, src, dst = unmap(msg_ip), unmap(src), unmap(dst)
+def destination_refusal(config: GateConfig, dst: IPAddress) -> Refusal | None:
+    """`bind`: a knock sent to another address of the gate is not taken (both protocols)."""
+    dst = unmap(dst)
     if config.bind is not None and not config.bind.is_unspecified and unmap(config.bind) != dst:
         return Refusal(
             PolicyReason.WRONG_DESTINATION, f"sent to {dst}, the gate is bound to {config.bind}"
@@ -43,14 +41,39 @@ def decide(
     if config.bind == ANY_V4 and dst.version == 6:
         # As sparoid's IPv4 socket on 0.0.0.0: IPv6 knocks are not taken (bind = :: takes both).
         return Refusal(PolicyReason.WRONG_DESTINATION, f"sent to {dst}, the gate takes IPv4 only")
-    if config.require_source_match and msg_ip.is_unspecified:
+    return None
+
+
+def source_refusal(config: GateConfig, named: IPAddress, src: IPAddress) -> Refusal | None:
+    """`require-source-match`: the message must name the packet's source (both protocols)."""
+    if not config.require_source_match:
+        return None
+    named, src = unmap(named), unmap(src)
+    if named.is_unspecified:
         # Such a packet names no address: anyone who sees it could send it first.
         return Refusal(PolicyReason.SOURCE_MISMATCH, "message names no address (--ip source)")
+    if named != src:
+        detail = f"message names {named}, packet came from {src}"
+        return Refusal(PolicyReason.SOURCE_MISMATCH, detail)
+    return None
+
+
+def decide(
+    config: GateConfig, identity: Identity, msg_ip: IPAddress, src: IPAddress, dst: IPAddress
+) -> Grant | Refusal:
+    """Decide what a verified message from `src` to `dst` opens."""
+    msg_ip, src, dst = unmap(msg_ip), unmap(src), unmap(dst)
+    refusal = destination_refusal(config, dst)
+    if refusal is None and msg_ip.is_unspecified:
+        refusal = source_refusal(config, msg_ip, src)
+    if refusal is not None:
+        return refusal
     ip = src if msg_ip.is_unspecified else msg_ip
     if ip.is_multicast or ip == BROADCAST:
         return Refusal(PolicyReason.UNUSABLE_IP, f"{ip} cannot open a connection")
-    if config.require_source_match and ip != src:
-        return Refusal(PolicyReason.SOURCE_MISMATCH, f"message names {ip}, packet came from {src}")
+    refusal = source_refusal(config, ip, src)
+    if refusal is not None:
+        return refusal
     return Grant(
         ip=ip,
         identity=identity,

@@ -75,10 +75,19 @@ class Admission:
         gone = self.intake.expired(self.wall_ms())
         return self.maps.replay_forget_many(gone) if gone else 0
 
-    def remember(self, nonce: bytes, until_ms: int) -> None:
-        """A nonce accepted elsewhere (a fleet peer): refuse its packet here too."""
-        self.intake.verifier.remember(nonce, until_ms)
+    def remember(self, nonce: bytes, until_ms: int, kind: str = "sparoid") -> None:
+        """A nonce (or an fwknop packet's SHA-256) accepted elsewhere (a fleet peer): refuse
+        its packet here too, also after a restart (persisted, then pruned like our own)."""
+        if kind == "fwknop":
+            from spagate.protocol.fwknop.verifier import REPLAY_KEY_SIZE
+
+            nonce = nonce[:REPLAY_KEY_SIZE]  # the fwknop verifier's replay key
+            if self.fwknop is not None:
+                self.fwknop.verifier.remember(nonce, until_ms)
+        else:
+            self.intake.verifier.remember(nonce, until_ms)
         self.maps.replay_remember_many([(nonce, until_ms)])
+        self.intake.persisted(nonce, until_ms)
 
     def handle_fwknop(self, rec) -> bool:
         """One fwknop record in (kernel.ringbuf.FwknopRecord); as handle()."""

@@ -181,9 +181,9 @@ class FleetBridge:
                 windows.append((item.ip, now + int(item.remaining_s * NS), item.proto, item.port))
             elif isinstance(item, Revoke):
                 self.maps.revoke(item.ip, item.proto, item.port or 0)
-            elif isinstance(item, Remember) and item.kind == "sparoid":
+            elif isinstance(item, Remember):
                 until_ms = time.time_ns() // 1_000_000 + int(item.remaining_s * 1000)
-                self.admission.remember(item.key, until_ms)
+                self.admission.remember(item.key, until_ms, item.kind)
             elif isinstance(item, tuple):
                 decided.append(item)
         if windows:

@@ -87,6 +87,13 @@ def load_gate(cfg: GateConfig, opts: LoadOptions, log=lambda line: None) -> dict
             link.detach_link(opts.pin_dir, name)
             log(f"{name} is no longer configured: detached it")
         pins.share(opts.pin_dir, account.gid)
+        ports = [("SPA", cfg.spa_port)] + (
+            [("fwknop", cfg.fwknop_port)] if cfg.fwknop_access else []
+        )
+        for what, port in ports:
+            if udp_listening(port):
+                log(f"warning: a socket listens on udp/{port}, the {what} port: the gate takes "
+                    "every packet to it, that service gets none")  # fmt: skip
     except BaseException:
         for name in created:
             with contextlib.suppress(Exception):
@@ -95,3 +102,18 @@ def load_gate(cfg: GateConfig, opts: LoadOptions, log=lambda line: None) -> dict
     finally:
         gate.close()  # the links, the program array and the pins keep everything alive
     return attached
+
+
+def udp_listening(port: int, proc_net: str = "/proc/net") -> bool:
+    """Whether a UDP socket of this network namespace is bound to port (IPv4 or IPv6)."""
+    for name in ("udp", "udp6"):
+        try:
+            with open(f"{proc_net}/{name}") as f:
+                next(f, None)
+                for line in f:
+                    local = line.split()[1]  # "0100007F:1F90"
+                    if int(local.rsplit(":", 1)[1], 16) == port:
+                        return True
+        except OSError:
+            continue
+    return False

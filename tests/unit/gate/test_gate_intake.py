@@ -161,3 +161,41 @@ def test_fwknop_digests_survive_a_restart_as_replays():
     again.restore()
     assert not again.handle_fwknop(rec)
     assert again.counts == {"replay": 1}
+
+
+def test_fwknop_keeps_bind_and_require_source_match():
+    base = f"key = {'11' * 32}\nhmac-key = {'22' * 32}\nprotected = tcp/22\n"
+    strict = parse_config(base + "require-source-match = yes\n")
+    adm, access, _ = fwknop_admission(Maps(), 1_000_000, strict)
+    assert not adm.handle_fwknop(fw_record(access, "tcp/22", ip="0.0.0.0"))
+    assert not adm.handle_fwknop(fw_record(access, "tcp/22", ip="10.9.9.9"))
+    assert adm.handle_fwknop(fw_record(access, "tcp/22", ip="198.51.100.9"))  # its source
+    assert adm.counts == {"source-mismatch": 2, "accepted": 1}
+    bound = parse_config(base + "bind = 192.0.2.7\n")
+    adm, access, _ = fwknop_admission(Maps(), 1_000_000, bound)
+    assert not adm.handle_fwknop(fw_record(access, "tcp/22"))  # sent to 192.0.2.1
+    assert adm.counts == {"wrong-destination": 1}
+
+
+def test_pruning_follows_expiry_whatever_the_order_of_acceptance():
+    maps = Maps()
+    adm, access, _ = fwknop_admission(maps, 1_000_000)
+    assert adm.handle_fwknop(fw_record(access, "tcp/22"))  # kept 120 s past its stamp
+    clock = {"ms": 1_000_000}
+    adm.wall_ms = lambda: clock["ms"]
+    for i in range(5):
+        rec, _ = record(clock["ms"])
+        assert adm.handle(rec)  # sparoid nonces: 5 s
+    clock["ms"] += 6_000
+    assert adm.prune() == 5  # not held back by the older, longer-lived fwknop digest
+
+
+def test_a_fleet_peers_fwknop_digest_is_a_replay_here():
+    import hashlib
+
+    maps = Maps()
+    adm, access, _ = fwknop_admission(maps, 1_000_000)
+    rec = fw_record(access, "tcp/22")
+    adm.remember(hashlib.sha256(rec.payload).digest(), 1_100_000, "fwknop")
+    assert not adm.handle_fwknop(rec)
+    assert adm.counts == {"replay": 1} and len(next(iter(maps.replay))) == 16
