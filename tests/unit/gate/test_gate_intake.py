@@ -183,7 +183,7 @@ def test_pruning_follows_expiry_whatever_the_order_of_acceptance():
     assert adm.handle_fwknop(fw_record(access, "tcp/22"))  # kept 120 s past its stamp
     clock = {"ms": 1_000_000}
     adm.wall_ms = lambda: clock["ms"]
-    for i in range(5):
+    for _i in range(5):
         rec, _ = record(clock["ms"])
         assert adm.handle(rec)  # sparoid nonces: 5 s
     clock["ms"] += 6_000
