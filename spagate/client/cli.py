@@ -31,15 +31,30 @@ def _warn(text: str) -> None:
     print(text, file=sys.stderr)
 
 
-def _send(host: str, spa_port: int, config: Optional[Path], ip: Optional[str]):
+COPIES_OPT = typer.Option(
+    None,
+    "--copies",
+    help="Copies of each packet, a few ms apart (default 3, or `copies =` in the key file).",
+)
+
+
+def _send(
+    host: str,
+    spa_port: int,
+    config: Optional[Path],
+    ip: Optional[str],
+    copies: Optional[int] = None,
+):
     """Shared by send and connect: returns the resolved targets."""
     from spagate.client import publicip
-    from spagate.client.config import load_config
+    from spagate.client.config import MAX_COPIES, load_config
     from spagate.client.send import check_report, parse_ip_option, resolve, send_spa
 
     ip_option = parse_ip_option(ip)
     if not 0 < spa_port < 65536:
         raise SpagateError(f"SPA port {spa_port} is out of range 1-65535")
+    if copies is not None and not 1 <= copies <= MAX_COPIES:
+        raise SpagateError(f"--copies {copies} is out of range 1-{MAX_COPIES}")
     cfg = load_config(config)
     targets = resolve(host)
 
@@ -49,7 +64,8 @@ def _send(host: str, spa_port: int, config: Optional[Path], ip: Optional[str]):
         url = cfg.public_ipv4_url if family == socket.AF_INET else cfg.public_ipv6_url
         return publicip.public_ip(family, url)
 
-    report = send_spa(targets, spa_port, cfg.keys, ip_option, public)
+    n = cfg.copies if copies is None else copies
+    report = send_spa(targets, spa_port, cfg.keys, ip_option, public, n, cfg.copy_interval_s)
     check_report(report, host, _warn)
     return report.sent
 
@@ -78,9 +94,10 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(DEFAULT_SPA_PORT, "-p", "--port", help="SPA UDP port."),
         config: Optional[Path] = CONFIG_OPT,
         ip: Optional[str] = IP_OPT,
+        copies: Optional[int] = COPIES_OPT,
     ) -> None:
         """Send an SPA packet to every address of HOST."""
-        _send(host, port, config, ip)
+        _send(host, port, config, ip, copies)
 
     @app.command(context_settings={"help_option_names": ["--help"]})
     def connect(

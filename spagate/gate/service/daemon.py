@@ -16,7 +16,7 @@ from spagate.errors import SpagateError
 from spagate.gate.core.config import GateConfig
 from spagate.gate.core.eventlog import EventLog
 from spagate.gate.kernel.pins import DEFAULT_PIN_DIR
-from spagate.gate.service.admission import Admission
+from spagate.gate.service.admission import Admission, set_tag_hints
 from spagate.gate.service.hooks import Hooks
 from spagate.gate.service.journal import journal_emit
 from spagate.gate.service.preflight import check_interfaces, missing_capabilities
@@ -44,7 +44,8 @@ class Daemon:
         self.stopping = True
 
     def run(self) -> None:
-        from spagate.gate.kernel.build import GateOptions, load  # bcc: imported only here
+        from spagate.gate.kernel.build import load  # bcc: imported only here
+        from spagate.gate.service.loader import gate_options
 
         cfg, opts = self.config, self.opts
         ifindex = check_interfaces(opts.interfaces)
@@ -60,20 +61,12 @@ class Daemon:
         names = {i: n for n, i in ifindex.items()}
         for note in cfg.notes:
             self.log.info(note)
-        prog = load(
-            GateOptions(
-                spa_port=cfg.spa_port,
-                spa_rate_per_s=cfg.rate.per_second,
-                spa_burst=cfg.rate.burst,
-                spa_budget_per_s=cfg.spa_budget,
-                udp_idle_timeout_s=cfg.udp_idle_seconds,
-            ),
-            pin_dir=opts.pin_dir,
-        )
+        prog = load(gate_options(cfg), pin_dir=opts.pin_dir)
         maps = prog.maps
         maps.set_protected((p.proto, p.port) for p in cfg.protected)
         maps.set_static(cfg.allow)
         maps.set_spa_keys([i.keys.hmac_key for i in cfg.identities])
+        set_tag_hints(cfg, maps, time.time_ns() // 1_000_000)
         hooks = Hooks(cfg.open_cmd, cfg.close_cmd, self.log)
         intake = Admission(cfg, maps, self.log, hooks, ifnames=lambda i: names.get(i, str(i)))
         restored = intake.restore()
