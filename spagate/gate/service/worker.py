@@ -410,6 +410,7 @@ class Worker:
             "spa_port": self.config.spa_port,
             "started": self.started,
             "spa": dict(admission.counts),
+            "drop_samples": self.samples_seen,
             "monitor_pending": self.monitor.pending if self.monitor else 0,
         }
         try:
