@@ -192,7 +192,7 @@ def test_key_rotation_with_two_identities(gate):
 
 def test_restart_keeps_windows_and_still_refuses_the_replay(gate):
     # A wide skew keeps the replayed packet fresh across three restarts (each compiles the
-    # program), so only the restored replay cache can refuse it.
+    # program), so only the pinned spa_seen and the restored replay cache can refuse it.
     gate.configure("open-seconds = 60\nmax-skew = 30\n")
     gate.service()
     gate.start()
@@ -209,6 +209,14 @@ def test_restart_keeps_windows_and_still_refuses_the_replay(gate):
 
     gate.start()
     assert gate.probe("client").startswith("connected")
+    # The kernel kept spa_seen (pinned) across the restarts: the replay is a duplicate there.
+    raw(gate, "client", packet)
+    assert wait_for(lambda: xdp_counters(gate)["spa_replay_dup"] == 1)
+    # Without it (a new pin dir, a flushed map) the daemon's restored cache refuses it.
+    from spagate.gate.kernel.maps import GateMaps
+
+    with GateMaps.from_pin_dir(gate.pin_dir) as maps:
+        maps.clear("spa_seen")
     raw(gate, "client", packet)
     assert wait_for(lambda: spa_verdicts(gate).get("replay")) == 1, "\n".join(gate.log)
     assert any("nonces restored" in line for line in gate.log)
