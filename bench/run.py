@@ -32,6 +32,11 @@ SCRIPTS = [
         ["floods.py", "--json", str(SUMMARY)],
         True,
     ),
+    (
+        "Admission: junk cost with 8 identities, test runs, knocks injected in floods",
+        ["admission.py"],
+        True,
+    ),
 ]
 SPAROID = {"junk": 140_000, "valid": 57_000}  # sparoid server, packets per CPU-second (given)
 
@@ -138,7 +143,7 @@ def main() -> int:
           f"load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
           f"total {time.monotonic() - t_all:.0f}s")  # fmt: skip
     if os.geteuid() == 0:
-        left = [x for x in leftovers() if x.startswith(("spagate-bench", "sgb"))]
+        left = [x for x in leftovers() if x.startswith(("spagate-bench", "sgb", "sga"))]
         print("left behind: " + (", ".join(left) if left else "nothing"))
     if failed:
         print("\nnot measured: " + "; ".join(failed))

@@ -19,9 +19,43 @@
 #endif
 #define SPA_TAU_NS ((SPA_BURST - 1) * SPA_INTERVAL_NS) /* GCRA: (burst - 1) x interval */
 #ifndef SPA_BUDGET
-#define SPA_BUDGET 2000 /* MAC-valid SPA packets per second, all sources together */
+#define SPA_BUDGET 2000 /* SPA packets per second and identity that may cost an HMAC */
 #endif
-#define SPA_BUDGET_WINDOW_NS 1000000000ULL /* the global budget's fixed window */
+#define SPA_BUDGET_WINDOW_NS 1000000000ULL /* every budget's fixed window */
+#ifndef SPA_UNTAGGED_BUDGET
+#define SPA_UNTAGGED_BUDGET 1000 /* untagged SPA packets per second that may cost HMACs */
+#endif
+/* What happens to an untagged SPA packet (no live tag hint: deployed sparoid clients). */
+#define SPA_UNTAGGED_ACCEPT 0 /* checked against every key, bounded by the source buckets only */
+#define SPA_UNTAGGED_BOUNDED 1 /* ... within SPA_UNTAGGED_BUDGET per second */
+#define SPA_UNTAGGED_REFUSE 2 /* dropped unhashed */
+#ifndef SPA_UNTAGGED_MODE
+#define SPA_UNTAGGED_MODE SPA_UNTAGGED_BOUNDED
+#endif
+#ifndef SPA_SOURCE_MATCH
+#define SPA_SOURCE_MATCH 0 /* 1: require-source-match; a copy from another source may be real */
+#endif
+#define SPA_SEEN_ALT_MAX 2 /* copies from other sources queued while the first is undecided */
+
+/* spa_budget slots: one per identity (spa_keys slot), then one per keyless path. */
+#define SPA_BUDGET_UNTAGGED SPA_KEYS_MAX /* the untagged sparoid path's HMAC budget */
+#define SPA_BUDGET_SLOTS (SPA_KEYS_MAX + 8) /* SPA_KEYS_MAX + 1 ...: free for further paths */
+
+/* spa_event.path: how the kernel found the packet's key. */
+#define SPA_PATH_TAGGED 1   /* its IV carried a live hint and a valid tag: one HMAC */
+#define SPA_PATH_UNTAGGED 2 /* no live hint: every key tried, within the untagged budget */
+
+/* spa_seen_entry.state */
+#define SEEN_KNOWN 0  /* mac is the packet's right HMAC; no copy queued (yet, or lost) */
+#define SEEN_QUEUED 1 /* a copy was queued to userspace: the others are duplicates */
+#define SEEN_EXPECT 2 /* userspace refused the copy for its source: only src may still pass */
+
+/* -- drop samples (spa_samples) ------------------------------------------------------------ */
+#ifndef SPA_SAMPLE_RATE
+#define SPA_SAMPLE_RATE 100 /* drop samples per second and CPU */
+#endif
+#define SPA_SAMPLES_PAGES 16 /* spa_samples ring size in pages */
+#define SPA_KEY_NONE 0xffff /* spa_sample.key when no identity is known */
 
 /* -- fwknop admission (the loader passes the configured values) ---------------------------- */
 #ifndef FWKNOP_PORT
@@ -59,7 +93,10 @@
 #define REPLAY_CAPACITY 65536
 #endif
 #ifndef SPA_SEEN_CAPACITY
-#define SPA_SEEN_CAPACITY 65536 /* >= budget/s x 2 x max skew (2000 x 10 s) MACs */
+#define SPA_SEEN_CAPACITY 65536 /* packets that passed an HMAC; >= the budgets x 2 x max skew */
+#endif
+#ifndef SPA_TAGS_CAPACITY
+#define SPA_TAGS_CAPACITY 1024 /* live hints: identities x time steps within +-max skew */
 #endif
 #ifndef RINGBUF_PAGES
 #define RINGBUF_PAGES 256 /* spa_events size in pages; a power of two */

@@ -25,6 +25,7 @@ static __always_inline __u32 *spa_key_count_get(void)
 }
 
 #include "spa_mac.h"
+#include "siphash.h"
 
 /* Read the clock only where a decision needs it (after a map hit, on the SPA/UDP paths). */
 #ifdef SPAGATE_COARSE_CLOCK
@@ -125,12 +126,87 @@ static __always_inline int static_hit(const __u8 *addr)
 	return static_allow.lookup(&k) != NULL;
 }
 
-/* SPA port, first half (in xdp_gate): per-source bucket, then hand over to xdp_spa_verify. */
+/* -- SPA admission (docs/admission.md) -------------------------------------------------- */
+
+/* Fixed one-second windows, one per slot of spa_budget (an identity, the untagged path...).
+ * Racing resets between CPUs only blur the edge. Signed: a window started "in the future"
+ * (written from userspace with a finer clock) is not mistaken for an old one. */
+static __always_inline int budget_full(__u32 slot, __u64 limit, __u64 now)
+{
+	struct budget *b = spa_budget.lookup(&slot);
+
+	if (!b)
+		return 1;
+	if ((__s64)(now - b->window_start) >= (__s64)SPA_BUDGET_WINDOW_NS)
+		return 0;
+	return b->count >= limit;
+}
+
+static __always_inline int budget_take(__u32 slot, __u64 limit, __u64 now)
+{
+	struct budget *b = spa_budget.lookup(&slot);
+
+	if (!b)
+		return 0;
+	if ((__s64)(now - b->window_start) >= (__s64)SPA_BUDGET_WINDOW_NS) {
+		b->window_start = now;
+		b->count = 0;
+	}
+	return __sync_fetch_and_add(&b->count, 1) < limit;
+}
+
+/* A drop sample for the log: at most SPA_SAMPLE_RATE per second and CPU (a per-CPU window:
+ * no atomics; over it, the cost is one lookup and a compare). */
+static __always_inline void spa_sample(struct spa_scratch *s, __u32 reason, __u32 key)
+{
+	struct spa_sample *r;
+	struct budget *w;
+	__u32 zero = 0;
+
+	w = spa_sample_window.lookup(&zero);
+	if (!w)
+		return;
+	if ((__s64)(s->now - w->window_start) >= (__s64)SPA_BUDGET_WINDOW_NS) {
+		w->window_start = s->now;
+		w->count = 0;
+	}
+	if (w->count >= SPA_SAMPLE_RATE)
+		return;
+	w->count += 1;
+	r = spa_samples.ringbuf_reserve(sizeof(struct spa_sample));
+	if (!r)
+		return;
+	r->ns = s->now;
+	__builtin_memcpy(r->src, s->src, 16);
+	r->sport = s->sport;
+	r->dport = s->dport;
+	r->reason = reason;
+	r->key = key;
+	r->ifindex = s->ifindex;
+	r->path = s->path;
+	r->pad = 0;
+	spa_samples.ringbuf_submit(r, BPF_RB_NO_WAKEUP); /* the worker drains it every poll */
+}
+
+/* Every SPA drop after the scratch is filled leaves here: the sampled reasons are sampled. */
+static __always_inline int spa_drop(struct spa_scratch *s, __u32 reason, __u32 key)
+{
+	if (reason == REASON_SPA_BAD_MAC || reason == REASON_SPA_TAG_BAD ||
+	    reason == REASON_SPA_REPLAY_DUP || reason == REASON_SPA_RATE_SOURCE ||
+	    reason == REASON_SPA_RATE_IDENTITY || reason == REASON_SPA_UNTAGGED_BUDGET)
+		spa_sample(s, reason, key); /* reason is a constant here: the test folds away */
+	return verdict(reason, XDP_DROP);
+}
+
+/* SPA port, first half (in xdp_gate): size, then the tag hint: a live hint names the identity
+ * (tagged path); no hint: the untagged path, refused or over its budget here, cheaply. Then
+ * hand over to xdp_spa_verify. */
 static __always_inline int spa(struct xdp_md *ctx, struct pkt *p, struct udphdr *uh, void *end)
 {
 	struct spa_scratch *s;
-	__u32 zero = 0;
-	__u64 now, tat, *stored;
+	struct spa_tag *tag;
+	__u32 zero = 0, hint;
+	__u8 *pl = (void *)(uh + 1);
 	__u16 ulen;
 
 	if (p->first_frag)
@@ -139,49 +215,47 @@ static __always_inline int spa(struct xdp_md *ctx, struct pkt *p, struct udphdr 
 	if ((void *)(uh + 1) > end || ulen < sizeof(*uh) || ulen > p->l4_len)
 		return verdict(REASON_MALFORMED, XDP_DROP);
 	/* ::ffff:a.b.c.d is never a source on the wire: userspace would take the sender for that
-	 * IPv4 host (its bucket, its source match). Before the bucket: it must not charge that
-	 * host's tokens either. */
+	 * IPv4 host (its bucket, its source match). Before anything is charged. */
 	if (p->mapped_src)
 		return verdict(REASON_MALFORMED, XDP_DROP);
+	if (ulen != sizeof(*uh) + SPA_PACKET_SIZE)
+		return verdict(REASON_SPA_BAD_SIZE, XDP_DROP);
+	if ((void *)(pl + SPA_PACKET_SIZE) > end)
+		return verdict(REASON_MALFORMED, XDP_DROP); /* ulen <= l4_len: for the verifier */
 	s = spa_scratch.lookup(&zero);
 	if (!s)
 		return verdict(REASON_SPA_TAIL_CALL_FAILED, XDP_DROP);
 
-	/* Per source: GCRA. tat = when the bucket would be full again; over tau = over burst.
-	 * Charged before the MAC check: one source cannot make us hash at line rate. The bucket
-	 * of a native IPv6 source is its /64: one holder has 2^64 addresses for free. */
 	copy_addr(s->src, p, 0);
-	__builtin_memcpy(s->bucket, s->src, 16);
-	if (p->v6) {
-		__u32 *w = (__u32 *)s->bucket;
-
-		w[2] = 0;
-		w[3] = 0;
-	}
-	now = now_ns();
-	stored = spa_rate.lookup((struct addr_key *)s->bucket);
-	if (stored) {
-		tat = *stored;
-		if (tat < now)
-			tat = now;
-		if (tat - now > SPA_TAU_NS)
-			return verdict(REASON_SPA_RATE_SOURCE, XDP_DROP);
-		*stored = tat + SPA_INTERVAL_NS;
-	} else {
-		tat = now + SPA_INTERVAL_NS;
-		spa_rate.update((struct addr_key *)s->bucket, &tat);
-	}
-
 	copy_addr(s->dst, p, 1);
-	s->now = now;
-	s->off = (void *)(uh + 1) - (void *)(long)ctx->data;
+	s->now = now_ns();
+	s->off = (void *)pl - (void *)(long)ctx->data;
 	s->ifindex = ctx->ingress_ifindex;
 	s->sport = sg_ntohs(uh->source);
 	s->dport = sg_ntohs(uh->dest);
-	s->len = ulen - sizeof(*uh);
+	s->len = SPA_PACKET_SIZE;
 	s->pad = 0;
-	/* The MAC check (~13k instructions per key) lives in its own program: inlined here the
-	 * verifier would walk it once per parse_packet() path and run out of budget. */
+
+	/* The hint: the IV's first 4 bytes (payload offset 32), as loaded on this host. */
+	__builtin_memcpy(&hint, pl + 32, sizeof(hint));
+	tag = spa_tags.lookup(&hint);
+	if (tag) {
+		s->path = SPA_PATH_TAGGED;
+		s->slot = tag->slot;
+		s->k0 = tag->k0;
+		s->k1 = tag->k1;
+	} else {
+		s->path = SPA_PATH_UNTAGGED;
+		s->slot = SPA_KEY_NONE;
+		if (SPA_UNTAGGED_MODE == SPA_UNTAGGED_REFUSE)
+			return verdict(REASON_SPA_UNTAGGED_REFUSED, XDP_DROP);
+		/* Over budget: dropped before the tail call (the steady state of a junk flood). */
+		if (SPA_UNTAGGED_MODE == SPA_UNTAGGED_BOUNDED &&
+		    budget_full(SPA_BUDGET_UNTAGGED, SPA_UNTAGGED_BUDGET, s->now))
+			return spa_drop(s, REASON_SPA_UNTAGGED_BUDGET, SPA_KEY_NONE);
+	}
+	/* The checks with hashes (~13k instructions per HMAC) live in their own program: inlined
+	 * here the verifier would walk them once per parse_packet() path and run out of budget. */
 	spa_progs.call(ctx, 0);
 	return verdict(REASON_SPA_TAIL_CALL_FAILED, XDP_DROP);
 }
@@ -391,65 +465,64 @@ int xdp_gate(struct xdp_md *ctx)
 	return udp(&p, p.l4, end, sport, dport);
 }
 
-/* SPA port, second half: tail-called from spa() with spa_scratch[0] filled. Size, MAC against
- * the key ring, MAC seen before (replay flood), then the global budget (so it only ever counts
- * distinct MAC-valid packets), then the ring record. Always XDP_DROP: nothing answers on the
- * SPA port. */
-int xdp_spa_verify(struct xdp_md *ctx)
+static __always_inline int same16(const __u8 *a, const __u8 *b)
 {
-	struct spa_scratch *s;
-	struct spa_event *e;
-	struct mac_key *seen;
-	struct budget *b;
-	__u32 zero = 0;
-	int key, r;
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
 
-	s = spa_scratch.lookup(&zero);
-	if (!s)
-		return verdict(REASON_SPA_TAIL_CALL_FAILED, XDP_DROP);
-	if (s->len != SPA_PACKET_SIZE)
-		return verdict(REASON_SPA_BAD_SIZE, XDP_DROP);
-	if (bpf_xdp_load_bytes(ctx, s->off, &s->wire, sizeof(s->wire)) < 0)
-		return verdict(REASON_MALFORMED, XDP_DROP); /* cannot happen: xdp_gate checked len */
-	key = spa_mac_any(&s->wire);
-	if (key < 0)
-		return verdict(REASON_SPA_BAD_MAC, XDP_DROP);
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
+}
 
-	/* One captured packet replayed from many sources: each copy passes its own bucket and
-	 * the MAC, so without this it would spend the global budget. Keyed by the MAC's first
-	 * 16 bytes (a map value pointer is a valid key). Lookup first: a duplicate then costs
-	 * one lookup and evicts nothing (an LRU insert may). The NOEXIST insert settles CPUs
-	 * racing on the same MAC: one inserts, the others get -EEXIST. Any other insert error
-	 * (no free LRU node) lets the packet on: this is flood protection, not the authority. */
-	seen = (struct mac_key *)s->wire.mac;
-	if (spa_seen.lookup(seen))
-		return verdict(REASON_SPA_REPLAY_DUP, XDP_DROP);
-	r = spa_seen.insert(seen, &s->now);
-	if (r == -SG_EEXIST)
-		return verdict(REASON_SPA_REPLAY_DUP, XDP_DROP);
+static __always_inline int same_mac(const __u8 *a, const __u32 *b)
+{
+	const __u32 *x = (const __u32 *)a;
+	__u32 d = 0;
 
-	/* Global: fixed one-second window. Racing resets between CPUs only blur the edge. A
-	 * packet that does not reach userspace is forgotten again, so a copy sent later (a
-	 * retransmission) is not taken for a replay. */
-	b = spa_budget.lookup(&zero);
-	if (!b) {
-		spa_seen.delete(seen);
-		return verdict(REASON_SPA_RATE_GLOBAL, XDP_DROP);
-	}
-	if (s->now - b->window_start >= SPA_BUDGET_WINDOW_NS) {
-		b->window_start = s->now;
-		b->count = 0;
-	}
-	if (__sync_fetch_and_add(&b->count, 1) >= SPA_BUDGET) {
-		spa_seen.delete(seen);
-		return verdict(REASON_SPA_RATE_GLOBAL, XDP_DROP);
-	}
+#pragma unroll
+	for (int i = 0; i < 8; i++)
+		d |= x[i] ^ b[i];
+	return d == 0;
+}
 
-	e = spa_events.ringbuf_reserve(sizeof(struct spa_event));
-	if (!e) {
-		spa_seen.delete(seen);
-		return verdict(REASON_SPA_RINGBUF_FULL, XDP_DROP);
+#define NAT64_PREFIX_W0_BE sg_htonl(0x0064ff9b) /* first word of 64:ff9b::/96 (RFC 6052) */
+
+/* Per source (untagged path only): GCRA. tat = when the bucket would be full again; over tau
+ * = over burst. A native IPv6 source's bucket is its /64 (one holder has 2^64 addresses), but
+ * a NAT64 source (64:ff9b::/96) embeds one IPv4 host: its bucket is that address. */
+static __always_inline int bucket_ok(struct spa_scratch *s)
+{
+	__u32 *w = (__u32 *)s->bucket;
+	__u64 tat, *stored;
+
+	__builtin_memcpy(s->bucket, s->src, 16);
+	if (w[1] == 0 && ((w[0] == 0 && w[2] == IPV6_MAPPED_PREFIX_W2_BE) || /* IPv4 */
+			  (w[0] == NAT64_PREFIX_W0_BE && w[2] == 0))) {
+		/* one host: the whole address */
+	} else {
+		w[2] = 0;
+		w[3] = 0;
 	}
+	stored = spa_rate.lookup((struct addr_key *)s->bucket);
+	if (stored) {
+		tat = *stored;
+		if (tat < s->now)
+			tat = s->now;
+		if (tat - s->now > SPA_TAU_NS)
+			return 0;
+		*stored = tat + SPA_INTERVAL_NS;
+	} else {
+		tat = s->now + SPA_INTERVAL_NS;
+		spa_rate.update((struct addr_key *)s->bucket, &tat);
+	}
+	return 1;
+}
+
+/* Copy the scratch's packet into spa_events; 0 when the ring is full. */
+static __always_inline int spa_queue(struct spa_scratch *s, __u32 slot)
+{
+	struct spa_event *e = spa_events.ringbuf_reserve(sizeof(struct spa_event));
+
+	if (!e)
+		return 0;
 	__builtin_memcpy(e->src, s->src, 16);
 	__builtin_memcpy(e->dst, s->dst, 16);
 	e->sport = s->sport;
@@ -457,8 +530,161 @@ int xdp_spa_verify(struct xdp_md *ctx)
 	e->ifindex = s->ifindex;
 	e->len = SPA_PACKET_SIZE;
 	e->copied = SPA_PACKET_SIZE;
-	e->key = key;
+	e->key = slot;
+	e->path = s->path;
 	__builtin_memcpy(e->payload, &s->wire, SPA_PACKET_SIZE);
 	spa_events.ringbuf_submit(e, 0);
-	return verdict(REASON_SPA_QUEUED, XDP_DROP);
+	return 1;
+}
+
+/* A new spa_seen entry in the scratch: mac, this packet's source, now, state, slot. */
+static __always_inline void seen_fill(struct spa_scratch *s, const __u32 *mac, __u32 state,
+				      __u32 slot)
+{
+	__builtin_memcpy(s->seen.mac, mac, 32);
+	__builtin_memcpy(s->seen.src, s->src, 16);
+	__builtin_memset(s->seen.alt_src, 0, 16);
+	s->seen.first_ns = bpf_ktime_get_ns(); /* the fine clock: benches read it */
+	s->seen.state = state;
+	s->seen.alt = 0;
+	s->seen.slot = slot;
+	s->seen.pad = 0;
+}
+
+/* SPA port, second half: tail-called from spa() with spa_scratch[0] filled. In order:
+ *   tagged   the tag (SipHash, ~100 ns): a wrong one is dropped unhashed
+ *   both     spa_seen: a copy already queued, or a variant of a known packet with another
+ *            MAC, is dropped unhashed; a known packet not queued yet may pass
+ *   tagged   the identity's budget, then the ONE HMAC of the key the hint names
+ *   untagged the source's bucket, the untagged budget, the HMAC of every key, then the
+ *            identity's budget
+ * then spa_seen and the ring record. Always XDP_DROP: nothing answers on the SPA port. */
+int xdp_spa_verify(struct xdp_md *ctx)
+{
+	struct spa_seen_entry *e;
+	struct spa_scratch *s;
+	struct seen_key *key;
+	__u32 zero = 0, *count;
+	__u64 prev;
+	int slot, r;
+
+	s = spa_scratch.lookup(&zero);
+	if (!s)
+		return verdict(REASON_SPA_TAIL_CALL_FAILED, XDP_DROP);
+	if (bpf_xdp_load_bytes(ctx, s->off, &s->wire, sizeof(s->wire)) < 0)
+		return verdict(REASON_MALFORMED, XDP_DROP); /* cannot happen: xdp_gate checked len */
+
+	if (s->path == SPA_PATH_TAGGED) {
+		if (!spa_tag_ok(s->k0, s->k1, &s->wire))
+			return spa_drop(s, REASON_SPA_TAG_BAD, s->slot);
+		key = (struct seen_key *)s->wire.body; /* the IV: a map value pointer is a valid key */
+	} else {
+		key = (struct seen_key *)s->wire.mac;
+	}
+
+	/* Known before any HMAC? Lookup first: a duplicate then costs one lookup and evicts
+	 * nothing (an LRU insert may). */
+	s->hit = 0;
+	s->prev = SEEN_KNOWN;
+	e = spa_seen.lookup(key);
+	if (e) {
+		if (!same_mac(e->mac, s->wire.mac))
+			return spa_drop(s, REASON_SPA_BAD_MAC, e->slot); /* known right MAC: not this */
+		prev = e->state;
+		if (prev == SEEN_QUEUED) {
+			/* require-source-match: a copy from another source may be the real one (the
+			 * first may be an on-path copy sent from elsewhere); a few may pass. */
+			if (!SPA_SOURCE_MATCH || same16(e->src, s->src) ||
+			    same16(e->alt_src, s->src) || e->alt >= SPA_SEEN_ALT_MAX ||
+			    __sync_fetch_and_add(&e->alt, 1) >= SPA_SEEN_ALT_MAX)
+				return spa_drop(s, REASON_SPA_REPLAY_DUP, e->slot);
+			__builtin_memcpy(e->alt_src, s->src, 16); /* its own copies: duplicates */
+		} else if (prev == SEEN_EXPECT && !same16(e->src, s->src)) {
+			return spa_drop(s, REASON_SPA_REPLAY_DUP, e->slot);
+		} else if (__sync_val_compare_and_swap(&e->state, prev, SEEN_QUEUED) != prev) {
+			return spa_drop(s, REASON_SPA_REPLAY_DUP, e->slot); /* another CPU took it */
+		}
+		s->hit = 1;
+		s->prev = prev;
+		s->slot = e->slot;
+	}
+
+	if (s->hit || s->path == SPA_PATH_TAGGED) {
+		/* One key: the one named. Charged before the HMAC: it bounds the identity's HMACs. */
+		if (!budget_take(s->slot, SPA_BUDGET, s->now)) {
+			slot = s->slot;
+			r = REASON_SPA_RATE_IDENTITY;
+			goto restore;
+		}
+		s->first = s->slot;
+		s->last = s->slot + 1;
+	} else {
+		if (!bucket_ok(s))
+			return spa_drop(s, REASON_SPA_RATE_SOURCE, SPA_KEY_NONE);
+		if (SPA_UNTAGGED_MODE == SPA_UNTAGGED_BOUNDED &&
+		    !budget_take(SPA_BUDGET_UNTAGGED, SPA_UNTAGGED_BUDGET, s->now))
+			return spa_drop(s, REASON_SPA_UNTAGGED_BUDGET, SPA_KEY_NONE);
+		s->first = 0;
+		s->last = SPA_KEYS_MAX;
+	}
+
+	/* The one HMAC call site of the program (one inlined copy), reached in one state. */
+	slot = spa_mac_range(&s->wire, s->first, s->last, s->digest);
+
+	key = s->path == SPA_PATH_TAGGED ? (struct seen_key *)s->wire.body
+					 : (struct seen_key *)s->wire.mac;
+	if (slot < 0) {
+		if (s->hit) {
+			slot = s->slot;
+			r = REASON_SPA_BAD_MAC;
+			goto restore;
+		}
+		if (s->path != SPA_PATH_TAGGED)
+			return spa_drop(s, REASON_SPA_BAD_MAC, SPA_KEY_NONE);
+		count = spa_key_count_get();
+		if (count && s->slot < *count) {
+			/* A valid tag, a wrong MAC: a captured packet with its MAC changed. Remember
+			 * the right MAC (the digest of the one key tried): further variants are
+			 * dropped unhashed. */
+			seen_fill(s, s->digest, SEEN_KNOWN, s->slot);
+			spa_seen.insert(key, &s->seen);
+		}
+		return spa_drop(s, REASON_SPA_BAD_MAC, s->slot);
+	}
+	if (!s->hit && s->path != SPA_PATH_TAGGED && !budget_take(slot, SPA_BUDGET, s->now)) {
+		seen_fill(s, s->wire.mac, SEEN_KNOWN, slot); /* a copy later costs one HMAC */
+		spa_seen.insert(key, &s->seen);
+		return spa_drop(s, REASON_SPA_RATE_IDENTITY, slot);
+	}
+	if (!s->hit) {
+		/* The NOEXIST insert settles CPUs racing on the same packet: one inserts, the others
+		 * get -EEXIST. Any other error (no free LRU node) lets the packet on: this is flood
+		 * protection, not the authority. */
+		seen_fill(s, s->wire.mac, SEEN_QUEUED, slot);
+		r = spa_seen.insert(key, &s->seen);
+		if (r == -SG_EEXIST)
+			return spa_drop(s, REASON_SPA_REPLAY_DUP, slot);
+	}
+	if (spa_queue(s, slot))
+		return verdict(REASON_SPA_QUEUED, XDP_DROP);
+	/* Never reached userspace: a copy sent later (a retransmission) is welcome, at the cost
+	 * of one HMAC. */
+	if (!s->hit) {
+		e = spa_seen.lookup(key);
+		if (e)
+			e->state = SEEN_KNOWN;
+		return verdict(REASON_SPA_RINGBUF_FULL, XDP_DROP);
+	}
+	r = REASON_SPA_RINGBUF_FULL;
+
+restore:
+	/* A known packet that did not get through: back to the state it had. */
+	if (s->hit && s->prev != SEEN_QUEUED) {
+		key = s->path == SPA_PATH_TAGGED ? (struct seen_key *)s->wire.body
+						 : (struct seen_key *)s->wire.mac;
+		e = spa_seen.lookup(key);
+		if (e)
+			e->state = s->prev;
+	}
+	return spa_drop(s, r, slot);
 }

@@ -1,9 +1,9 @@
 /* spagate maps: every map of the gate, declared in one place (layouts: structs.h).
  *
- * Every map but spa_events, spa_seen, spa_scratch and spa_progs is pinned under
- * SPAGATE_PIN_DIR. bcc (BPF_TABLE_PINNED) creates and pins a map whose pin does not exist yet
- * and reuses the pinned map otherwise; the loader checks pinned maps against the expected
- * layout before compiling (bcc itself does not).
+ * Every map but the rings (spa_events, fwknop_events, spa_samples), spa_sample_window,
+ * spa_scratch and spa_progs is pinned under SPAGATE_PIN_DIR. bcc (BPF_TABLE_PINNED) creates
+ * and pins a map whose pin does not exist yet and reuses the pinned map otherwise; the loader
+ * checks pinned maps against the expected layout before compiling (bcc itself does not).
  */
 #ifndef SPAGATE_MAPS_H
 #define SPAGATE_MAPS_H
@@ -30,7 +30,7 @@ BPF_TABLE_PINNED("lru_hash", struct flow_key, __u64, udp_flows, UDP_FLOW_CAPACIT
 		 SG_PIN(udp_flows));
 BPF_TABLE_PINNED("lru_hash", struct addr_key, __u64, spa_rate, SPA_RATE_CAPACITY,
 		 SG_PIN(spa_rate));
-BPF_TABLE_PINNED("array", __u32, struct budget, spa_budget, 1, SG_PIN(spa_budget));
+BPF_TABLE_PINNED("array", __u32, struct budget, spa_budget, SPA_BUDGET_SLOTS, SG_PIN(spa_budget));
 /* fwknop: its own source buckets and budget, so neither protocol's flood starves the other. */
 BPF_TABLE_PINNED("lru_hash", struct addr_key, __u64, fwknop_rate, SPA_RATE_CAPACITY,
 		 SG_PIN(fwknop_rate));
@@ -41,12 +41,19 @@ BPF_TABLE_PINNED("lru_hash", struct nonce_key, __u64, replay, REPLAY_CAPACITY, S
  * use. The daemon writes the slots first, then the count. */
 BPF_TABLE_PINNED("array", __u32, struct spa_key, spa_keys, SPA_KEYS_MAX, SG_PIN(spa_keys));
 BPF_TABLE_PINNED("array", __u32, __u32, spa_key_count, 1, SG_PIN(spa_key_count));
+/* spa_tags: live tag hints -> identity and SipHash key (GateMaps.set_spa_tags). A hash, not
+ * an LRU: only the worker adds and removes entries, a flood can neither. */
+BPF_TABLE_PINNED("hash", __u32, struct spa_tag, spa_tags, SPA_TAGS_CAPACITY, SG_PIN(spa_tags));
+/* spa_seen: pinned, so the worker can mark a refused copy's real source (SEEN_EXPECT) and a
+ * restart keeps replays duplicates. */
+BPF_TABLE_PINNED("lru_hash", struct seen_key, struct spa_seen_entry, spa_seen, SPA_SEEN_CAPACITY,
+		 SG_PIN(spa_seen));
 BPF_RINGBUF_OUTPUT(spa_events, RINGBUF_PAGES);
 BPF_RINGBUF_OUTPUT(fwknop_events, FWKNOP_RINGBUF_PAGES);
-/* Not pinned: the daemon's replay nonces (pinned) are what refuses a replay across a
- * restart; a new program starting with an empty spa_seen lets each captured MAC spend the
- * budget once more, which the budget absorbs. */
-BPF_TABLE("lru_hash", struct mac_key, __u64, spa_seen, SPA_SEEN_CAPACITY);
+/* Drop samples for the log; the loader pins the ring for the worker (kernel.pins.EXTRA_PINS).
+ * spa_sample_window: per CPU, SPA_SAMPLE_RATE samples per second each. */
+BPF_RINGBUF_OUTPUT(spa_samples, SPA_SAMPLES_PAGES);
+BPF_PERCPU_ARRAY(spa_sample_window, struct budget, 1);
 BPF_PERCPU_ARRAY(spa_scratch, struct spa_scratch, 1);
 /* spa_progs[0]: xdp_spa_verify, filled by the loader. Not pinned: the kernel empties a
  * program array when its last user reference (the loader's fd) goes away. */

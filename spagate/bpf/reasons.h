@@ -12,8 +12,8 @@ enum spagate_reason {
 	REASON_PASS_NOT_IP = 0,          /* not IPv4/IPv6 (ARP, LLDP, runt frame...): passed */
 	REASON_PASS_UNRELATED = 1,       /* IP but not for the SPA port nor a protected port */
 	REASON_SPA_QUEUED = 2,           /* SPA packet, MAC valid, copied to spa_events, dropped */
-	REASON_SPA_RATE_SOURCE = 3,      /* SPA packet over its source's token bucket, dropped */
-	REASON_SPA_RATE_GLOBAL = 4,      /* MAC-valid SPA packet over the global budget/s, dropped */
+	REASON_SPA_RATE_SOURCE = 3,      /* untagged SPA packet over its source's bucket, dropped */
+	REASON_SPA_RATE_GLOBAL = 4,      /* retired: the global budget became per identity (21) */
 	REASON_SPA_RINGBUF_FULL = 5,     /* SPA packet within budget but spa_events full, dropped */
 	REASON_PROTECTED_ALLOWED = 6,    /* protected port, source in the allow map: passed */
 	REASON_PROTECTED_STATIC = 7,     /* protected port, source in static_allow: passed */
@@ -26,15 +26,19 @@ enum spagate_reason {
 	REASON_FRAGMENT_PASSED = 14,     /* non-first fragment (no L4 header): passed */
 	REASON_FRAGMENT_DROPPED = 15,    /* first fragment too short for its L4 header, or SPA: dropped */
 	REASON_SPA_BAD_SIZE = 16,        /* SPA packet whose payload is not 96 bytes: dropped */
-	REASON_SPA_BAD_MAC = 17,         /* SPA packet whose MAC matches no configured key: dropped */
+	REASON_SPA_BAD_MAC = 17,         /* SPA packet whose MAC matches no key (tagged: its key) */
 	REASON_SPA_TAIL_CALL_FAILED = 18, /* SPA verifier program missing (spa_progs empty): dropped */
-	REASON_SPA_REPLAY_DUP = 19,      /* MAC-valid SPA packet whose MAC is in spa_seen: dropped */
+	REASON_SPA_REPLAY_DUP = 19,      /* copy of a SPA packet already queued (spa_seen): dropped */
 	REASON_FWKNOP_QUEUED = 20,      /* fwknop packet (its length) copied to fwknop_events, dropped */
 	REASON_FWKNOP_RATE_SOURCE = 21, /* fwknop packet over its source's bucket (fwknop_rate), dropped */
 	REASON_FWKNOP_RATE_GLOBAL = 22, /* fwknop packet over fwknop's budget per second, dropped */
 	REASON_FWKNOP_RINGBUF_FULL = 23, /* fwknop packet within budget, fwknop_events full, dropped */
 	REASON_FWKNOP_BAD_SIZE = 24,    /* fwknop-port packet not 140..1500 bytes (not fwknop), dropped */
-	REASON_COUNT = 25,
+	REASON_SPA_TAG_BAD = 25,         /* SPA packet with a live tag hint whose tag is wrong: dropped */
+	REASON_SPA_RATE_IDENTITY = 26,   /* SPA packet over its identity's budget/s: dropped */
+	REASON_SPA_UNTAGGED_BUDGET = 27, /* untagged SPA packet over the untagged HMAC budget/s */
+	REASON_SPA_UNTAGGED_REFUSED = 28, /* untagged SPA packet while untagged = refuse: dropped */
+	REASON_COUNT = 29,
 };
 
 #endif

@@ -1,7 +1,7 @@
 /* spagate: SHA-256 compression and HMAC-SHA256 for the one message shape of a SPA packet,
  * written for the BPF verifier and bcc's clang.
  *
- *   spa_hmac_ok(key, wire) == 1  iff  wire->mac == HMAC-SHA256(hmac_key, wire->body)
+ *   spa_hmac_ok(key, wire, digest) == 1  iff  wire->mac == HMAC-SHA256(hmac_key, wire->body)
  *
  * where key holds the HMAC midstates (spa_keys.h): 3 compressions per key, no branches.
  *
@@ -149,8 +149,10 @@ static __always_inline void sha256_compress_pad128(__u32 st[8])
 }
 
 /* 1 if wire->mac is HMAC-SHA256 of wire->body under key k, else 0. No early exit: the
- * digest is compared by OR-accumulating XORs. k may point into a map value. */
-static __always_inline int spa_hmac_ok(const struct spa_key *k, const struct spa_wire *wire)
+ * digest is compared by OR-accumulating XORs. k may point into a map value. digest gets the
+ * HMAC computed (wire byte order), e.g. to remember what a packet's MAC must be. */
+static __always_inline int spa_hmac_ok(const struct spa_key *k, const struct spa_wire *wire,
+				       __u32 digest[8])
 {
 	__u32 st[8], w[16], diff = 0;
 
@@ -176,8 +178,10 @@ static __always_inline int spa_hmac_ok(const struct spa_key *k, const struct spa
 	sha256_compress(st, w);
 
 #pragma unroll
-	for (int i = 0; i < 8; i++)
-		diff |= st[i] ^ sha_be32(wire->mac[i]);
+	for (int i = 0; i < 8; i++) {
+		digest[i] = sha_be32(st[i]);
+		diff |= digest[i] ^ wire->mac[i];
+	}
 	return diff == 0;
 }
 

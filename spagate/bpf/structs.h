@@ -54,17 +54,42 @@ struct addr_key {
 	__u8 addr[16];
 };
 
-/* spa_budget[0]: fixed one-second window shared by all CPUs. */
+/* spa_budget[slot]: a fixed one-second window shared by all CPUs. Slots: one per identity
+ * (spa_keys slot), then SPA_BUDGET_UNTAGGED and further keyless paths (consts.h). */
 struct budget {
 	__u64 window_start;
 	__u64 count;
 };
 
-/* spa_seen: first 16 bytes of the MAC of a SPA packet handed to userspace -> when (ns).
- * Flood protection only (the daemon's replay cache is the authority): a replayed packet is
- * dropped before it can spend the global budget. Written by xdp_spa_verify only. */
-struct mac_key {
-	__u8 mac[16];
+/* spa_tags: hint (the IV's first 4 bytes, as a __u32 loaded from them) -> the identity whose
+ * tag it is in one time step, with that identity's SipHash key. Written by GateMaps only
+ * (the worker rotates the hints; docs/admission.md has the derivation). */
+struct spa_tag {
+	__u64 k0; /* SipHash-2-4 key: little-endian halves of the 16-byte tag key */
+	__u64 k1;
+	__u32 slot; /* spa_keys slot = identity index */
+	__u32 step; /* the time step of the hint (low 32 bits; for inspection) */
+};
+
+/* spa_seen key: the IV of a tagged packet (it binds the ciphertext through the tag), the
+ * first 16 bytes of the MAC of an untagged one. */
+struct seen_key {
+	__u8 id[16];
+};
+
+/* spa_seen: every packet that passed an HMAC in the kernel (or, tagged, whose HMAC the kernel
+ * computed): flood protection only, the daemon's replay cache is the authority. Looked up
+ * before any HMAC: a copy is a duplicate (SEEN_QUEUED), a variant with another MAC is junk,
+ * known without hashing. Written by xdp_spa_verify; state SEEN_EXPECT by the daemon. */
+struct spa_seen_entry {
+	__u8 mac[32];   /* the packet's HMAC, as the kernel verified or computed it */
+	__u8 src[16];   /* source of the copy queued; SEEN_EXPECT: the one source still welcome */
+	__u8 alt_src[16]; /* source of the last other-source copy queued (SPA_SOURCE_MATCH) */
+	__u64 first_ns; /* first sighting, CLOCK_MONOTONIC (fine clock) */
+	__u64 state;    /* SEEN_KNOWN, SEEN_QUEUED, SEEN_EXPECT (64 bits: bcc's BPF atomics) */
+	__u64 alt;      /* copies from other sources queued while undecided (SPA_SOURCE_MATCH) */
+	__u32 slot;     /* identity (spa_keys slot) the MAC belongs to */
+	__u32 pad;
 };
 
 /* replay: nonce -> until (unix ms). Written and read by the daemon only. */
@@ -75,7 +100,7 @@ struct nonce_key {
 /* spa_events record. payload holds the first `copied` bytes of a `len`-byte UDP payload
  * (only 96-byte payloads with a valid MAC are queued: len = copied = 96; the fields stay so
  * the record format need not change with the payload rule). key: index of the spa_keys slot
- * whose MAC matched. */
+ * whose MAC matched; path: SPA_PATH_TAGGED or SPA_PATH_UNTAGGED. */
 struct spa_event {
 	__u8 src[16];
 	__u8 dst[16];
@@ -84,7 +109,8 @@ struct spa_event {
 	__u32 ifindex;
 	__u16 len;
 	__u16 copied;
-	__u32 key;
+	__u16 key;
+	__u16 path;
 	__u8 payload[SPA_PACKET_SIZE];
 };
 
@@ -103,19 +129,45 @@ struct fwknop_event {
 	__u8 payload[FWKNOP_MAX_PAYLOAD];
 };
 
+/* spa_samples record: one dropped SPA packet, for the log (bad MAC or tag, replay, bucket and
+ * budget drops), at most SPA_SAMPLE_RATE per second. The source is as on the wire (spoofable
+ * for everything but a MAC-valid packet). */
+struct spa_sample {
+	__u64 ns;      /* CLOCK_MONOTONIC, the program's clock */
+	__u8 src[16];
+	__u16 sport;
+	__u16 dport;
+	__u16 reason;  /* enum spagate_reason */
+	__u16 key;     /* identity (spa_keys slot) if known, else SPA_KEY_NONE */
+	__u32 ifindex;
+	__u16 path;    /* SPA_PATH_*, 0 before the path is known */
+	__u16 pad;
+};
+
 /* spa_scratch[0] (per CPU): what xdp_gate hands to the tail-called xdp_spa_verify, and the
  * payload copy the MAC is computed over (kept off the 512-byte stack). */
 struct spa_scratch {
 	__u8 src[16];
 	__u8 dst[16];
-	__u8 bucket[16]; /* spa_rate key: src, or its /64 for IPv6 */
+	__u8 bucket[16]; /* spa_rate key: src; IPv6: its /64 (64:ff9b::/96 NAT64: src) */
 	__u64 now;      /* clock read by xdp_gate (ns) */
 	__u32 off;      /* UDP payload offset from ctx->data */
 	__u32 ifindex;
 	__u16 sport;
 	__u16 dport;
 	__u16 len;      /* UDP payload length */
-	__u16 pad;
+	__u16 path;     /* SPA_PATH_* */
+	__u32 slot;     /* tagged: the identity its hint names; a known packet's identity */
+	__u32 pad;
+	__u64 k0, k1;   /* tagged: that identity's SipHash key */
+	/* xdp_spa_verify's decisions before its HMAC, kept here and not in registers: the
+	 * verifier then reaches the HMAC in one state, not one per combination (a 1M-insn limit) */
+	__u32 first, last; /* key slots the HMAC tries */
+	__u32 hit;      /* 1: the packet was in spa_seen */
+	__u32 pad2;
+	__u64 prev;     /* its spa_seen state before this copy took it */
+	__u32 digest[8]; /* HMAC of the last key tried (wire byte order) */
+	struct spa_seen_entry seen; /* an entry being written to spa_seen */
 	struct spa_wire wire;
 };
 

@@ -34,6 +34,13 @@ def _warn(text: str) -> None:
     print(text, file=sys.stderr)
 
 
+COPIES_OPT = typer.Option(
+    None,
+    "--copies",
+    help="Copies of each packet, a few ms apart (default 3, or `copies =` in the key file).",
+)
+
+
 def _send(
     host: str,
     spa_port: Optional[int],
@@ -43,10 +50,11 @@ def _send(
     access: Optional[str] = None,
     timeout: int = 0,
     default_access: str = "tcp/22",
+    copies: Optional[int] = None,
 ):
     """Shared by send and connect: returns the resolved targets."""
     from spagate.client import publicip
-    from spagate.client.config import load_config
+    from spagate.client.config import MAX_COPIES, load_config
     from spagate.client.send import check_report, parse_ip_option, resolve, send_spa
 
     ip_option = parse_ip_option(ip)
@@ -64,6 +72,8 @@ def _send(
         raise SpagateError(f"SPA port {spa_port} is out of range 1-65535")
     if cfg.keys is None:
         raise SpagateError(f"{cfg.source} holds fwknop keys only: pass --protocol fwknop")
+    if copies is not None and not 1 <= copies <= MAX_COPIES:
+        raise SpagateError(f"--copies {copies} is out of range 1-{MAX_COPIES}")
     targets = resolve(host)
 
     def public(family: int):
@@ -72,7 +82,8 @@ def _send(
         url = cfg.public_ipv4_url if family == socket.AF_INET else cfg.public_ipv6_url
         return publicip.public_ip(family, url)
 
-    report = send_spa(targets, spa_port, cfg.keys, ip_option, public)
+    n = cfg.copies if copies is None else copies
+    report = send_spa(targets, spa_port, cfg.keys, ip_option, public, n, cfg.copy_interval_s)
     check_report(report, host, _warn)
     return report.sent
 
@@ -143,6 +154,7 @@ def register(app: typer.Typer) -> None:
         timeout: int = typer.Option(
             0, "--timeout", help="fwknop: seconds to ask for (0: the gate's default)."
         ),
+        copies: Optional[int] = COPIES_OPT,
     ) -> None:
         """Send an SPA packet to every address of HOST."""
         if ip == "source":
@@ -150,7 +162,7 @@ def register(app: typer.Typer) -> None:
                 "spagate: note: --ip source names no address: a spagate gate opens the packet's "
                 "source; a sparoid server would open 0.0.0.0, which lets nobody in"
             )
-        _send(host, port, config, ip, protocol, access, timeout)
+        _send(host, port, config, ip, protocol, access, timeout, copies=copies)
 
     @app.command(context_settings={"help_option_names": ["--help"]})
     def connect(

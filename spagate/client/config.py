@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from spagate.client.send import DEFAULT_COPIES, DEFAULT_COPY_INTERVAL_S
 from spagate.errors import ConfigError
 from spagate.inifile import parse_ini, read_key_file
 from spagate.protocol import KeyPair, parse_hex_key
@@ -26,6 +27,33 @@ FWKNOP_NAMES = (
     "fwknop-port",
 )
 PROTOCOLS = ("sparoid", "fwknop")
+SEND_NAMES = ("copies", "copy-interval")
+MAX_COPIES = 10
+MAX_COPY_INTERVAL_S = 1.0
+
+
+def parse_copies(text: str) -> int:
+    """copies = N (1..10): ValueError with a one-line reason otherwise."""
+    t = text.strip()
+    if not t.isdigit() or not 1 <= int(t) <= MAX_COPIES:
+        raise ValueError(f"expected a whole number from 1 to {MAX_COPIES}, got {text!r}")
+    return int(t)
+
+
+def parse_interval(text: str) -> float:
+    """copy-interval = 5ms | 0.01s | 0.01 (seconds, at most 1 s)."""
+    t = text.strip().lower()
+    scale = 1e-3 if t.endswith("ms") else 1.0
+    t = t.removesuffix("ms").removesuffix("s").strip()
+    try:
+        v = float(t) * scale
+    except ValueError:
+        raise ValueError(f"expected a time like 5ms or 0.01s, got {text!r}") from None
+    if not 0 <= v <= MAX_COPY_INTERVAL_S:
+        raise ValueError(f"{text} is out of range (0 to {MAX_COPY_INTERVAL_S:g}s)")
+    return v
+
+
 ENV_PAIRS = (("SPAGATE_KEY", "SPAGATE_HMAC_KEY"), ("SPAROID_KEY", "SPAROID_HMAC_KEY"))
 
 
@@ -39,6 +67,8 @@ class ClientConfig:
     fwknop_key: object | None = None  # spagate.protocol.fwknop.FwknopKey
     fwknop_user: str | None = None
     fwknop_port: int | None = None
+    copies: int = DEFAULT_COPIES  # copies of each packet (the gate admits one)
+    copy_interval_s: float = DEFAULT_COPY_INTERVAL_S
 
 
 def parse_config(text: str, path: str) -> ClientConfig:
@@ -61,7 +91,12 @@ def parse_config(text: str, path: str) -> ClientConfig:
                     parse_hex_key(value)
                 except ValueError as err:
                     raise ConfigError(path, lineno, f"invalid {name}: {err}") from None
-            if name in KEY_NAMES or name in URL_NAMES or name in FWKNOP_NAMES:
+            if name in SEND_NAMES:
+                try:
+                    (parse_copies if name == "copies" else parse_interval)(value)
+                except ValueError as err:
+                    raise ConfigError(path, lineno, f"{name}: {err}") from None
+            if name in KEY_NAMES or name in URL_NAMES or name in SEND_NAMES or name in FWKNOP_NAMES:
                 if name in values:
                     raise ConfigError(
                         path, lineno, f"{name} set twice (first on line {values[name][1]})"
@@ -95,6 +130,10 @@ def parse_config(text: str, path: str) -> ClientConfig:
         fw,
         values.get("fwknop-user", (None, 0))[0],
         int(port[0]) if port else None,
+        parse_copies(values["copies"][0]) if "copies" in values else DEFAULT_COPIES,
+        parse_interval(values["copy-interval"][0])
+        if "copy-interval" in values
+        else DEFAULT_COPY_INTERVAL_S,
     )
 
 

@@ -45,7 +45,9 @@ int xdp_hmac(struct xdp_md *ctx)
 		return XDP_DROP;
 	if (bpf_xdp_load_bytes(ctx, 0, &wire, sizeof(wire)) < 0)
 		return XDP_DROP;
-	return spa_mac_any(&wire) >= 0 ? XDP_PASS : XDP_DROP;
+	__u32 digest[8];
+
+	return spa_mac_any(&wire, digest) >= 0 ? XDP_PASS : XDP_DROP;
 }
 """
 

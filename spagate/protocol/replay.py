@@ -52,6 +52,11 @@ class ReplayCache:
             if until.get(nonce) == t:  # else superseded by a later remember()
                 del until[nonce]
 
+    def live(self, nonce: bytes, now_ms: int) -> bool:
+        """True when nonce is remembered and still live at now_ms (a replay)."""
+        self.expire(now_ms)
+        return nonce in self._until
+
     def add(self, nonce: bytes, until_ms: int, now_ms: int) -> Added:
         """ADDED, REPLAY (nonce is live) or FULL (capacity reached by live nonces)."""
         self.expire(now_ms)

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from spagate.net import packed, unmap
 from spagate.net import parse_address as unmap_text
+from spagate.protocol import tag
 from spagate.protocol.keys import KeyPair
 from spagate.protocol.messages import SPAROID_VERSION as VERSION
 from spagate.protocol.messages import Decoded, Message, Reason, Rejected
@@ -63,10 +64,16 @@ def make_packet(
     ip: IPv4Address | IPv6Address | str,
     now_ms: int,
     rand: Callable[[int], bytes] = os.urandom,
+    tagged: bool = False,
 ) -> bytes:
     """A fresh packet opening ip, stamped now_ms: random nonce and IV from rand(n). The one
-    SPA packet maker of the client, the lab, the tests and the benches."""
-    return encode(keys, Message(int(now_ms), rand(NONCE_SIZE), unmap_text(ip)), rand(IV_SIZE))
+    SPA packet maker of the client, the lab, the tests and the benches. tagged: the IV carries
+    spagate's keyed tag (spagate.protocol.tag), which a spagate gate checks before any HMAC;
+    still a plain sparoid packet to every receiver."""
+    msg = Message(int(now_ms), rand(NONCE_SIZE), unmap_text(ip))
+    if tagged:
+        return tag.seal(keys, msg.version, msg.ts_ms, msg.nonce, packed(msg.ip), rand)
+    return encode(keys, msg, rand(IV_SIZE))
 
 
 _REJECT_MAC = Rejected(Reason.MAC, "no key's HMAC matches")

@@ -91,9 +91,11 @@ def test_layout_change_replaces_map(pin_dir):
         assert g.maps.allowed() == []
 
 
-def test_spa_seen_is_sized_by_its_option_and_not_pinned(pin_dir):
+def test_spa_seen_is_sized_by_its_option_and_pinned(pin_dir):
+    # Pinned: the worker marks a refused copy's real source in it, and a restart keeps the
+    # packets seen before it duplicates.
     with load(replace(TEST_OPTIONS, spa_seen_capacity=4096), pin_dir) as g:
-        assert bpfsys.map_info(g.internal["spa_seen"]).max_entries == 4096
-    assert "spa_seen" not in os.listdir(pin_dir)
+        assert bpfsys.map_info(g.maps.fd("spa_seen")).max_entries == 4096
+    assert "spa_seen" in os.listdir(pin_dir)
     with pytest.raises(SpagateError, match="spa_seen capacity"):
         load(replace(TEST_OPTIONS, spa_seen_capacity=0), pin_dir)

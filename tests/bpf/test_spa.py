@@ -1,5 +1,6 @@
-"""SPA port: the MAC is checked in the kernel (tail-called xdp_spa_verify), then the global
-budget, then the ring record (byte for byte). The per-source bucket comes before the MAC."""
+"""SPA port, untagged path (deployed sparoid clients): the per-source bucket and the untagged
+budget, the MAC of every key in the kernel (tail-called xdp_spa_verify), the identity's budget,
+spa_seen, then the ring record (byte for byte). The tagged path: test_admission.py."""
 
 from __future__ import annotations
 
@@ -117,18 +118,20 @@ def test_eight_keys_last_slot(fresh):
     assert [r.key_index for r in fresh.records] == [7]
 
 
-def test_per_source_bucket_comes_before_the_mac(fresh):
+def test_per_source_bucket_comes_before_the_untagged_hmac(fresh):
     burst = TEST_OPTIONS.spa_burst
     for _ in range(burst):  # junk spends the source's tokens...
         assert run(fresh, spa4(os.urandom(96))) == {"spa_bad_mac": 1}
-    # ...so even a valid packet from it is now over its bucket (no hashing for it either).
+    # ...so an untagged packet from it is now over its bucket (no hashing for it either)...
     assert run(fresh, spa4(spa_payload())) == {"spa_rate_source": 1}
-    assert run(fresh, spa4(b"short")) == {"spa_rate_source": 1}
-    # Another source still gets through.
+    # ...but a tagged one is judged by its tag, never by the bucket.
+    tagged = spa_payload(tagged=True)
+    assert run(fresh, spa4(tagged)) == {"spa_queued": 1}
+    # Another source still gets through untagged.
     b = spa_payload()
     assert run(fresh, spa4(b, src="198.51.100.8")) == {"spa_queued": 1}
     fresh.poll(100)
-    assert [r.payload for r in fresh.records] == [b]
+    assert [r.payload for r in fresh.records] == [tagged, b]
 
 
 def test_per_source_bucket_refills(fresh):
@@ -152,7 +155,7 @@ def test_global_budget_counts_only_mac_valid_packets(fresh):
     assert [r.payload for r in fresh.records] == [valid]
 
 
-def test_global_budget_stops_distinct_mac_valid_packets(fresh):
+def test_identity_budget_stops_distinct_mac_valid_packets(fresh):
     budget = TEST_OPTIONS.spa_budget_per_s
     queued = 0
     for i in range(budget):
@@ -160,7 +163,7 @@ def test_global_budget_stops_distinct_mac_valid_packets(fresh):
         fresh.poll(0)
     assert queued == budget
     for i in range(5):
-        assert run(fresh, spa4(spa_payload(), src=f"100.127.0.{i + 1}")) == {"spa_rate_global": 1}
+        assert run(fresh, spa4(spa_payload(), src=f"100.127.0.{i + 1}")) == {"spa_rate_identity": 1}
     # Junk is still told apart (MAC first), not counted as over budget.
     assert run(fresh, spa4(bytes(96), src="100.127.1.1")) == {"spa_bad_mac": 1}
     fresh.poll(0)
@@ -184,23 +187,29 @@ def test_replay_flood_does_not_spend_the_budget(fresh):
     assert [r.payload for r in fresh.records] == [replay, knock]
 
 
-def test_replay_dup_needs_a_valid_mac(fresh):
-    # Junk carrying a seen packet's MAC bytes is still junk (MAC first, then spa_seen).
+def test_variants_of_a_seen_packet_cost_no_hmac(fresh):
+    # Junk carrying a seen packet's MAC bytes never reaches userspace: it is that packet's
+    # duplicate (spa_seen is looked up before any HMAC); one with the MAC's first half only
+    # is known junk (the entry holds the whole right MAC). Neither is hashed.
     valid = spa_payload()
     assert run(fresh, spa4(valid)) == {"spa_queued": 1}
     forged = valid[:32] + os.urandom(64)
-    assert run(fresh, spa4(forged, src="192.0.2.9")) == {"spa_bad_mac": 1}
+    assert run(fresh, spa4(forged, src="192.0.2.9")) == {"spa_replay_dup": 1}
+    half = valid[:16] + os.urandom(80)
+    assert run(fresh, spa4(half, src="192.0.2.9")) == {"spa_bad_mac": 1}
+    assert fresh.poll(100) == 1
 
 
 def test_over_budget_packet_is_not_remembered(fresh):
-    # A packet that never reached userspace (over the budget) may come again, e.g. resent.
+    # A packet that never reached userspace (over its identity's budget) may come again, e.g.
+    # resent; it is then known (spa_seen) and costs one HMAC, not one per key.
     budget = TEST_OPTIONS.spa_budget_per_s
     for i in range(budget):
         assert run(fresh, spa4(spa_payload(), src=spoofed(i))) == {"spa_queued": 1}
         fresh.poll(0)
     late = spa_payload()
-    assert run(fresh, spa4(late, src="192.0.2.77")) == {"spa_rate_global": 1}
-    assert run(fresh, spa4(late, src="192.0.2.77")) == {"spa_rate_global": 1}
+    assert run(fresh, spa4(late, src="192.0.2.77")) == {"spa_rate_identity": 1}
+    assert run(fresh, spa4(late, src="192.0.2.77")) == {"spa_rate_identity": 1}
     time.sleep(1.1)  # next budget window
     assert run(fresh, spa4(late, src="192.0.2.78")) == {"spa_queued": 1}
     assert run(fresh, spa4(late, src="192.0.2.79")) == {"spa_replay_dup": 1}

@@ -131,6 +131,31 @@ def test_third_party_open_and_require_source_match(gate):
     assert wait_for(lambda: gate.probe("client").startswith("connected"))
 
 
+def test_a_wrong_source_copy_first_does_not_burn_the_real_knock(gate):
+    """require-source-match: an on-path copy sent first from elsewhere is refused without
+    consuming the nonce, the kernel then lets only a copy from the named address through."""
+    from spagate.gate.service.state import read_state
+
+    # A wide skew: the three probe processes below take seconds on a loaded machine.
+    gate.configure("open-seconds = 30\nrequire-source-match = yes\nmax-skew = 30\n")
+    gate.service()
+    gate.start()
+    client = gate.lab["client"].v4
+    knock = make_packet(gate.keys, client, time.time_ns() // 1_000_000, tagged=True).hex()
+    raw(gate, "flood", knock)
+    assert wait_for(lambda: spa_verdicts(gate).get("source-mismatch") == 1), "\n".join(gate.log)
+    # Another wrong source now: a duplicate in the kernel (only the client's may pass).
+    gate.lab.run(
+        "flood", [PY, "-m", "spagate.lab.probe", "raw", gate.lab["gate"].v6, "8484", knock]
+    )
+    assert wait_for(lambda: xdp_counters(gate)["spa_replay_dup"] == 1)
+    raw(gate, "client", knock)
+    assert wait_for(lambda: gate.probe("client").startswith("connected")), "\n".join(gate.log)
+    assert spa_verdicts(gate) == {"source-mismatch": 1, "accepted": 1}
+    # The kernel sampled the duplicate with its source for the log.
+    assert wait_for(lambda: (read_state(gate.pin_dir) or {}).get("drop_samples", 0) >= 1)
+
+
 def test_static_allow_list_needs_no_spa(gate):
     gate.configure(f"allow = {gate.lab['flood'].v4}/32, {gate.lab['flood'].v6}/128\n")
     gate.service()
@@ -161,12 +186,13 @@ def test_key_rotation_with_two_identities(gate):
     assert any("identity=new" in line for line in gate.log)
     assert any("identity=old" in line for line in gate.log)
     assert wait_for(lambda: spa_verdicts(gate) == {"accepted": 2}), spa_verdicts(gate)
-    assert xdp_counters(gate)["spa_bad_mac"] == 1  # the stranger's key, dropped in the kernel
+    # The stranger's key (its 3 copies: untagged to the gate), dropped in the kernel.
+    assert xdp_counters(gate)["spa_bad_mac"] == 3
 
 
 def test_restart_keeps_windows_and_still_refuses_the_replay(gate):
     # A wide skew keeps the replayed packet fresh across three restarts (each compiles the
-    # program), so only the restored replay cache can refuse it.
+    # program), so only the pinned spa_seen and the restored replay cache can refuse it.
     gate.configure("open-seconds = 60\nmax-skew = 30\n")
     gate.service()
     gate.start()
@@ -183,14 +209,22 @@ def test_restart_keeps_windows_and_still_refuses_the_replay(gate):
 
     gate.start()
     assert gate.probe("client").startswith("connected")
+    # The kernel kept spa_seen (pinned) across the restarts: the replay is a duplicate there.
+    raw(gate, "client", packet)
+    assert wait_for(lambda: xdp_counters(gate)["spa_replay_dup"] == 1)
+    # Without it (a new pin dir, a flushed map) the daemon's restored cache refuses it.
+    from spagate.gate.kernel.maps import GateMaps
+
+    with GateMaps.from_pin_dir(gate.pin_dir) as maps:
+        maps.clear("spa_seen")
     raw(gate, "client", packet)
     assert wait_for(lambda: spa_verdicts(gate).get("replay")) == 1, "\n".join(gate.log)
     assert any("nonces restored" in line for line in gate.log)
 
 
 def test_a_flood_does_not_lock_the_client_out(gate):
-    """100,000+ junk packets from the flood host and from spoofed sources; a valid knock sent
-    in the middle still opens the gate within 1 s."""
+    """100,000+ junk packets from the flood host and from spoofed sources; a valid (tagged)
+    knock sent in the middle still opens the gate within 1 s."""
     gate.configure("open-seconds = 30\n")
     gate.service()
     gate.start()
@@ -213,7 +247,12 @@ def test_a_flood_does_not_lock_the_client_out(gate):
         )
         for spoof in ([], ["--spoof", "198.18.0.0/15"])
     ]
-    assert wait_for(lambda: xdp_counters(gate).get("spa_rate_source", 0) > 1000, timeout=10)
+
+    def unhashed() -> int:  # junk dropped before any HMAC: over its bucket or the budget
+        c = xdp_counters(gate)
+        return c.get("spa_rate_source", 0) + c.get("spa_untagged_budget", 0)
+
+    assert wait_for(lambda: unhashed() > 1000, timeout=10)
     sent = gate.send("client", "--ip", "source")
     t0 = time.monotonic()
     assert sent.returncode == 0, sent.stderr
@@ -224,8 +263,7 @@ def test_a_flood_does_not_lock_the_client_out(gate):
         f.wait(120)
     assert any(running), "the flood was over before the client's knock landed"
     assert opened, f"the gate did not open within 1s during the flood ({elapsed:.2f}s)"
-    c = xdp_counters(gate)
-    assert c.get("spa_rate_source", 0) > 10_000  # the single-source flood hit its bucket
+    assert unhashed() > 10_000  # the floods hit the bucket and the untagged budget
     assert wait_for(lambda: spa_verdicts(gate) == {"accepted": 1}), spa_verdicts(gate)
 
 

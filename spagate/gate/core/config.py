@@ -92,7 +92,9 @@ class GateConfig:
     allow: tuple[IPNetwork, ...] = ()
     max_skew_ms: int = 5000
     rate: Rate = Rate()
-    spa_budget: int = abi.DEFAULT_SPA_BUDGET
+    spa_budget: int = abi.DEFAULT_SPA_BUDGET  # per identity and second
+    untagged: abi.UntaggedMode = abi.DEFAULT_UNTAGGED_MODE
+    untagged_budget: int = abi.DEFAULT_SPA_UNTAGGED_BUDGET  # untagged packets hashed per second
     udp_idle_seconds: int = abi.DEFAULT_UDP_IDLE_NS // 1_000_000_000
     xdp_mode: str = "auto"
     require_source_match: bool = False
@@ -202,6 +204,19 @@ def _cmd(text: str) -> str | None:
     return text or None
 
 
+UNTAGGED_MODES = {
+    "accept": abi.UntaggedMode.ACCEPT,
+    "budget": abi.UntaggedMode.BOUNDED,
+    "refuse": abi.UntaggedMode.REFUSE,
+}
+
+
+def _untagged(text: str) -> abi.UntaggedMode:
+    if text.lower() not in UNTAGGED_MODES:
+        raise ValueError(f"expected one of {', '.join(UNTAGGED_MODES)}, got {text!r}")
+    return UNTAGGED_MODES[text.lower()]
+
+
 def _mode(text: str) -> str:
     if text not in XDP_MODES:
         raise ValueError(f"expected one of {', '.join(XDP_MODES)}, got {text!r}")
@@ -267,6 +282,8 @@ GLOBAL_KEYS = {
     "max-skew": (lambda t: round(_seconds(t, 0.1, 300) * 1000), "max_skew_ms"),
     "rate": (_rate, "rate"),
     "spa-budget": (lambda t: _int(t, 1, 10_000_000), "spa_budget"),
+    "untagged": (_untagged, "untagged"),
+    "untagged-budget": (lambda t: _int(t, 1, 10_000_000), "untagged_budget"),
     "udp-idle": (lambda t: _int(t, 1, 86400), "udp_idle_seconds"),
     "xdp-mode": (_mode, "xdp_mode"),
     "require-source-match": (_bool, "require_source_match"),

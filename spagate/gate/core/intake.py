@@ -21,7 +21,8 @@ from spagate.gate.core.policy import (
     destination_refusal,
     source_refusal,
 )
-from spagate.gate.core.reasons import ACCEPTED
+from spagate.gate.core.reasons import ACCEPTED, PolicyReason
+from spagate.gate.kernel.abi import SpaPath
 from spagate.net import IPAddress, hostport, unmap
 from spagate.protocol import Rejected, Verifier
 
@@ -45,6 +46,18 @@ class OpenWindow:
     until_ns: int
     proto: str | None = None
     port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectSource:
+    """Tell the kernel's duplicate filter (spa_seen) that the packet whose entry is `seen_key`
+    was refused for its source only: a copy from `ip`, the address it names, may still pass
+    (require-source-match; docs/admission.md). mac: the packet's MAC, slot: its identity."""
+
+    seen_key: bytes
+    mac: bytes
+    ip: IPAddress
+    slot: int
 
 
 Write = RememberNonce | OpenWindow
@@ -78,6 +91,7 @@ class Refuse:
     sport: int
     via: str
     identity: Identity | None = None  # None: refused before a key matched
+    expect: ExpectSource | None = None  # a refusal the real packet may still overturn
 
     def describe(self) -> str:
         who = f" identity={self.identity.name}" if self.identity else ""
@@ -178,18 +192,26 @@ class Intake:
         return out
 
     def handle(self, rec, now_ms: int, mono_ns: int) -> Admit | Refuse:
-        """Verify one SPA record (spagate.gate.kernel.ringbuf.SpaRecord) and decide."""
+        """Verify one SPA record (spagate.gate.kernel.ringbuf.SpaRecord) and decide. The nonce
+        is remembered only once the policy grants: a refused copy (e.g. an on-path copy sent
+        from another source) does not burn the real packet."""
         src = unmap(rec.src)
-        res = self.verifier.verify(rec.payload, now_ms)
-        if isinstance(res, Rejected):
-            self.counts[res.reason.value] += 1
-            return Refuse(res.reason.value, res.detail, src, rec.sport, self.ifnames(rec.ifindex))
-        identity = self.config.identities[res.key_index]
-        grant = decide(self.config, identity, res.message.ip, src, unmap(rec.dst))
+        checked = self.verifier.check(rec.payload, now_ms)
+        if isinstance(checked, Rejected):
+            return self._rejected(checked, rec, src)
+        identity = self.config.identities[checked.key_index]
+        msg_ip = unmap(checked.message.ip)
+        grant = decide(self.config, identity, msg_ip, src, unmap(rec.dst))
         if isinstance(grant, Refusal):
             self.counts[grant.reason.value] += 1
             via = self.ifnames(rec.ifindex)
-            return Refuse(grant.reason.value, grant.detail, src, rec.sport, via, identity)
+            expect = None
+            if grant.reason is PolicyReason.SOURCE_MISMATCH and not msg_ip.is_unspecified:
+                expect = ExpectSource(seen_key(rec), rec.payload[:32], msg_ip, checked.key_index)
+            return Refuse(grant.reason.value, grant.detail, src, rec.sport, via, identity, expect)
+        res = self.verifier.commit(checked, now_ms)
+        if isinstance(res, Rejected):
+            return self._rejected(res, rec, src)
         nonce = res.message.nonce
         heapq.heappush(self._persisted, (res.replay_until_ms, nonce))
         until = mono_ns + grant.seconds * NS
@@ -203,3 +225,14 @@ class Intake:
         )
         self.counts[ACCEPTED] += 1
         return Admit(grant, writes, src, rec.sport, self.ifnames(rec.ifindex), rec.payload)
+
+    def _rejected(self, res: Rejected, rec, src: IPAddress) -> Refuse:
+        self.counts[res.reason.value] += 1
+        return Refuse(res.reason.value, res.detail, src, rec.sport, self.ifnames(rec.ifindex))
+
+
+def seen_key(rec) -> bytes:
+    """The packet's key in the kernel's spa_seen (structs.h seen_key): its IV when it came the
+    tagged path, else the first 16 bytes of its MAC."""
+    p = rec.payload
+    return bytes(p[32:48]) if rec.path == SpaPath.TAGGED else bytes(p[:16])

@@ -19,8 +19,42 @@ from enum import IntEnum
 DEFAULT_SPA_PORT = 8484
 DEFAULT_SPA_INTERVAL_NS = 1_000_000_000
 DEFAULT_SPA_BURST = 8
-DEFAULT_SPA_BUDGET = 2000
+DEFAULT_SPA_BUDGET = 2000  # per identity
 SPA_BUDGET_WINDOW_NS = 1_000_000_000
+DEFAULT_SPA_UNTAGGED_BUDGET = 1000
+
+
+class UntaggedMode(IntEnum):
+    """SPA_UNTAGGED_*: what happens to an untagged SPA packet (config `untagged =`)."""
+
+    ACCEPT = 0
+    BOUNDED = 1  # config: budget
+    REFUSE = 2
+
+
+DEFAULT_UNTAGGED_MODE = UntaggedMode.BOUNDED
+SPA_SEEN_ALT_MAX = 2
+
+
+class SpaPath(IntEnum):
+    """SPA_PATH_*: how the kernel found a packet's key (spa_event.path, spa_sample.path)."""
+
+    NONE = 0  # (samples only: dropped before the path was known)
+    TAGGED = 1
+    UNTAGGED = 2
+
+
+class SeenState(IntEnum):
+    """SEEN_*: spa_seen_entry.state."""
+
+    KNOWN = 0
+    QUEUED = 1
+    EXPECT = 2
+
+
+DEFAULT_SPA_SAMPLE_RATE = 100
+SPA_SAMPLES_PAGES = 16
+SPA_KEY_NONE = 0xFFFF
 DEFAULT_UDP_IDLE_NS = 120_000_000_000
 DEFAULT_RINGBUF_PAGES = 256
 DEFAULT_FWKNOP_PORT = 62201
@@ -36,6 +70,7 @@ DEFAULT_CAPACITIES = {
     "spa_rate": 65536,
     "replay": 65536,
     "spa_seen": 65536,
+    "spa_tags": 1024,
 }
 CAPACITY_MACROS = {
     "allow": "ALLOW_CAPACITY",
@@ -44,6 +79,7 @@ CAPACITY_MACROS = {
     "spa_rate": "SPA_RATE_CAPACITY",
     "replay": "REPLAY_CAPACITY",
     "spa_seen": "SPA_SEEN_CAPACITY",
+    "spa_tags": "SPA_TAGS_CAPACITY",
 }
 SPA_KEYS_MAX = 8
 SPA_PACKET_SIZE = 96
@@ -52,6 +88,8 @@ PROTECTED_UDP_BASE = 1024
 PROTO_ANY = 0
 SG_VLAN_MAX = 2
 SG_IPV6_EXT_MAX = 6
+SPA_BUDGET_UNTAGGED = SPA_KEYS_MAX  # spa_budget slot of the untagged path
+SPA_BUDGET_SLOTS = SPA_KEYS_MAX + 8  # identities, then keyless paths
 
 # Every consts.h macro and its Python value (the contract test reads each from the compiler).
 CONSTS: dict[str, int] = {
@@ -61,6 +99,23 @@ CONSTS: dict[str, int] = {
     "SPA_TAU_NS": (DEFAULT_SPA_BURST - 1) * DEFAULT_SPA_INTERVAL_NS,
     "SPA_BUDGET": DEFAULT_SPA_BUDGET,
     "SPA_BUDGET_WINDOW_NS": SPA_BUDGET_WINDOW_NS,
+    "SPA_UNTAGGED_BUDGET": DEFAULT_SPA_UNTAGGED_BUDGET,
+    "SPA_UNTAGGED_ACCEPT": UntaggedMode.ACCEPT,
+    "SPA_UNTAGGED_BOUNDED": UntaggedMode.BOUNDED,
+    "SPA_UNTAGGED_REFUSE": UntaggedMode.REFUSE,
+    "SPA_UNTAGGED_MODE": DEFAULT_UNTAGGED_MODE,
+    "SPA_SOURCE_MATCH": 0,
+    "SPA_SEEN_ALT_MAX": SPA_SEEN_ALT_MAX,
+    "SPA_BUDGET_UNTAGGED": SPA_BUDGET_UNTAGGED,
+    "SPA_BUDGET_SLOTS": SPA_BUDGET_SLOTS,
+    "SPA_PATH_TAGGED": SpaPath.TAGGED,
+    "SPA_PATH_UNTAGGED": SpaPath.UNTAGGED,
+    "SEEN_KNOWN": SeenState.KNOWN,
+    "SEEN_QUEUED": SeenState.QUEUED,
+    "SEEN_EXPECT": SeenState.EXPECT,
+    "SPA_SAMPLE_RATE": DEFAULT_SPA_SAMPLE_RATE,
+    "SPA_SAMPLES_PAGES": SPA_SAMPLES_PAGES,
+    "SPA_KEY_NONE": SPA_KEY_NONE,
     "UDP_IDLE_NS": DEFAULT_UDP_IDLE_NS,
     "RINGBUF_PAGES": DEFAULT_RINGBUF_PAGES,
     "FWKNOP_PORT": DEFAULT_FWKNOP_PORT,
@@ -119,6 +174,10 @@ class KernelReason(IntEnum):
     FWKNOP_RATE_GLOBAL = 22
     FWKNOP_RINGBUF_FULL = 23
     FWKNOP_BAD_SIZE = 24
+    SPA_TAG_BAD = 25
+    SPA_RATE_IDENTITY = 26
+    SPA_UNTAGGED_BUDGET = 27
+    SPA_UNTAGGED_REFUSED = 28
 
     @property
     def label(self) -> str:
@@ -158,7 +217,21 @@ LPM_KEY = Layout("lpm_key", (("prefixlen", "I"), ("addr", "16s")))
 FLOW_KEY = Layout("flow_key", (("addr", "16s"), ("sport", "H"), ("dport", "H")))
 ADDR_KEY = Layout("addr_key", (("addr", "16s"),))
 BUDGET = Layout("budget", (("window_start", "Q"), ("count", "Q")))
-MAC_KEY = Layout("mac_key", (("mac", "16s"),))
+SPA_TAG = Layout("spa_tag", (("k0", "Q"), ("k1", "Q"), ("slot", "I"), ("step", "I")))
+SEEN_KEY = Layout("seen_key", (("id", "16s"),))
+SPA_SEEN_ENTRY = Layout(
+    "spa_seen_entry",
+    (
+        ("mac", "32s"),
+        ("src", "16s"),
+        ("alt_src", "16s"),
+        ("first_ns", "Q"),
+        ("state", "Q"),
+        ("alt", "Q"),
+        ("slot", "I"),
+        ("pad", "I"),
+    ),
+)
 NONCE_KEY = Layout("nonce_key", (("nonce", "16s"),))
 SPA_KEY = Layout("spa_key", (("inner", "8I"), ("outer", "8I")))
 SPA_EVENT_FIELDS = (
@@ -169,7 +242,8 @@ SPA_EVENT_FIELDS = (
     ("ifindex", "I"),
     ("len", "H"),
     ("copied", "H"),
-    ("key", "I"),
+    ("key", "H"),
+    ("path", "H"),
 )
 SPA_EVENT_HEADER = Layout("spa_event", SPA_EVENT_FIELDS)  # the record without its payload
 SPA_EVENT = Layout("spa_event", (*SPA_EVENT_FIELDS, ("payload", f"{SPA_PACKET_SIZE}s")))
@@ -185,11 +259,25 @@ FWKNOP_EVENT_FIELDS = (
 )
 FWKNOP_EVENT_HEADER = Layout("fwknop_event", FWKNOP_EVENT_FIELDS)
 FWKNOP_EVENT = Layout("fwknop_event", (*FWKNOP_EVENT_FIELDS, ("payload", f"{FWKNOP_MAX_PAYLOAD}s")))
+SPA_SAMPLE = Layout(
+    "spa_sample",
+    (
+        ("ns", "Q"),
+        ("src", "16s"),
+        ("sport", "H"),
+        ("dport", "H"),
+        ("reason", "H"),
+        ("key", "H"),
+        ("ifindex", "I"),
+        ("path", "H"),
+        ("pad", "H"),
+    ),
+)
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")
 
-LAYOUTS = (ALLOW_KEY, ALLOW_HINT, LPM_KEY, FLOW_KEY, ADDR_KEY, BUDGET, MAC_KEY, NONCE_KEY,
-           SPA_KEY, SPA_EVENT, FWKNOP_EVENT)  # fmt: skip
+LAYOUTS = (ALLOW_KEY, ALLOW_HINT, LPM_KEY, FLOW_KEY, ADDR_KEY, BUDGET, SPA_TAG, SEEN_KEY,
+           SPA_SEEN_ENTRY, NONCE_KEY, SPA_KEY, SPA_EVENT, FWKNOP_EVENT, SPA_SAMPLE)  # fmt: skip
 
 # --- maps.h ---------------------------------------------------------------------------------------
 
@@ -221,7 +309,8 @@ class MapSpec:
     flags: int = 0
 
 
-# Every pinned map (spa_events, spa_seen, spa_scratch and spa_progs are not pinned). max_entries
+# Every pinned map (the rings spa_events and spa_samples are pinned by the loader; spa_scratch,
+# spa_sample_window and spa_progs are not pinned). max_entries
 # come from the gate options (GateOptions.capacities()).
 MAP_SPECS: dict[str, MapSpec] = {
     s.name: s
@@ -240,6 +329,8 @@ MAP_SPECS: dict[str, MapSpec] = {
         MapSpec("replay", MapType.LRU_HASH, NONCE_KEY.size, U64.size),
         MapSpec("spa_keys", MapType.ARRAY, U32.size, SPA_KEY.size),
         MapSpec("spa_key_count", MapType.ARRAY, U32.size, U32.size),
+        MapSpec("spa_tags", MapType.HASH, U32.size, SPA_TAG.size),
+        MapSpec("spa_seen", MapType.LRU_HASH, SEEN_KEY.size, SPA_SEEN_ENTRY.size),
     )
 }
 

@@ -38,16 +38,21 @@ class GateOptions:
     spa_port: int = abi.DEFAULT_SPA_PORT
     spa_rate_per_s: float = 1e9 / abi.DEFAULT_SPA_INTERVAL_NS  # per-source tokens per second
     spa_burst: int = abi.DEFAULT_SPA_BURST  # per-source bucket size
-    spa_budget_per_s: int = abi.DEFAULT_SPA_BUDGET  # MAC-valid SPA packets/s, all sources
+    spa_budget_per_s: int = abi.DEFAULT_SPA_BUDGET  # SPA packets/s per identity (HMACs)
+    untagged: abi.UntaggedMode = abi.DEFAULT_UNTAGGED_MODE  # untagged = accept|budget|refuse
+    untagged_budget_per_s: int = abi.DEFAULT_SPA_UNTAGGED_BUDGET  # untagged HMAC rounds/s
+    source_match: bool = False  # require-source-match: copies from other sources may be real
+    sample_rate_per_s: int = abi.DEFAULT_SPA_SAMPLE_RATE  # drop samples per second and CPU
     udp_idle_timeout_s: float = abi.DEFAULT_UDP_IDLE_NS / 1e9
     allow_capacity: int = abi.DEFAULT_CAPACITIES["allow"]
     static_capacity: int = abi.DEFAULT_CAPACITIES["static_allow"]
     udp_flow_capacity: int = abi.DEFAULT_CAPACITIES["udp_flows"]
     spa_rate_capacity: int = abi.DEFAULT_CAPACITIES["spa_rate"]
     replay_capacity: int = abi.DEFAULT_CAPACITIES["replay"]
-    # spa_seen (not pinned): MACs of SPA packets handed to userspace, so replays of one
-    # captured packet cannot spend the budget. Keep >= budget/s x 2 x max skew (s).
+    # spa_seen: packets that passed (or, tagged, were given) an HMAC, so copies and replays
+    # of one packet cost a lookup. Keep >= the budgets/s x 2 x max skew (s).
     spa_seen_capacity: int = abi.DEFAULT_CAPACITIES["spa_seen"]
+    spa_tags_capacity: int = abi.DEFAULT_CAPACITIES["spa_tags"]  # live tag hints
     ringbuf_pages: int = abi.DEFAULT_RINGBUF_PAGES  # power of two
     fwknop_port: int = abi.DEFAULT_FWKNOP_PORT  # may be spa_port (by length); 0: off
     fwknop_budget_per_s: int = abi.DEFAULT_FWKNOP_BUDGET
@@ -65,12 +70,13 @@ class GateOptions:
         need(self.spa_rate_per_s > 0, "spa_rate_per_s must be > 0")
         need(self.spa_burst >= 1, "spa_burst must be >= 1")
         need(self.spa_budget_per_s >= 1, "spa_budget_per_s must be >= 1")
+        need(self.untagged_budget_per_s >= 1, "untagged_budget_per_s must be >= 1")
+        need(self.sample_rate_per_s >= 0, "sample_rate_per_s must be >= 0")
         need(self.udp_idle_timeout_s > 0, "udp_idle_timeout_s must be > 0")
         p = self.ringbuf_pages
         need(p >= 1 and p & (p - 1) == 0, "ringbuf_pages must be a power of two")
         for name, cap in self.capacities().items():
             need(cap >= 1, f"{name} capacity must be >= 1")
-        need(self.spa_seen_capacity >= 1, "spa_seen capacity must be >= 1")
 
     def capacities(self) -> dict[str, int]:
         """max_entries of every pinned map."""
@@ -82,13 +88,15 @@ class GateOptions:
             "static_count": 1,
             "udp_flows": self.udp_flow_capacity,
             "spa_rate": self.spa_rate_capacity,
-            "spa_budget": 1,
+            "spa_budget": abi.SPA_BUDGET_SLOTS,
             "fwknop_rate": self.spa_rate_capacity,
             "fwknop_budget": 1,
             "counters": len(REASONS),
             "replay": self.replay_capacity,
             "spa_keys": SPA_KEYS_MAX,
             "spa_key_count": 1,
+            "spa_tags": self.spa_tags_capacity,
+            "spa_seen": self.spa_seen_capacity,
         }
 
     def cflags(self, pin_dir: Path) -> list[str]:
@@ -99,6 +107,7 @@ class GateOptions:
             "spa_rate": self.spa_rate_capacity,
             "replay": self.replay_capacity,
             "spa_seen": self.spa_seen_capacity,
+            "spa_tags": self.spa_tags_capacity,
         }
         flags = [
             f"-I{BPF_DIR}",
@@ -107,6 +116,10 @@ class GateOptions:
             f"-DSPA_INTERVAL_NS={max(1, round(1e9 / self.spa_rate_per_s))}ULL",
             f"-DSPA_BURST={self.spa_burst}",
             f"-DSPA_BUDGET={self.spa_budget_per_s}",
+            f"-DSPA_UNTAGGED_MODE={int(self.untagged)}",
+            f"-DSPA_UNTAGGED_BUDGET={self.untagged_budget_per_s}",
+            f"-DSPA_SOURCE_MATCH={int(self.source_match)}",
+            f"-DSPA_SAMPLE_RATE={self.sample_rate_per_s}",
             f"-DUDP_IDLE_NS={round(self.udp_idle_timeout_s * 1e9)}ULL",
             *(f"-D{abi.CAPACITY_MACROS[m]}={n}" for m, n in caps.items()),
             f"-DRINGBUF_PAGES={self.ringbuf_pages}",
@@ -175,10 +188,11 @@ class Gate:
         self.prog_fd: int = bpf.load_func(b"xdp_gate", bpf.XDP).fd
         # The MAC check runs in its own program, tail-called from xdp_gate (docs/xdp.md).
         self.verify_fd: int = bpf.load_func(b"xdp_spa_verify", bpf.XDP).fd
-        # The program's own maps, not pinned: spa_seen, spa_progs, spa_events.
+        # The program's own maps, pinned by pin_extras() (not by bcc): the program array and
+        # the three rings.
         self.internal = {
             n: bpf[n.encode()].map_fd
-            for n in ("spa_seen", "spa_progs", "spa_events", "fwknop_events")
+            for n in ("spa_progs", "spa_events", "fwknop_events", "spa_samples")
         }
         self.set_verifier(True)
         fds = {name: bpf[name.encode()].map_fd for name in MAP_SPECS}
@@ -207,22 +221,16 @@ class Gate:
 
     def pin_extras(self) -> None:
         """Pin what must outlive this process (kernel.pins.EXTRA_PINS): the program array
-        (the kernel empties one when its last user reference goes), the ring buffer (for the
-        worker) and the program (for the monitor's re-attach)."""
-        fds = {
-            "spa_progs": self.internal["spa_progs"],
-            "spa_events": self.internal["spa_events"],
-            "fwknop_events": self.internal["fwknop_events"],
-            pins.PROG_PIN: self.prog_fd,
-        }
+        (the kernel empties one when its last user reference goes), the ring buffers (for the
+        worker: sparoid and fwknop records, drop samples) and the program (for the monitor's
+        re-attach)."""
+        fds = {**self.internal, pins.PROG_PIN: self.prog_fd}
         for name in pins.EXTRA_PINS:
             pins.pin(fds[name], self.pin_dir / name)
 
     def forget_seen(self) -> None:
-        """Empty spa_seen, the program's own replay-flood filter (for tests and benches)."""
-        fd = self.internal["spa_seen"]
-        for key in list(bpfsys.keys(fd, abi.MAC_KEY.size)):
-            bpfsys.delete(fd, key)
+        """Empty spa_seen, the kernel's duplicate filter (for tests and benches)."""
+        self.maps.clear("spa_seen")
 
     # -- attach ----------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from spagate.gate.kernel import bpfsys, spakeys
 from spagate.gate.kernel.abi import (
     ALLOW_HINT,
     ALLOW_KEY,
+    BUDGET,
     FLOW_KEY,
     LPM_KEY,
     MAP_SPECS,
@@ -37,10 +38,14 @@ from spagate.gate.kernel.abi import (
     PROTO_NAMES,
     PROTOS,
     REASONS,
+    SPA_BUDGET_SLOTS,
     SPA_KEYS_MAX,
+    SPA_SEEN_ENTRY,
+    SPA_TAG,
     U32,
     U64,
     MapType,
+    SeenState,
     protected_slot,
 )
 from spagate.net import MAPPED_PREFIX, IPAddress, IPNetwork, addr16, addr_from16
@@ -79,6 +84,28 @@ class AllowEntry:
     port: int  # 0: every protected port
     expires_ns: int  # CLOCK_MONOTONIC
     remaining_s: float  # may be <= 0 for an expired entry not yet evicted
+
+
+@dataclass(frozen=True)
+class SpaTag:
+    """A live tag hint's value (struct spa_tag): the identity and its SipHash key."""
+
+    k0: int
+    k1: int
+    slot: int
+    step: int
+
+
+@dataclass(frozen=True)
+class SeenEntry:
+    """A spa_seen entry (struct spa_seen_entry)."""
+
+    mac: bytes
+    src: IPAddress
+    first_ns: int  # CLOCK_MONOTONIC
+    state: SeenState
+    alt: int
+    slot: int
 
 
 @dataclass(frozen=True)
@@ -396,6 +423,71 @@ class GateMaps:
         bpfsys.update(self._fds["spa_key_count"], U32.pack(0), U32.pack(len(keys)))
         for i in range(len(keys), SPA_KEYS_MAX):
             bpfsys.update(fd, U32.pack(i), bytes(spakeys.SPA_KEY_SIZE))
+
+    # -- SPA tags (the kernel's pre-filter, docs/admission.md) -----------------------------
+
+    def set_spa_tags(self, table: Mapping[bytes, SpaTag]) -> tuple[int, int]:
+        """Make exactly these hints live: hint (the IV's 4 first bytes) -> SpaTag. New and
+        changed hints first, then the ones gone. Returns (written, removed)."""
+        fd = self._fds["spa_tags"]
+        have = {}
+        for key in list(bpfsys.keys(fd, 4)):
+            raw = bpfsys.lookup(fd, key, SPA_TAG.size)
+            if raw is not None:
+                have[key] = raw
+        written = removed = 0
+        for hint, tag in table.items():
+            if len(hint) != 4:
+                raise ValueError(f"a tag hint is 4 bytes, got {len(hint)}")
+            raw = SPA_TAG.pack(tag.k0, tag.k1, tag.slot, tag.step & 0xFFFFFFFF)
+            if have.get(hint) != raw:
+                bpfsys.update(fd, hint, raw)
+                written += 1
+        for hint in set(have) - set(table):
+            removed += bpfsys.delete(fd, hint)
+        return written, removed
+
+    def spa_tags(self) -> dict[bytes, SpaTag]:
+        fd, out = self._fds["spa_tags"], {}
+        for key in list(bpfsys.keys(fd, 4)):
+            raw = bpfsys.lookup(fd, key, SPA_TAG.size)
+            if raw is not None:
+                out[key] = SpaTag(*SPA_TAG.unpack(raw))
+        return out
+
+    # -- spa_seen (the kernel's duplicate filter) -------------------------------------------
+
+    def seen(self, key: bytes) -> SeenEntry | None:
+        raw = bpfsys.lookup(self._fds["spa_seen"], bytes(key), SPA_SEEN_ENTRY.size)
+        if raw is None:
+            return None
+        mac, src, _, first, state, alt, slot, _ = SPA_SEEN_ENTRY.unpack(raw)
+        return SeenEntry(mac, addr_from16(src), first, SeenState(state), alt, slot)
+
+    def seen_expect_many(self, items: Sequence[tuple[bytes, bytes, IPAddress, int]]) -> int:
+        """For packets refused for their source only, each (seen key, MAC, the address the
+        message names, identity slot): only a copy from that address may still pass the
+        kernel (state SEEN_EXPECT). Returns how many entries were written."""
+        fd, n = self._fds["spa_seen"], 0
+        for key, mac, ip, slot in items:
+            if len(key) != 16 or len(mac) != 32:
+                raise ValueError("a seen key is 16 bytes and a MAC 32")
+            old = self.seen(key)
+            first = old.first_ns if old else time.monotonic_ns()
+            raw = SPA_SEEN_ENTRY.pack(
+                bytes(mac), addr16(ip), bytes(16), first, SeenState.EXPECT, 0, int(slot), 0
+            )
+            bpfsys.update(fd, bytes(key), raw)
+            n += 1
+        return n
+
+    def budgets(self) -> list[tuple[int, int]]:
+        """(window start ns, count) of every spa_budget slot (identities, then paths)."""
+        fd, out = self._fds["spa_budget"], []
+        for i in range(SPA_BUDGET_SLOTS):
+            raw = bpfsys.lookup(fd, U32.pack(i), BUDGET.size)
+            out.append(BUDGET.unpack(raw) if raw else (0, 0))
+        return out
 
     def spa_key_count(self) -> int:
         raw = bpfsys.lookup(self._fds["spa_key_count"], U32.pack(0), 4)

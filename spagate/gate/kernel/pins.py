@@ -34,10 +34,10 @@ class PinAction(StrEnum):
 
 
 # Pins the loader makes besides the maps bcc pins: the program array (tail calls keep working
-# with no process attached), the ring buffer (the worker opens it), the program (the monitor
+# with no process attached), the ring buffers (the worker opens them), the program (the monitor
 # re-attaches it without compiling) and one BPF link per guarded interface.
 PROG_PIN = "prog_xdp_gate"
-EXTRA_PINS = ("spa_progs", "spa_events", "fwknop_events", PROG_PIN)
+EXTRA_PINS = ("spa_progs", "spa_events", "fwknop_events", "spa_samples", PROG_PIN)
 LINK_PREFIX = "link_"
 
 

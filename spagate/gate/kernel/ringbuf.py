@@ -1,10 +1,11 @@
-"""The SPA ring buffer (spa_events): records the XDP program queued, decoded.
+"""The SPA ring buffers: spa_events (records the XDP program queued) and spa_samples (drop
+samples for the log), decoded.
 
-Its one concern is the record format (abi.SPA_EVENT) and reading the ring. The ring is read
-straight from its memory mapping (the kernel's BPF ring buffer ABI, as libbpf does it): the
-consumer position page (read-write), then the producer position page and the data area mapped
-twice (read-only), so a record that wraps around is still contiguous. No callback crosses from C
-into Python per record, no bcc, no libbpf: an fd of the map is all it needs.
+Its one concern is the record formats (abi.SPA_EVENT, abi.SPA_SAMPLE) and reading the rings.
+A ring is read straight from its memory mapping (the kernel's BPF ring buffer ABI, as libbpf
+does it): the consumer position page (read-write), then the producer position page and the
+data area mapped twice (read-only), so a record that wraps around is still contiguous. No
+callback crosses from C into Python per record, no bcc, no libbpf: a map fd is all it needs.
 
 Memory ordering: the producer publishes a record by clearing its BUSY bit after writing it;
 x86-64 keeps loads in order, so reading the header before the body is enough there.
@@ -20,7 +21,14 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from spagate.gate.kernel import bpfsys
-from spagate.gate.kernel.abi import FWKNOP_EVENT_HEADER, SPA_EVENT_HEADER
+from spagate.gate.kernel.abi import (
+    FWKNOP_EVENT_HEADER,
+    SPA_EVENT_HEADER,
+    SPA_KEY_NONE,
+    SPA_SAMPLE,
+    KernelReason,
+    SpaPath,
+)
 from spagate.net import IPAddress, addr_from16
 
 _HEADER = SPA_EVENT_HEADER.size
@@ -30,6 +38,7 @@ _U64 = struct.Struct("=Q")
 _REC_HDR = struct.Struct("=II")  # struct bpf_ringbuf_hdr: len (with flags), pg_off
 _BUSY, _DISCARD = 1 << 31, 1 << 30
 _PAGE = mmap.PAGESIZE
+_PATHS = frozenset(int(p) for p in SpaPath)
 
 
 class SpaRecord(NamedTuple):
@@ -43,14 +52,56 @@ class SpaRecord(NamedTuple):
     ifindex: int
     length: int  # UDP payload length on the wire
     key_index: int = 0  # spa_keys slot whose MAC matched (the daemon writes identity order)
+    path: SpaPath = SpaPath.UNTAGGED  # how the kernel found the key
 
 
 def decode_spa_event(raw: bytes) -> SpaRecord:
     """Decode one spa_events record (header + copied payload)."""
-    src, dst, sport, dport, ifindex, length, copied, key = SPA_EVENT_HEADER.unpack_from(raw)
+    src, dst, sport, dport, ifindex, length, copied, key, path = SPA_EVENT_HEADER.unpack_from(raw)
     payload = raw[_HEADER : _HEADER + copied]
     return SpaRecord(
-        payload, addr_from16(src), addr_from16(dst), sport, dport, ifindex, length, key
+        payload,
+        addr_from16(src),
+        addr_from16(dst),
+        sport,
+        dport,
+        ifindex,
+        length,
+        key,
+        SpaPath(path) if path in _PATHS else SpaPath.NONE,
+    )
+
+
+class DropSample(NamedTuple):
+    """One dropped SPA packet the kernel sampled (spa_samples, struct spa_sample): at most
+    SPA_SAMPLE_RATE per second and CPU, for bad MAC or tag, replay, bucket and budget drops.
+    The source is as on the wire: spoofable unless the packet's MAC was valid."""
+
+    ns: int  # CLOCK_MONOTONIC (the program's clock)
+    reason: str  # a kernel reason label (KernelReason.label), e.g. spa_bad_mac
+    src: IPAddress
+    sport: int
+    dport: int
+    key_index: int | None  # identity slot when the kernel knew it (a tag hint, a valid MAC)
+    ifindex: int
+    path: SpaPath
+
+
+def decode_spa_sample(raw: bytes) -> DropSample:
+    ns, src, sport, dport, reason, key, ifindex, path, _ = SPA_SAMPLE.unpack_from(raw)
+    try:
+        label = KernelReason(reason).label
+    except ValueError:
+        label = f"reason_{reason}"
+    return DropSample(
+        ns,
+        label,
+        addr_from16(src),
+        sport,
+        dport,
+        None if key == SPA_KEY_NONE else key,
+        ifindex,
+        SpaPath(path) if path in _PATHS else SpaPath.NONE,
     )
 
 
@@ -175,6 +226,23 @@ class SpaRing:
 
     def fileno(self) -> int:
         return self._ring.fileno()
+
+    def close(self) -> None:
+        self._ring.close()
+
+
+class SampleRing:
+    """spa_samples: drain() returns every drop sample queued so far (never blocks). The kernel
+    submits samples without waking anyone: read it from a loop that runs anyway."""
+
+    def __init__(self, map_fd: int):
+        self._got: list[DropSample] = []
+        self._ring = RingReader(map_fd, lambda raw: self._got.append(decode_spa_sample(raw)))
+
+    def drain(self) -> list[DropSample]:
+        self._ring.consume()
+        got, self._got = self._got, []
+        return got
 
     def close(self) -> None:
         self._ring.close()

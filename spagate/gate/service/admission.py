@@ -15,6 +15,7 @@ from typing import Protocol
 
 from spagate.gate.core.config import GateConfig
 from spagate.gate.core.eventlog import EventLog
+from spagate.gate.core.hints import tag_table
 from spagate.gate.core.intake import Admit, Intake, OpenWindow, RememberNonce
 
 
@@ -23,6 +24,16 @@ class Maps(Protocol):
     def open_windows(self, windows) -> int: ...
     def replay_entries(self) -> dict[bytes, int]: ...
     def replay_forget_many(self, nonces) -> int: ...
+    def seen_expect_many(self, items) -> int: ...
+    def set_spa_tags(self, table) -> tuple[int, int]: ...
+
+
+def set_tag_hints(cfg: GateConfig, maps: Maps, now_ms: int) -> list[tuple[int, int]]:
+    """Make the tag hints live around now_ms (wall clock) in spa_tags, drop the others;
+    returns the hint collisions (slot pairs: the second's packets go untagged that step)."""
+    table, clashes = tag_table([i.keys for i in cfg.identities], now_ms, cfg.max_skew_ms)
+    maps.set_spa_tags(table)
+    return clashes
 
 
 class Opener(Protocol):
@@ -106,6 +117,8 @@ class Admission:
 
     def _take(self, out) -> bool:
         if not isinstance(out, Admit):
+            if out.expect is not None:
+                self._expect(out.expect)
             self.log.rejected(out.reason, out.describe)
             return False
         if self.fleet is not None and not self.fleet.admit():
@@ -116,6 +129,20 @@ class Admission:
         if not self.batch:
             self.flush()
         return True
+
+    def _expect(self, e) -> None:
+        """Refused for its source only: let the kernel pass a copy from the named address
+        (at once, not batched: that copy may be a few ms behind)."""
+        try:
+            self.maps.seen_expect_many([(e.seen_key, e.mac, e.ip, e.slot)])
+        except OSError as err:
+            self.write_errors += 1
+            self.log.error(f"marking the real source of a refused copy failed: {err}")
+
+    def refresh_hints(self, now_ms: int | None = None) -> list[tuple[int, int]]:
+        """Rotate the tag hints (the worker calls this every second)."""
+        now = self.wall_ms() if now_ms is None else now_ms
+        return set_tag_hints(self.intake.config, self.maps, now)
 
     def flush(self) -> int:
         """Write what the admitted records since the last flush open: every nonce, then every

@@ -22,6 +22,7 @@ from spagate.errors import SpagateError
 from spagate.gate.core.config import GateConfig
 from spagate.gate.kernel import link, pins
 from spagate.gate.service.account import LOADER_CAPS, service_account
+from spagate.gate.service.admission import set_tag_hints
 from spagate.gate.service.preflight import check_interfaces, missing_capabilities
 
 
@@ -48,30 +49,40 @@ def preflight(cfg: GateConfig, opts: LoadOptions):
     return account
 
 
+def gate_options(cfg: GateConfig):
+    """The program's compile-time options for cfg (kernel.build.GateOptions)."""
+    from spagate.gate.kernel.build import GateOptions  # no bcc: build imports it lazily
+
+    return GateOptions(
+        spa_port=cfg.spa_port,
+        spa_rate_per_s=cfg.rate.per_second,
+        spa_burst=cfg.rate.burst,
+        spa_budget_per_s=cfg.spa_budget,
+        untagged=cfg.untagged,
+        untagged_budget_per_s=cfg.untagged_budget,
+        source_match=cfg.require_source_match,
+        udp_idle_timeout_s=cfg.udp_idle_seconds,
+        fwknop_port=cfg.fwknop_port if cfg.fwknop_access else 0,  # 0: fwknop off in the kernel
+        fwknop_budget_per_s=cfg.fwknop_budget,
+    )
+
+
 def load_gate(cfg: GateConfig, opts: LoadOptions, log=lambda line: None) -> dict[str, str]:
     """Load and attach the gate for cfg on opts.interfaces. Returns {interface: mode}."""
-    from spagate.gate.kernel.build import GateOptions, load  # bcc: imported only here
+    import time
+
+    from spagate.gate.kernel.build import load  # bcc: imported only here
 
     account = preflight(cfg, opts)
     pins.make_pin_dir(opts.pin_dir, account.gid)
-    gate = load(
-        GateOptions(
-            spa_port=cfg.spa_port,
-            spa_rate_per_s=cfg.rate.per_second,
-            spa_burst=cfg.rate.burst,
-            spa_budget_per_s=cfg.spa_budget,
-            udp_idle_timeout_s=cfg.udp_idle_seconds,
-            fwknop_port=cfg.fwknop_port if cfg.fwknop_access else 0,
-            fwknop_budget_per_s=cfg.fwknop_budget,
-        ),
-        pin_dir=opts.pin_dir,
-    )
+    gate = load(gate_options(cfg), pin_dir=opts.pin_dir)
     created: list[str] = []
     try:
         # Configured before any new link exists: the first packet meets the right ports.
         gate.maps.set_protected((p.proto, p.port) for p in cfg.protected)
         gate.maps.set_static(cfg.allow)
         gate.maps.set_spa_keys([i.keys.hmac_key for i in cfg.identities])
+        set_tag_hints(cfg, gate.maps, time.time_ns() // 1_000_000)  # the worker rotates them
         gate.pin_extras()
         attached: dict[str, str] = {}
         for name in opts.interfaces:

@@ -32,7 +32,7 @@ from spagate.gate.core.eventlog import EventLog
 from spagate.gate.kernel import bpfsys, pins
 from spagate.gate.kernel.link import LinkState, link_state, pinned_link
 from spagate.gate.kernel.maps import GateMaps
-from spagate.gate.kernel.ringbuf import FwknopRing, SpaRing
+from spagate.gate.kernel.ringbuf import DropSample, FwknopRing, SampleRing, SpaRing
 from spagate.gate.service.admission import Admission
 from spagate.gate.service.journal import journal_emit
 from spagate.gate.service.preflight import capability_names, effective_capabilities
@@ -40,6 +40,8 @@ from spagate.gate.service.state import read_attached, remove_state, take_lock, w
 
 CHECK_EVERY_S = 0.5  # links: at least twice a second
 PUBLISH_EVERY_S = 1.0
+HINTS_EVERY_S = 1.0  # tag hints rotate per 30 s step; the table keeps a 2 s margin
+SAMPLES_KEPT = 4096  # drop samples kept for drop_samples() between two readers
 MAX_QUEUED = 1_000_000  # requests waiting for the monitor (a few hundred bytes each)
 
 
@@ -181,6 +183,10 @@ class Worker:
         self.modes = read_attached(opts.pin_dir)  # what the loader attached, in which mode
         self.state_errors = 0
         self._state_failing = False
+        self._samples: deque[DropSample] = deque(maxlen=SAMPLES_KEPT)
+        self.samples_seen = 0
+        self._sample_ring: SampleRing | None = None
+        self._hints_failing = False
 
     def _stop(self, _signum, _frame) -> None:
         self.stopping = True
@@ -230,6 +236,7 @@ class Worker:
             from spagate.gate.service.fleetgate import FleetBridge
 
             fleet = FleetBridge(cfg, maps, None, self.log, opts.interfaces)
+        samples_fd = bpfsys.obj_get(pin_dir / "spa_samples")
         if drop_to is not None:
             from spagate.gate.service.account import WORKER_CAPS
             from spagate.gate.service.privdrop import drop_to as drop
@@ -259,6 +266,8 @@ class Worker:
         os.close(events_fd)
         fw_ring = FwknopRing(fwknop_fd, admission.handle_fwknop)
         os.close(fwknop_fd)
+        self._sample_ring = SampleRing(samples_fd)
+        os.close(samples_fd)
         self.check_links()
         caps = ",".join(capability_names(effective_capabilities())) or "none"
         self.log.info(
@@ -272,7 +281,7 @@ class Worker:
             + (f"; {restored} nonces restored" if restored else "")
             + f"; worker uid {os.getuid()} caps {caps}"
         )
-        next_check = next_publish = 0.0
+        next_check = next_publish = next_hints = 0.0
         # One wait for both: records in the ring, an answer from the monitor.
         waiter = select.epoll()
         waiter.register(ring.map_fd(), select.EPOLLIN)
@@ -292,6 +301,7 @@ class Worker:
                 admission.flush()
                 if fleet is not None:
                     fleet.drain()
+                self._take_samples()
                 if self.monitor is not None:
                     self.monitor.flush()
                     if answers or time.monotonic() >= next_check:
@@ -311,6 +321,9 @@ class Worker:
                 if now >= next_publish:
                     self.publish(admission)
                     next_publish = now + PUBLISH_EVERY_S
+                if now >= next_hints:
+                    self.rotate_hints(admission)
+                    next_hints = now + HINTS_EVERY_S
                 self.log.tick()
                 admission.prune()
         finally:
@@ -320,6 +333,7 @@ class Worker:
                 fleet.stop()
             ring.close()
             fw_ring.close()
+            self._sample_ring.close()
             maps.close()
             for fd in self.links.values():
                 os.close(fd)
@@ -327,6 +341,43 @@ class Worker:
                 remove_state(pin_dir)
             self.log.info("worker stopped; the gate stays attached and guarding")
         return 0
+
+    # -- tag hints, drop samples ---------------------------------------------------------------
+
+    def rotate_hints(self, admission: Admission) -> None:
+        """Keep the tag hints of the current time steps live (a side error keeps guarding:
+        tagged packets whose hint is missing still come in by the untagged path)."""
+        try:
+            clashes = admission.refresh_hints()
+        except OSError as e:
+            if not self._hints_failing:
+                self.log.error(f"cannot rotate the tag hints ({e.strerror}); still guarding")
+            self._hints_failing = True
+            return
+        if self._hints_failing:
+            self.log.info("tag hints rotated again")
+        self._hints_failing = False
+        for a, b in clashes:
+            names = self.config.identities
+            self.log.info(
+                f"identities {names[a].name} and {names[b].name} share a tag hint this step: "
+                f"{names[b].name}'s packets take the untagged path until the next step"
+            )
+
+    def _take_samples(self) -> None:
+        if self._sample_ring is not None:
+            got = self._sample_ring.drain()
+            self.samples_seen += len(got)
+            self._samples.extend(got)
+
+    def drop_samples(self) -> list[DropSample]:
+        """The kernel's drop samples (bad MAC or tag, replay, bucket and budget drops, with
+        their source) read since the last call, oldest first; at most SAMPLES_KEPT are kept
+        between two calls (samples_seen counts them all)."""
+        self._take_samples()
+        got = list(self._samples)
+        self._samples.clear()
+        return got
 
     # -- links -------------------------------------------------------------------------------
 
@@ -420,6 +471,7 @@ class Worker:
             "spa_port": self.config.spa_port,
             "started": self.started,
             "spa": dict(admission.counts),
+            "drop_samples": self.samples_seen,
             "monitor_pending": self.monitor.pending if self.monitor else 0,
         }
         if self.fleet is not None:

@@ -17,6 +17,7 @@ import pytest
 
 from spagate.client import publicip
 from spagate.client.send import (
+    DEFAULT_COPIES,
     SendReport,
     Target,
     check_report,
@@ -27,6 +28,7 @@ from spagate.client.send import (
 )
 from spagate.errors import SpagateError
 from spagate.protocol import Accepted, KeyPair, Verifier, generate_keypair
+from spagate.protocol.tag import tag_keys, tag_ok
 
 KP = generate_keypair()
 CONFIG = f"key = {KP.key.hex()}\nhmac-key = {KP.hmac_key.hex()}\n"
@@ -69,12 +71,47 @@ def udp():
         s.close()
 
 
-def received(sock: socket.socket, keys: KeyPair = KP) -> Accepted:
+def copies_of(sock: socket.socket) -> tuple[bytes, int]:
+    """The next packet and how many identical copies of it arrived (all left by now)."""
     data, _ = sock.recvfrom(2048)
-    assert len(data) == 96
+    n, timeout = 1, sock.gettimeout()
+    sock.settimeout(0.2)  # the last copy leaves 2 x 5 ms after the first
+    try:
+        while sock.recv(2048, socket.MSG_PEEK) == data:
+            sock.recv(2048)
+            n += 1
+    except (BlockingIOError, TimeoutError):
+        pass
+    finally:
+        sock.settimeout(timeout)
+    return data, n
+
+
+def received(sock: socket.socket, keys: KeyPair = KP, copies: int = DEFAULT_COPIES) -> Accepted:
+    data, n = copies_of(sock)
+    assert len(data) == 96 and n == copies
     result = Verifier([keys]).verify(data, time.time_ns() // 1_000_000)
     assert isinstance(result, Accepted), result
+    assert tag_ok(tag_keys(keys), data)  # tagged: the gate finds its key by the hint
     return result
+
+
+def test_copies_are_identical_tagged_and_configurable(home, udp):
+    s = udp()
+    port = str(s.getsockname()[1])
+    assert spagate(home, "send", "127.0.0.1", "-p", port).returncode == 0
+    data, n = copies_of(s)
+    assert n == DEFAULT_COPIES == 3
+    assert spagate(home, "send", "127.0.0.1", "-p", port, "--copies", "1").returncode == 0
+    assert copies_of(s)[1] == 1
+    (home / ".spagate.ini").write_text(CONFIG + "copies = 5\ncopy-interval = 1ms\n")
+    assert spagate(home, "send", "127.0.0.1", "-p", port).returncode == 0
+    assert copies_of(s)[1] == 5
+    bad = spagate(home, "send", "127.0.0.1", "-p", port, "--copies", "11")
+    assert bad.returncode == 2 and "--copies 11 is out of range 1-10" in bad.stderr
+    (home / ".spagate.ini").write_text(CONFIG + "copies = 0\n")
+    bad = spagate(home, "send", "127.0.0.1", "-p", port)
+    assert bad.returncode == 2 and ".spagate.ini:3: copies: expected a whole number" in bad.stderr
 
 
 @pytest.mark.parametrize(
@@ -134,8 +171,9 @@ def test_each_packet_fresh(home, udp):
     port = str(s.getsockname()[1])
     for _ in range(2):
         assert spagate(home, "send", "127.0.0.1", "-p", port).returncode == 0
-    a, b = s.recv(200), s.recv(200)
-    assert a != b and a[32:48] != b[32:48]
+    (a, _), (b, _) = copies_of(s), copies_of(s)
+    # Fresh apart from the hint (the IV's first 4 bytes: the identity's in this time step).
+    assert a != b and a[36:48] != b[36:48]
 
 
 def one_line_error(r: subprocess.CompletedProcess) -> str:
@@ -255,10 +293,11 @@ def test_public_ip_from_local_http_server_goes_into_the_packet(udp, tmp_path):
             KP,
             None,
             lambda fam: publicip.public_ip(fam, url, tmp_path),
+            copies=1,
         )
         assert report.sent == targets and report.failed == []
-        assert received(s).message.ip == IPv4Address("198.51.100.77")
-        assert received(s).message.ip == IPv4Address("198.51.100.77")
+        assert received(s, copies=1).message.ip == IPv4Address("198.51.100.77")
+        assert received(s, copies=1).message.ip == IPv4Address("198.51.100.77")
     finally:
         srv.shutdown()
         srv.server_close()

@@ -7,6 +7,7 @@ import pytest
 
 from spagate.errors import ConfigError
 from spagate.gate.core.config import Port, Rate, load_config, parse_config
+from spagate.gate.kernel.abi import UntaggedMode
 
 K1 = "ba0ba062e99615c1a8a0afd5e50072dd68b4fc51fd18c2c764ab34a1823a422b"
 H1 = "30cb7afcf4fe933320e777500cbad0bc75159868d0181b65cde5e145c827541a"
@@ -71,6 +72,17 @@ hmac-key = {H2}
     assert (bob.name, bob.ports, cfg.window(bob)) == ("bob", None, 30)
 
 
+def test_admission_settings():
+    base = f"key = {K1}\nhmac-key = {H1}\n"
+    cfg = parse_config(base)
+    assert (cfg.untagged, cfg.untagged_budget, cfg.spa_budget) == (UntaggedMode.BOUNDED, 1000, 2000)
+    for word, mode in (("accept", UntaggedMode.ACCEPT), ("Budget", UntaggedMode.BOUNDED),
+                       ("refuse", UntaggedMode.REFUSE)):  # fmt: skip
+        assert parse_config(base + f"untagged = {word}\n").untagged == mode
+    cfg = parse_config(base + "untagged-budget = 50\nspa-budget = 10\n")
+    assert (cfg.untagged_budget, cfg.spa_budget) == (50, 10)
+
+
 @pytest.mark.parametrize(
     "text, line, words",
     [
@@ -92,6 +104,8 @@ hmac-key = {H2}
         (f"[a]\nkey = {K1}\nhmac-key = {H1}\n[a]\n", 4, "defined twice"),
         (f"[a]\nkey = {K1}\n", 1, "no hmac-key"),
         (f"key = {K1}\nhmac-key = {K1}\n", 2, "must differ"),
+        (f"key = {K1}\nhmac-key = {H1}\nuntagged = maybe\n", 3, "accept, budget, refuse"),
+        (f"key = {K1}\nhmac-key = {H1}\nuntagged-budget = 0\n", 3, "out of range"),
     ],
 )
 def test_every_mistake_is_one_line_naming_file_and_line(text, line, words):

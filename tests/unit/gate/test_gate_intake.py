@@ -35,6 +35,11 @@ class Maps:
     def replay_entries(self):
         return dict(self.replay)
 
+    def seen_expect_many(self, items):
+        for key, _mac, ip, slot in items:
+            self.calls.append(("expect", key, str(ip), slot))
+        return len(items)
+
     def replay_forget_many(self, nonces):
         for nonce in nonces:
             self.calls.append(("forget", nonce))
@@ -199,3 +204,30 @@ def test_a_fleet_peers_fwknop_digest_is_a_replay_here():
     adm.remember(hashlib.sha256(rec.payload).digest(), 1_100_000, "fwknop")
     assert not adm.handle_fwknop(rec)
     assert adm.counts == {"replay": 1} and len(next(iter(maps.replay))) == 16
+
+
+def test_a_wrong_source_copy_neither_consumes_the_nonce_nor_opens():
+    from spagate.gate.core.config import parse_config as parse
+
+    conf = parse(f"key = {'11' * 32}\nhmac-key = {'22' * 32}\nrequire-source-match = yes\n")
+    maps = Maps()
+    lines = []
+    log = EventLog(lambda lvl, line: lines.append(line), lambda: 0.0)
+    adm = Admission(conf, maps, log, Hooks(None, None, log), wall_ms=lambda: 1_000_000,
+                    mono_ns=lambda: 5_000_000_000)  # fmt: skip
+    copy, msg = record(1_000_000, ip="203.0.113.7", src="198.51.100.9")
+    assert not adm.handle(copy)  # the on-path copy, sent first from elsewhere
+    # Nothing remembered, nothing opened; the kernel is told the one source still welcome.
+    assert maps.calls == [("expect", copy.payload[:16], "203.0.113.7", 0)]
+    real = copy._replace(src=ip_address("203.0.113.7"))
+    assert adm.handle(real)
+    assert maps.calls[1:] == [
+        ("remember", msg.nonce),
+        ("allow", "203.0.113.7", 5_000_000_000 + 15 * 10**9, None, 0),
+    ]
+    assert adm.counts == {"source-mismatch": 1, "accepted": 1}
+    assert not adm.handle(real)  # and now it is a replay
+    # A message naming no address under require-source-match: refused for good, no expect.
+    none, _ = record(1_000_000, ip="0.0.0.0", src="203.0.113.8")
+    assert not adm.handle(none)
+    assert [c for c in maps.calls if c[0] == "expect"] == [maps.calls[0]]
