@@ -29,7 +29,15 @@ enum spagate_reason {
 	REASON_SPA_BAD_MAC = 17,         /* SPA packet whose MAC matches no configured key: dropped */
 	REASON_SPA_TAIL_CALL_FAILED = 18, /* SPA verifier program missing (spa_progs empty): dropped */
 	REASON_SPA_REPLAY_DUP = 19,      /* MAC-valid SPA packet whose MAC is in spa_seen: dropped */
-	REASON_COUNT = 20,
+	/* The next ones count on top of a drop reason (a dropped packet moves two counters), but
+	 * ipv6_chain_unwalked, which is a drop reason of its own. */
+	REASON_IPV6_CHAIN_UNWALKED = 20, /* IPv6 extension headers past SG_IPV6_EXT_MAX: dropped */
+	REASON_REPLY_RST = 21,           /* disguise closed: a TCP RST sent back (XDP_TX) */
+	REASON_REPLY_ICMP = 22,          /* disguise closed: ICMP / ICMPv6 port unreachable sent */
+	REASON_REPLY_RATELIMITED = 23,   /* disguise closed: no ICMP, over the kernel's rate limit */
+	REASON_REPLY_SKIPPED = 24,       /* disguise closed: no reply, the kernel would send none */
+	REASON_REPLY_FAILED = 25,        /* disguise closed: the reply program is missing: dropped */
+	REASON_COUNT = 26,
 };
 
 #endif

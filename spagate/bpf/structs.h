@@ -67,6 +67,19 @@ struct mac_key {
 	__u8 mac[16];
 };
 
+/* icmp_peers: destination (addr_key) -> its ICMP token bucket, as the kernel's inet_peer
+ * (inet_peer_xrlim_allow): tokens in ns, capped at XRLIM_BURST_FACTOR x the ratelimit. */
+struct icmp_peer {
+	__u64 tokens;
+	__u64 last; /* ns */
+};
+
+/* icmp_global[0]: the kernel's global ICMP credit (icmp_global_allow), shared by all CPUs. */
+struct icmp_global {
+	__s64 credit;
+	__u64 stamp; /* ns of the last refill */
+};
+
 /* replay: nonce -> until (unix ms). Written and read by the daemon only. */
 struct nonce_key {
 	__u8 nonce[16];

@@ -50,6 +50,10 @@ class GateOptions:
     spa_seen_capacity: int = abi.DEFAULT_CAPACITIES["spa_seen"]
     ringbuf_pages: int = abi.DEFAULT_RINGBUF_PAGES  # power of two
     coarse_clock: bool = True  # bpf_ktime_get_coarse_ns: same clock, tick resolution, cheaper
+    # The disguise: "filtered" (silence) or "closed" (answer as a port nobody listens on, with
+    # the host's values in `reply`: spagate.gate.service.hostnet reads them from sysctl).
+    disguise: str = "filtered"
+    reply: abi.ReplyParams = field(default_factory=abi.ReplyParams)
     extra_cflags: tuple[str, ...] = field(default=())
 
     def validate(self) -> None:
@@ -67,6 +71,10 @@ class GateOptions:
         for name, cap in self.capacities().items():
             need(cap >= 1, f"{name} capacity must be >= 1")
         need(self.spa_seen_capacity >= 1, "spa_seen capacity must be >= 1")
+        need(self.disguise in abi.DISGUISES, f"disguise {self.disguise!r} not in {abi.DISGUISES}")
+        r = self.reply
+        need(1 <= r.ttl <= 255 and 1 <= r.hop_limit <= 255, "reply TTL / hop limit not in 1..255")
+        need(r.icmp_msgs_per_sec >= 0 and r.icmp_msgs_burst >= 0, "ICMP limits must be >= 0")
 
     def capacities(self) -> dict[str, int]:
         """max_entries of every pinned map."""
@@ -104,6 +112,8 @@ class GateOptions:
             f"-DUDP_IDLE_NS={round(self.udp_idle_timeout_s * 1e9)}ULL",
             *(f"-D{abi.CAPACITY_MACROS[m]}={n}" for m, n in caps.items()),
             f"-DRINGBUF_PAGES={self.ringbuf_pages}",
+            f"-DDISGUISE_CLOSED={int(self.disguise == 'closed')}",
+            *self.reply.cflags(),
             *QUIET_CFLAGS,
         ]
         if self.coarse_clock:
@@ -167,9 +177,17 @@ class Gate:
         self.prog_fd: int = bpf.load_func(b"xdp_gate", bpf.XDP).fd
         # The MAC check runs in its own program, tail-called from xdp_gate (docs/xdp.md).
         self.verify_fd: int = bpf.load_func(b"xdp_spa_verify", bpf.XDP).fd
-        # The program's own maps, not pinned: spa_seen, spa_progs, spa_events.
-        self.internal = {n: bpf[n.encode()].map_fd for n in ("spa_seen", "spa_progs", "spa_events")}
+        # The closed disguise's replies, tail-called by sg_reject() (bpf/reply.h).
+        self.reply_fd: int = bpf.load_func(b"xdp_reply", bpf.XDP).fd
+        # The program's own maps, not pinned: spa_seen, spa_progs, spa_events, ICMP limiter.
+        self.internal = {
+            n: bpf[n.encode()].map_fd
+            for n in ("spa_seen", "spa_progs", "spa_events", "icmp_peers", "icmp_global")
+        }
         self.set_verifier(True)
+        bpfsys.update(
+            self.internal["spa_progs"], abi.U32.pack(abi.PROG_SLOT_REPLY), abi.U32.pack(self.reply_fd)
+        )
         fds = {name: bpf[name.encode()].map_fd for name in MAP_SPECS}
         for name, fd in fds.items():
             info, spec = bpfsys.map_info(fd), MAP_SPECS[name]
@@ -188,7 +206,7 @@ class Gate:
 
     def set_verifier(self, present: bool) -> None:
         """Fill (or, for a test, empty) spa_progs[0], the tail-called MAC check."""
-        key = abi.U32.pack(0)
+        key = abi.U32.pack(abi.PROG_SLOT_SPA_VERIFY)
         if present:
             bpfsys.update(self.internal["spa_progs"], key, abi.U32.pack(self.verify_fd))
         else:
@@ -211,6 +229,13 @@ class Gate:
         fd = self.internal["spa_seen"]
         for key in list(bpfsys.keys(fd, abi.MAC_KEY.size)):
             bpfsys.delete(fd, key)
+
+    def forget_icmp(self) -> None:
+        """Reset the closed disguise's ICMP limiter (for tests and benches)."""
+        fd = self.internal["icmp_peers"]
+        for key in list(bpfsys.keys(fd, abi.ADDR_KEY.size)):
+            bpfsys.delete(fd, key)
+        bpfsys.update(self.internal["icmp_global"], abi.U32.pack(0), bytes(abi.ICMP_GLOBAL.size))
 
     # -- attach ----------------------------------------------------------------------------
 
