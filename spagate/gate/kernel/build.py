@@ -185,9 +185,8 @@ class Gate:
             for n in ("spa_seen", "spa_progs", "spa_events", "icmp_peers", "icmp_global")
         }
         self.set_verifier(True)
-        bpfsys.update(
-            self.internal["spa_progs"], abi.U32.pack(abi.PROG_SLOT_REPLY), abi.U32.pack(self.reply_fd)
-        )
+        slot = abi.U32.pack(abi.PROG_SLOT_REPLY)
+        bpfsys.update(self.internal["spa_progs"], slot, abi.U32.pack(self.reply_fd))
         fds = {name: bpf[name.encode()].map_fd for name in MAP_SPECS}
         for name, fd in fds.items():
             info, spec = bpfsys.map_info(fd), MAP_SPECS[name]

@@ -21,6 +21,7 @@ from pathlib import Path
 from spagate.errors import SpagateError
 from spagate.gate.core.config import GateConfig
 from spagate.gate.kernel import link, pins
+from spagate.gate.service import hostnet
 from spagate.gate.service.account import LOADER_CAPS, service_account
 from spagate.gate.service.preflight import check_interfaces, missing_capabilities
 
@@ -31,6 +32,15 @@ class LoadOptions:
     mode: str = "auto"
     force: bool = False  # replace a foreign XDP program
     pin_dir: str = str(pins.DEFAULT_PIN_DIR)
+    all_interfaces: bool = False  # interface = all / attach --all: every IP-carrying one
+
+
+def expand_interfaces(opts: LoadOptions) -> LoadOptions:
+    """With all_interfaces: the IP-carrying interfaces the program can parse, now."""
+    if not opts.all_interfaces:
+        return opts
+    names = tuple(i.name for i in hostnet.interfaces() if i.carries_ip and i.guardable)
+    return LoadOptions(names, opts.mode, opts.force, opts.pin_dir, True)
 
 
 def preflight(cfg: GateConfig, opts: LoadOptions):
@@ -48,12 +58,18 @@ def preflight(cfg: GateConfig, opts: LoadOptions):
     return account
 
 
-def load_gate(cfg: GateConfig, opts: LoadOptions, log=lambda line: None) -> dict[str, str]:
+def load_gate(
+    cfg: GateConfig, opts: LoadOptions, log=lambda line: None, error=lambda line: None
+) -> dict[str, str]:
     """Load and attach the gate for cfg on opts.interfaces. Returns {interface: mode}."""
     from spagate.gate.kernel.build import GateOptions, load  # bcc: imported only here
 
+    opts = expand_interfaces(opts)
     account = preflight(cfg, opts)
     pins.make_pin_dir(opts.pin_dir, account.gid)
+    disguise, why = hostnet.decide_disguise(cfg.disguise)
+    reply = hostnet.reply_params(opts.interfaces)
+    log(f"{why}; replies with TTL {reply.ttl}, hop limit {reply.hop_limit}")
     gate = load(
         GateOptions(
             spa_port=cfg.spa_port,
@@ -61,6 +77,8 @@ def load_gate(cfg: GateConfig, opts: LoadOptions, log=lambda line: None) -> dict
             spa_burst=cfg.rate.burst,
             spa_budget_per_s=cfg.spa_budget,
             udp_idle_timeout_s=cfg.udp_idle_seconds,
+            disguise=disguise,
+            reply=reply,
         ),
         pin_dir=opts.pin_dir,
     )
@@ -85,6 +103,9 @@ def load_gate(cfg: GateConfig, opts: LoadOptions, log=lambda line: None) -> dict
             link.detach_link(opts.pin_dir, name)
             log(f"{name} is no longer configured: detached it")
         pins.share(opts.pin_dir, account.gid)
+        left = hostnet.unguarded(set(attached))
+        if left:
+            error(hostnet.unguarded_warning(left))
     except BaseException:
         for name in created:
             with contextlib.suppress(Exception):
