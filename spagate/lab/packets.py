@@ -67,6 +67,7 @@ def ipv4(
     ident: int = 0x1234,
     df: bool = False,
     l4_checksum: bool = False,
+    tos: int = 0,
 ) -> bytes:
     assert len(options) % 4 == 0
     ihl = ihl if ihl is not None else 5 + len(options) // 4
@@ -76,7 +77,7 @@ def ipv4(
     s, d = IPv4Address(src).packed, IPv4Address(dst).packed
     if l4_checksum:
         l4 = _with_l4_checksum(s + d + struct.pack("!BBH", 0, proto, len(l4)), proto, l4)
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, tot, ident, frag, ttl, proto, 0, s, d)
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, tos, tot, ident, frag, ttl, proto, 0, s, d)
     hdr += options
     hdr = hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:]
     return hdr + l4
@@ -102,6 +103,8 @@ def ipv6(
     payload_len: int | None = None,
     hop_limit: int = 64,
     l4_checksum: bool = False,
+    tclass: int = 0,
+    flow_label: int = 0,
 ) -> bytes:
     """exts: (kind, header bytes built for what follows) in wire order; nexthdr is the L4."""
     s, d = ip_address(src).packed, ip_address(dst).packed
@@ -113,7 +116,7 @@ def ipv6(
     first = exts[0][0] if exts else nexthdr
     body = chain + payload
     plen = payload_len if payload_len is not None else len(body)
-    hdr = struct.pack("!IHBB", 6 << 28, plen, first, hop_limit)
+    hdr = struct.pack("!IHBB", 6 << 28 | tclass << 20 | flow_label, plen, first, hop_limit)
     return hdr + s + d + body
 
 
