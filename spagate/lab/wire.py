@@ -3,7 +3,7 @@
     python -m spagate.lab.wire exchange IFACE PEER_MAC [-t S] [-g S] FRAMEHEX...
 
 For each frame (hex, built with spagate.lab.packets): send it on IFACE, then print one line,
-the space-separated hex of every IPv4/IPv6 frame from PEER_MAC within S seconds ("-" for
+the space-separated hex of every IPv4/IPv6 frame from PEER_MAC to us within S seconds ("-" for
 none). -g: pause between frames (ICMP rate limits). Used by the tests that compare the gate's
 replies with the kernel's own, byte by byte.
 """
@@ -22,6 +22,7 @@ IP_TYPES = (b"\x08\x00", b"\x86\xdd", b"\x81\x00", b"\x88\xa8")
 def exchange(iface: str, peer: bytes, frames: list[bytes], wait: float, gap: float) -> list:
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     s.bind((iface, 0))
+    mine = s.getsockname()[4]  # our MAC: only frames to us (no multicast chatter)
     out = []
     try:
         for frame in frames:
@@ -39,7 +40,9 @@ def exchange(iface: str, peer: bytes, frames: list[bytes], wait: float, gap: flo
                     data, addr = s.recvfrom(65535)
                 except TimeoutError:
                     break
-                if addr[2] == PACKET_OUTGOING or data[6:12] != peer or data[12:14] not in IP_TYPES:
+                if addr[2] == PACKET_OUTGOING or data[6:12] != peer or data[:6] != mine:
+                    continue
+                if data[12:14] not in IP_TYPES:
                     continue
                 got.append(data)
             out.append(got)

@@ -445,18 +445,38 @@ CASES = [
     Case("udp6-allowed", udp6(), P, "protected_allowed", (allow6,)),
     Case("udp6-none", udp6(), D, "udp_dropped"),
     # --- UDP-Lite: held to the protected UDP port's rules ------------------------------------
-    Case("udplite-protected", eth(ipv4(S4, D4, UDPLITE, udp(1, 51820, b"x" * 8, 0))), D,
-         "udp_dropped"),  # fmt: skip
-    Case("udplite-allowed", eth(ipv4(S4, D4, UDPLITE, udp(1, 51820, b"x" * 8, 12))), P,
-         "protected_allowed", (allow_any,)),  # fmt: skip
-    Case("udplite6-protected", eth(ipv6(S6, D6, UDPLITE, udp(1, 51820, b"x" * 8, 8)), ETH_IP6), D,
-         "udp_dropped"),  # fmt: skip
-    Case("udplite-coverage-lies", eth(ipv4(S4, D4, UDPLITE, udp(1, 51820, b"x", 40))), D,
-         "malformed", (allow_any,)),  # fmt: skip
-    Case("udplite-unrelated", eth(ipv4(S4, D4, UDPLITE, udp(1, 5353, b"x", 0))), P,
-         "pass_unrelated"),  # fmt: skip
-    Case("udplite-spa-port", eth(ipv4(S4, D4, UDPLITE, udp(1, 8484, VALID, 0))), P,
-         "pass_unrelated"),  # fmt: skip
+    Case(
+        "udplite-protected",
+        eth(ipv4(S4, D4, UDPLITE, udp(1, 51820, b"x" * 8, 0))),
+        D,
+        "udp_dropped",
+    ),  # fmt: skip
+    Case(
+        "udplite-allowed",
+        eth(ipv4(S4, D4, UDPLITE, udp(1, 51820, b"x" * 8, 12))),
+        P,
+        "protected_allowed",
+        (allow_any,),
+    ),  # fmt: skip
+    Case(
+        "udplite6-protected",
+        eth(ipv6(S6, D6, UDPLITE, udp(1, 51820, b"x" * 8, 8)), ETH_IP6),
+        D,
+        "udp_dropped",
+    ),  # fmt: skip
+    Case(
+        "udplite-coverage-lies",
+        eth(ipv4(S4, D4, UDPLITE, udp(1, 51820, b"x", 40))),
+        D,
+        "malformed",
+        (allow_any,),
+    ),  # fmt: skip
+    Case(
+        "udplite-unrelated", eth(ipv4(S4, D4, UDPLITE, udp(1, 5353, b"x", 0))), P, "pass_unrelated"
+    ),  # fmt: skip
+    Case(
+        "udplite-spa-port", eth(ipv4(S4, D4, UDPLITE, udp(1, 8484, VALID, 0))), P, "pass_unrelated"
+    ),  # fmt: skip
     # --- SPA port (record contents, buckets, budget in test_spa) ----------------------------
     Case("spa4", udp4(8484, VALID), D, "spa_queued"),
     Case("spa6", udp6(8484, VALID), D, "spa_queued"),
