@@ -94,8 +94,8 @@ def _mac(lab, host: str) -> bytes:
 
 
 def exchange(lab, frames: list[bytes], gap: float = 0.0) -> list[list[bytes]]:
-    argv = [sys.executable, "-m", "spagate.lab.wire", "exchange", "eth0",
-            _mac(lab, "gate").hex(), "-t", "0.6", "-g", str(gap), *(f.hex() for f in frames)]  # fmt: skip
+    argv = [sys.executable, "-m", "spagate.lab.wire", "exchange", "eth0", _mac(lab, "gate").hex(),
+            "-t", "0.6", "-g", str(gap), *(f.hex() for f in frames)]  # fmt: skip
     out = lab.run("client", argv, timeout=120)
     assert out.returncode == 0, out.stderr
     got = [[bytes.fromhex(h) for h in ln.split()] if ln != "-" else []
@@ -196,7 +196,8 @@ INNER_GATE, INNER_CLIENT = "198.51.100.1", "198.51.100.2"
 
 def vxlan(lab, host: str, dev: str, vni: int, local: str, remote: str, inner: str) -> None:
     lab.sh(host, f"ip link add {dev} type vxlan id {vni} dstport 4789 local {local} "
-           f"remote {remote} && ip addr add {inner}/24 dev {dev} && ip link set {dev} up")  # fmt: skip
+           f"remote {remote} && ip addr add {inner}/24 dev {dev} "
+           f"&& ip link set {dev} up")  # fmt: skip
 
 
 def inner_probe(lab, ip: str, port: int = 22) -> str:

@@ -115,6 +115,9 @@ class Supervisor:
         if r.returncode != 0:
             last = (r.stderr.strip().splitlines() or ["the loader failed"])[-1]
             raise SpagateError(last.removeprefix("spagate: error: "))
+        if r.stderr:  # its warnings and errors (unguarded interfaces...), as it wrote them
+            sys.stderr.write(r.stderr)
+            sys.stderr.flush()
 
     def _run_worker(self, monitor: Monitor, account, lock_fd: int) -> int:
         opts = self.opts
