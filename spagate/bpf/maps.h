@@ -52,9 +52,6 @@ BPF_PROG_ARRAY(spa_progs, PROG_SLOTS);
 BPF_TABLE("lru_hash", struct addr_key, struct icmp_peer, icmp_peers, ICMP_PEER_CAPACITY);
 BPF_ARRAY(icmp_global, struct icmp_global, 1);
 /* xdp_reply's per-CPU copy of the bytes it checksums (bpf_csum_diff reads words from memory). */
-struct reply_buf {
-	__u8 b[1504]; /* SG_SUM_MAX + 4: one pad word */
-};
 BPF_PERCPU_ARRAY(reply_scratch, struct reply_buf, 1);
 
 #endif

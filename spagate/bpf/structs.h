@@ -80,6 +80,12 @@ struct icmp_global {
 	__u64 stamp; /* ns of the last refill */
 };
 
+/* reply_scratch[0] (per CPU, kernel only): the bytes xdp_reply checksums, copied out of the
+ * packet (bpf_csum_diff reads words from memory): up to 1,500 bytes and one pad word. */
+struct reply_buf {
+	__u8 b[1504];
+};
+
 /* replay: nonce -> until (unix ms). Written and read by the daemon only. */
 struct nonce_key {
 	__u8 nonce[16];
