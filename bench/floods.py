@@ -14,6 +14,8 @@ Configurations run interleaved in shuffled rounds; per-round ratios, median and 
 Phases:
   syn    SYN flood to tcp/22 from random 198.18.0.0/15: kernel RST (closed port, no listener),
          sparoid's nftables ruleset, spagate native / generic XDP, allow map 1 and 1,000,000
+  disguise  the same SYN flood: spagate filtered (drop) against closed (an RST built in XDP,
+         XDP_TX) against the kernel's own RST, same run
   udp    96-byte UDP flood to the SPA port, 1 source and 65,536 sources: sparoid's nftables
          meter (+ notrack, + its input ruleset, a bound UDP socket that nobody reads) vs spagate
   spa    a real daemon (LabGate) guards eth0; during each flood a valid SPA is sent: opened?
@@ -21,7 +23,7 @@ Phases:
   daemon replays of one valid packet from 65,536 sources (dropped in the kernel); RSS
          after start and after 1,000,000 accepted packets (valid, fresh, third-party IPs)
 
-    sudo .venv/bin/python bench/floods.py [--rounds 5] [--phases syn,udp,spa,daemon]
+    sudo .venv/bin/python bench/floods.py [--rounds 5] [--phases syn,disguise,udp,spa,daemon]
 """
 
 from __future__ import annotations
@@ -336,6 +338,38 @@ def phase_syn(lab, gates, args, log) -> dict:
     ], log)  # fmt: skip
 
 
+def phase_disguise(lab, pins, args, log) -> dict:
+    """Closed against filtered: what answering every SYN with an RST costs the gate."""
+    g_ip = lab["gate"].v4
+    gates = {}
+    try:
+        for mode in ("filtered", "closed"):
+            g = load(GateOptions(disguise=mode), f"{pins}-{mode}")
+            g.maps.set_protected([("tcp", 22)])
+            gates[mode] = g
+        tmpl = frame(lab.mac["client"], lab.mac["gate"], "198.18.0.1", g_ip, 6, tcp_syn(40000, 22))
+        with LiveSender(tmpl, lab.ifindex["client"], "198.18.0.0", 0x1FFFF) as s:
+            cfgs = {
+                "kernel RST (closed port)": (nothing, s, None),
+                "spagate filtered (drop)": (xdp_ctx(lab, gates["filtered"], "native"), s,
+                                            gates["filtered"].maps),
+                "spagate closed (XDP RST)": (xdp_ctx(lab, gates["closed"], "native"), s,
+                                             gates["closed"].maps),
+            }  # fmt: skip
+            log(f"\nSYN flood to tcp/22 from random 198.18.0.0/15 by disguise, {args.count:,} "
+                "frames per run")  # fmt: skip
+            res = rounds(lab, cfgs, args.rounds, args.count, log)
+    finally:
+        for g in gates.values():
+            g.close()
+        for mode in ("filtered", "closed"):
+            unpin(f"{pins}-{mode}")
+    return summarise("SYN flood by disguise", res, [
+        ("spagate closed (XDP RST)", "spagate filtered (drop)"),
+        ("kernel RST (closed port)", "spagate closed (XDP RST)"),
+    ], log)  # fmt: skip
+
+
 def phase_udp(lab, gates, args, log) -> dict:
     g_ip = lab["gate"].v4
     small = gates[0]
@@ -554,7 +588,7 @@ def main() -> int:
     ap.add_argument("--accepted", type=int, default=1_000_000)
     ap.add_argument("--accept-rate", type=float, default=40_000)
     ap.add_argument("--accept-timeout", type=float, default=180)
-    ap.add_argument("--phases", default="syn,udp,spa,daemon")
+    ap.add_argument("--phases", default="syn,disguise,udp,spa,daemon")
     ap.add_argument("--json", help="write the summary here")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -592,6 +626,8 @@ def main() -> int:
             for g in gates:
                 g.close()
             gates.clear()
+        if "disguise" in phases:
+            summary["disguise"] = phase_disguise(lab, pins, args, log)
         if "spa" in phases:
             summary["spa"] = phase_spa(lab, work, args, log)
         if "daemon" in phases:

@@ -104,6 +104,11 @@ def table(outs: dict[str, str]) -> None:
             rows.append(
                 (f"  ratio {name}", f"{med:.1f}x", f"{lo:.1f}-{hi:.1f}x (aim {aim}x: {ok})")
             )
+    dg = f.get("disguise", {})
+    for name, (med, lo, hi) in dg.get("ns", {}).items():
+        rows.append((f"SYN flood by disguise: {name}", f"{med:.0f} ns/pkt", f"{lo:.0f}-{hi:.0f}"))
+    for name, (med, lo, hi) in dg.get("ratios", {}).items():
+        rows.append((f"  ratio {name}", f"{med:.2f}x", f"{lo:.2f}-{hi:.2f}x"))
     for kind, r in f.get("spa", {}).items():
         res = f"opened in {r['ms']:.2f} ms" if r["opened"] else "NOT opened during the flood"
         rows.append((f"valid SPA during {kind}", res, f"{r['tries']} packet(s)"))

@@ -76,6 +76,46 @@
 #define UDP_IDLE_NS 120000000000ULL /* a UDP flow stays open this long after its last packet */
 #endif
 
+/* -- disguise: what a dropped packet looks like from outside (docs/xdp.md, "Disguise") ---- */
+#ifndef DISGUISE_CLOSED
+#define DISGUISE_CLOSED 0 /* 0 filtered: silence; 1 closed: RST / port unreachable as Linux */
+#endif
+/* The host's own values, read from sysctl at start (spagate/gate/service/hostnet.py). */
+#ifndef REPLY_TTL
+#define REPLY_TTL 64 /* net.ipv4.ip_default_ttl */
+#endif
+#ifndef REPLY_HOP_LIMIT
+#define REPLY_HOP_LIMIT 64 /* net.ipv6.conf.<interface>.hop_limit */
+#endif
+#ifndef ICMP_RATELIMIT_NS
+#define ICMP_RATELIMIT_NS 1000000000ULL /* net.ipv4.icmp_ratelimit: per destination */
+#endif
+#ifndef ICMP6_RATELIMIT_NS
+#define ICMP6_RATELIMIT_NS 250000000ULL /* net.ipv6.icmp.ratelimit >> (128 - route plen) / 32 */
+#endif
+#ifndef ICMP_RATEMASK
+#define ICMP_RATEMASK 0x1818 /* net.ipv4.icmp_ratemask: bit 3 = destination unreachable */
+#endif
+#ifndef ICMP6_LIMIT_UNREACH
+#define ICMP6_LIMIT_UNREACH 1 /* net.ipv6.icmp.ratemask has type 1 (destination unreachable) */
+#endif
+#ifndef ICMP_MSGS_PER_SEC
+#define ICMP_MSGS_PER_SEC 1000 /* net.ipv4.icmp_msgs_per_sec: global, IPv4 and IPv6 */
+#endif
+#ifndef ICMP_MSGS_BURST
+#define ICMP_MSGS_BURST 50 /* net.ipv4.icmp_msgs_burst */
+#endif
+#ifndef REPLY_FLOW_SECRET
+#define REPLY_FLOW_SECRET 0x5a5a5a5aU /* IPv6 flow label hash key, random per load */
+#endif
+#define XRLIM_BURST_FACTOR 6          /* the kernel's per-destination burst: 6 x ratelimit */
+#define ICMP_GLOBAL_MIN_NS 20000000ULL /* HZ / 50: no global refill within 20 ms */
+#define ICMP4_QUOTE_MAX 548  /* 576 - 20 (IPv4) - 8 (ICMP): bytes of the original quoted */
+#define ICMP6_QUOTE_MAX 1232 /* 1280 - 40 (IPv6) - 8 (ICMPv6) */
+#define PROG_SLOT_SPA_VERIFY 0 /* spa_progs[0]: xdp_spa_verify */
+#define PROG_SLOT_REPLY 1      /* spa_progs[1]: xdp_reply */
+#define PROG_SLOTS 2
+
 /* -- map capacities (max_entries) --------------------------------------------------------- */
 #ifndef ALLOW_CAPACITY
 #define ALLOW_CAPACITY 65536
@@ -98,6 +138,9 @@
 #ifndef SPA_TAGS_CAPACITY
 #define SPA_TAGS_CAPACITY 1024 /* live hints: identities x time steps within +-max skew */
 #endif
+#ifndef ICMP_PEER_CAPACITY
+#define ICMP_PEER_CAPACITY 65536 /* icmp_peers: destinations the ICMP limiter remembers */
+#endif
 #ifndef RINGBUF_PAGES
 #define RINGBUF_PAGES 256 /* spa_events size in pages; a power of two */
 #endif
@@ -109,6 +152,8 @@
 #define PROTECTED_UDP_BASE 1024 /* first slot of the UDP bitmap */
 #define PROTO_ANY 0 /* allow_key.proto: every protocol (with port 0: every protected port) */
 #define SG_VLAN_MAX 2      /* 802.1Q and QinQ */
-#define SG_IPV6_EXT_MAX 6  /* IPv6 extension headers walked before giving up (malformed) */
+#ifndef SG_IPV6_EXT_MAX
+#define SG_IPV6_EXT_MAX 24 /* IPv6 extension headers walked; more: ipv6_chain_unwalked */
+#endif
 
 #endif

@@ -4,9 +4,11 @@
  *   protected TCP    SYN: allow map / static_allow; other segments: kernel socket, allow, static
  *   protected UDP    live flow in udp_flows, allow map (creates the flow), static_allow
  *   everything else  XDP_PASS untouched
+ * A drop on the SPA port or a protected port leaves through sg_reject() (reply.h): silent
+ * (disguise filtered) or answered as a closed port by the tail-called xdp_reply (closed).
  * Defaults and compile-time options (-D): consts.h (SPA_PORT, SPA_INTERVAL_NS, SPA_BURST,
- * SPA_BUDGET, UDP_IDLE_NS, capacities), plus SPAGATE_COARSE_CLOCK. Maps: maps.h. Parsing:
- * parsing.h.
+ * SPA_BUDGET, UDP_IDLE_NS, capacities, DISGUISE_CLOSED and the host's reply values), plus
+ * SPAGATE_COARSE_CLOCK. Maps: maps.h. Parsing: parsing.h. Replies: reply.h.
  */
 #include "consts.h"
 #include "maps.h"
@@ -44,6 +46,14 @@ static __always_inline int verdict(__u32 reason, int action)
 		*c += 1; /* per-CPU slot: no atomic needed */
 	return action;
 }
+
+/* sg_reject()'s tail call to xdp_reply (reply.h cannot name a map: bcc rewrites gate.c only). */
+static __always_inline void sg_reply_call(struct xdp_md *ctx)
+{
+	spa_progs.call(ctx, PROG_SLOT_REPLY);
+}
+
+#include "reply.h"
 
 static __always_inline void copy_addr(__u8 *dst, const struct pkt *p, int want_dst)
 {
@@ -189,13 +199,14 @@ static __always_inline void spa_sample(struct spa_scratch *s, __u32 reason, __u3
 }
 
 /* Every SPA drop after the scratch is filled leaves here: the sampled reasons are sampled. */
-static __always_inline int spa_drop(struct spa_scratch *s, __u32 reason, __u32 key)
+static __always_inline int spa_drop(struct xdp_md *ctx, struct spa_scratch *s, __u32 reason,
+				    __u32 key)
 {
 	if (reason == REASON_SPA_BAD_MAC || reason == REASON_SPA_TAG_BAD ||
 	    reason == REASON_SPA_REPLAY_DUP || reason == REASON_SPA_RATE_SOURCE ||
 	    reason == REASON_SPA_RATE_IDENTITY || reason == REASON_SPA_UNTAGGED_BUDGET)
 		spa_sample(s, reason, key); /* reason is a constant here: the test folds away */
-	return verdict(reason, XDP_DROP);
+	return sg_reject(ctx, reason);
 }
 
 /* SPA port, first half (in xdp_gate): size, then the tag hint: a live hint names the identity
@@ -213,18 +224,18 @@ static __always_inline int spa(struct xdp_md *ctx, struct pkt *p, struct udphdr 
 		return verdict(REASON_FRAGMENT_DROPPED, XDP_DROP); /* SPA packets are never fragmented */
 	ulen = sg_ntohs(uh->len);
 	if ((void *)(uh + 1) > end || ulen < sizeof(*uh) || ulen > p->l4_len)
-		return verdict(REASON_MALFORMED, XDP_DROP);
+		return sg_reject(ctx, REASON_MALFORMED);
 	/* ::ffff:a.b.c.d is never a source on the wire: userspace would take the sender for that
 	 * IPv4 host (its bucket, its source match). Before anything is charged. */
 	if (p->mapped_src)
-		return verdict(REASON_MALFORMED, XDP_DROP);
+		return sg_reject(ctx, REASON_MALFORMED);
 	if (ulen != sizeof(*uh) + SPA_PACKET_SIZE)
-		return verdict(REASON_SPA_BAD_SIZE, XDP_DROP);
+		return sg_reject(ctx, REASON_SPA_BAD_SIZE);
 	if ((void *)(pl + SPA_PACKET_SIZE) > end)
-		return verdict(REASON_MALFORMED, XDP_DROP); /* ulen <= l4_len: for the verifier */
+		return sg_reject(ctx, REASON_MALFORMED); /* ulen <= l4_len: for the verifier */
 	s = spa_scratch.lookup(&zero);
 	if (!s)
-		return verdict(REASON_SPA_TAIL_CALL_FAILED, XDP_DROP);
+		return sg_reject(ctx, REASON_SPA_TAIL_CALL_FAILED);
 
 	copy_addr(s->src, p, 0);
 	copy_addr(s->dst, p, 1);
@@ -248,20 +259,21 @@ static __always_inline int spa(struct xdp_md *ctx, struct pkt *p, struct udphdr 
 		s->path = SPA_PATH_UNTAGGED;
 		s->slot = SPA_KEY_NONE;
 		if (SPA_UNTAGGED_MODE == SPA_UNTAGGED_REFUSE)
-			return verdict(REASON_SPA_UNTAGGED_REFUSED, XDP_DROP);
+			return sg_reject(ctx, REASON_SPA_UNTAGGED_REFUSED);
 		/* Over budget: dropped before the tail call (the steady state of a junk flood). */
 		if (SPA_UNTAGGED_MODE == SPA_UNTAGGED_BOUNDED &&
 		    budget_full(SPA_BUDGET_UNTAGGED, SPA_UNTAGGED_BUDGET, s->now))
-			return spa_drop(s, REASON_SPA_UNTAGGED_BUDGET, SPA_KEY_NONE);
+			return spa_drop(ctx, s, REASON_SPA_UNTAGGED_BUDGET, SPA_KEY_NONE);
 	}
 	/* The checks with hashes (~13k instructions per HMAC) live in their own program: inlined
 	 * here the verifier would walk them once per parse_packet() path and run out of budget. */
-	spa_progs.call(ctx, 0);
-	return verdict(REASON_SPA_TAIL_CALL_FAILED, XDP_DROP);
+	spa_progs.call(ctx, PROG_SLOT_SPA_VERIFY);
+	return sg_reject(ctx, REASON_SPA_TAIL_CALL_FAILED);
 }
 
 /* fwknop port: its own per-source bucket, its own budget, then the whole payload to
- * fwknop_events; always XDP_DROP (nothing answers). No MAC here: fwknop's HMAC covers a base64
+ * fwknop_events; always dropped through sg_reject() (the port looks unused, as the SPA
+ * port does). No MAC here: fwknop's HMAC covers a base64
  * text of any length, the worker checks it; so fwknop junk can spend fwknop's budget, never
  * sparoid's (separate maps), and never more than FWKNOP_BUDGET packets a second. */
 static __always_inline int fwknop(struct xdp_md *ctx, struct pkt *p, struct udphdr *uh, void *end)
@@ -277,12 +289,12 @@ static __always_inline int fwknop(struct xdp_md *ctx, struct pkt *p, struct udph
 		return verdict(REASON_FRAGMENT_DROPPED, XDP_DROP);
 	ulen = sg_ntohs(uh->len);
 	if ((void *)(uh + 1) > end || ulen < sizeof(*uh) || ulen > p->l4_len)
-		return verdict(REASON_MALFORMED, XDP_DROP);
+		return sg_reject(ctx, REASON_MALFORMED);
 	if (p->mapped_src)
-		return verdict(REASON_MALFORMED, XDP_DROP);
+		return sg_reject(ctx, REASON_MALFORMED);
 	len = ulen - sizeof(*uh);
 	if (len < FWKNOP_MIN_PAYLOAD || len > FWKNOP_MAX_PAYLOAD)
-		return verdict(REASON_FWKNOP_BAD_SIZE, XDP_DROP);
+		return sg_reject(ctx, REASON_FWKNOP_BAD_SIZE);
 	source_bucket(bucket.addr, p);
 	now = now_ns();
 	stored = fwknop_rate.lookup(&bucket);
@@ -291,7 +303,7 @@ static __always_inline int fwknop(struct xdp_md *ctx, struct pkt *p, struct udph
 		if (tat < now)
 			tat = now;
 		if (tat - now > SPA_TAU_NS)
-			return verdict(REASON_FWKNOP_RATE_SOURCE, XDP_DROP);
+			return sg_reject(ctx, REASON_FWKNOP_RATE_SOURCE);
 		*stored = tat + SPA_INTERVAL_NS;
 	} else {
 		tat = now + SPA_INTERVAL_NS;
@@ -299,21 +311,21 @@ static __always_inline int fwknop(struct xdp_md *ctx, struct pkt *p, struct udph
 	}
 	b = fwknop_budget.lookup(&zero);
 	if (!b)
-		return verdict(REASON_FWKNOP_RATE_GLOBAL, XDP_DROP);
+		return sg_reject(ctx, REASON_FWKNOP_RATE_GLOBAL);
 	if (now - b->window_start >= SPA_BUDGET_WINDOW_NS) {
 		b->window_start = now;
 		b->count = 0;
 	}
 	if (__sync_fetch_and_add(&b->count, 1) >= FWKNOP_BUDGET)
-		return verdict(REASON_FWKNOP_RATE_GLOBAL, XDP_DROP);
+		return sg_reject(ctx, REASON_FWKNOP_RATE_GLOBAL);
 	e = fwknop_events.ringbuf_reserve(sizeof(struct fwknop_event));
 	if (!e)
-		return verdict(REASON_FWKNOP_RINGBUF_FULL, XDP_DROP);
+		return sg_reject(ctx, REASON_FWKNOP_RINGBUF_FULL);
 	/* len is bounded above (the check above): the verifier accepts it as the copy size. */
 	if (bpf_xdp_load_bytes(ctx, (void *)(uh + 1) - (void *)(long)ctx->data, e->payload,
 			       len) < 0) {
 		fwknop_events.ringbuf_discard(e, 0);
-		return verdict(REASON_MALFORMED, XDP_DROP);
+		return sg_reject(ctx, REASON_MALFORMED);
 	}
 	copy_addr(e->src, p, 0);
 	copy_addr(e->dst, p, 1);
@@ -324,7 +336,7 @@ static __always_inline int fwknop(struct xdp_md *ctx, struct pkt *p, struct udph
 	e->pad = 0;
 	e->pad2 = 0;
 	fwknop_events.ringbuf_submit(e, 0);
-	return verdict(REASON_FWKNOP_QUEUED, XDP_DROP);
+	return sg_reject(ctx, REASON_FWKNOP_QUEUED);
 }
 
 static __always_inline int tcp_established(struct xdp_md *ctx, struct pkt *p, struct tcphdr *th)
@@ -381,12 +393,12 @@ static __always_inline int tcp(struct xdp_md *ctx, struct pkt *p, struct tcphdr 
 			return verdict(REASON_PROTECTED_STATIC, XDP_PASS);
 	}
 	if (th->syn && !th->ack)
-		return verdict(REASON_TCP_DROPPED_NEW, XDP_DROP);
-	return verdict(REASON_TCP_DROPPED_STRAY, XDP_DROP);
+		return sg_reject(ctx, REASON_TCP_DROPPED_NEW);
+	return sg_reject(ctx, REASON_TCP_DROPPED_STRAY);
 }
 
-static __always_inline int udp(struct pkt *p, struct udphdr *uh, void *end, __u16 sport,
-			       __u16 dport)
+static __always_inline int udp(struct xdp_md *ctx, struct pkt *p, struct udphdr *uh, void *end,
+			       __u16 sport, __u16 dport)
 {
 	struct flow_key fk;
 	struct allow_key k;
@@ -396,10 +408,13 @@ static __always_inline int udp(struct pkt *p, struct udphdr *uh, void *end, __u1
 	if ((void *)(uh + 1) > end || p->l4_len < sizeof(*uh))
 		return verdict(p->first_frag ? REASON_FRAGMENT_DROPPED : REASON_MALFORMED, XDP_DROP);
 	ulen = sg_ntohs(uh->len);
+	/* UDP-Lite's field is the checksum coverage: 0 (all) or 8..length. */
+	if (p->proto == IPPROTO_UDPLITE && ulen == 0)
+		ulen = sizeof(*uh);
 	if (ulen < sizeof(*uh) || (!p->first_frag && ulen > p->l4_len))
 		return verdict(REASON_MALFORMED, XDP_DROP);
 	if (p->mapped_src)
-		return verdict(REASON_UDP_DROPPED, XDP_DROP);
+		return sg_reject(ctx, REASON_UDP_DROPPED);
 
 	copy_addr(k.addr, p, 0);
 	__builtin_memcpy(fk.addr, k.addr, 16);
@@ -420,7 +435,7 @@ static __always_inline int udp(struct pkt *p, struct udphdr *uh, void *end, __u1
 	}
 	if (static_hit(k.addr))
 		return verdict(REASON_PROTECTED_STATIC, XDP_PASS);
-	return verdict(REASON_UDP_DROPPED, XDP_DROP);
+	return sg_reject(ctx, REASON_UDP_DROPPED);
 }
 
 int xdp_gate(struct xdp_md *ctx)
@@ -439,7 +454,7 @@ int xdp_gate(struct xdp_md *ctx)
 		if (r == REASON_PASS_NOT_IP || r == REASON_PASS_UNRELATED ||
 		    r == REASON_FRAGMENT_PASSED)
 			return verdict(r, XDP_PASS);
-		return verdict(r, XDP_DROP);
+		return verdict(r, XDP_DROP); /* the kernel would not answer these either */
 	}
 	/* Re-check the 4 port bytes on this path: the verifier does not carry the bound across
 	 * the parse_packet() return value. */
@@ -456,13 +471,13 @@ int xdp_gate(struct xdp_md *ctx)
 	if (p.proto == IPPROTO_UDP && dport == SPA_PORT)
 		return spa(ctx, &p, p.l4, end);
 
-	slot = PROTECTED_SLOT(p.proto == IPPROTO_UDP, dport);
+	slot = PROTECTED_SLOT(p.proto != IPPROTO_TCP, dport); /* UDP-Lite: the UDP bitmap */
 	word = protected.lookup(&slot);
 	if (!word || !(*word & (1ULL << (dport & 63))))
 		return verdict(REASON_PASS_UNRELATED, XDP_PASS);
 	if (p.proto == IPPROTO_TCP)
 		return tcp(ctx, &p, p.l4, end, dport);
-	return udp(&p, p.l4, end, sport, dport);
+	return udp(ctx, &p, p.l4, end, sport, dport);
 }
 
 static __always_inline int same16(const __u8 *a, const __u8 *b)
@@ -570,13 +585,13 @@ int xdp_spa_verify(struct xdp_md *ctx)
 
 	s = spa_scratch.lookup(&zero);
 	if (!s)
-		return verdict(REASON_SPA_TAIL_CALL_FAILED, XDP_DROP);
+		return sg_reject(ctx, REASON_SPA_TAIL_CALL_FAILED);
 	if (bpf_xdp_load_bytes(ctx, s->off, &s->wire, sizeof(s->wire)) < 0)
-		return verdict(REASON_MALFORMED, XDP_DROP); /* cannot happen: xdp_gate checked len */
+		return sg_reject(ctx, REASON_MALFORMED); /* cannot happen: xdp_gate checked len */
 
 	if (s->path == SPA_PATH_TAGGED) {
 		if (!spa_tag_ok(s->k0, s->k1, &s->wire))
-			return spa_drop(s, REASON_SPA_TAG_BAD, s->slot);
+			return spa_drop(ctx, s, REASON_SPA_TAG_BAD, s->slot);
 		key = (struct seen_key *)s->wire.body; /* the IV: a map value pointer is a valid key */
 	} else {
 		key = (struct seen_key *)s->wire.mac;
@@ -589,7 +604,7 @@ int xdp_spa_verify(struct xdp_md *ctx)
 	e = spa_seen.lookup(key);
 	if (e) {
 		if (!same_mac(e->mac, s->wire.mac))
-			return spa_drop(s, REASON_SPA_BAD_MAC, e->slot); /* known right MAC: not this */
+			return spa_drop(ctx, s, REASON_SPA_BAD_MAC, e->slot); /* known right MAC: not this */
 		prev = e->state;
 		if (prev == SEEN_QUEUED) {
 			/* require-source-match: a copy from another source may be the real one (the
@@ -597,12 +612,12 @@ int xdp_spa_verify(struct xdp_md *ctx)
 			if (!SPA_SOURCE_MATCH || same16(e->src, s->src) ||
 			    same16(e->alt_src, s->src) || e->alt >= SPA_SEEN_ALT_MAX ||
 			    __sync_fetch_and_add(&e->alt, 1) >= SPA_SEEN_ALT_MAX)
-				return spa_drop(s, REASON_SPA_REPLAY_DUP, e->slot);
+				return spa_drop(ctx, s, REASON_SPA_REPLAY_DUP, e->slot);
 			__builtin_memcpy(e->alt_src, s->src, 16); /* its own copies: duplicates */
 		} else if (prev == SEEN_EXPECT && !same16(e->src, s->src)) {
-			return spa_drop(s, REASON_SPA_REPLAY_DUP, e->slot);
+			return spa_drop(ctx, s, REASON_SPA_REPLAY_DUP, e->slot);
 		} else if (__sync_val_compare_and_swap(&e->state, prev, SEEN_QUEUED) != prev) {
-			return spa_drop(s, REASON_SPA_REPLAY_DUP, e->slot); /* another CPU took it */
+			return spa_drop(ctx, s, REASON_SPA_REPLAY_DUP, e->slot); /* another CPU took it */
 		}
 		s->hit = 1;
 		s->prev = prev;
@@ -620,10 +635,10 @@ int xdp_spa_verify(struct xdp_md *ctx)
 		s->last = s->slot + 1;
 	} else {
 		if (!bucket_ok(s))
-			return spa_drop(s, REASON_SPA_RATE_SOURCE, SPA_KEY_NONE);
+			return spa_drop(ctx, s, REASON_SPA_RATE_SOURCE, SPA_KEY_NONE);
 		if (SPA_UNTAGGED_MODE == SPA_UNTAGGED_BOUNDED &&
 		    !budget_take(SPA_BUDGET_UNTAGGED, SPA_UNTAGGED_BUDGET, s->now))
-			return spa_drop(s, REASON_SPA_UNTAGGED_BUDGET, SPA_KEY_NONE);
+			return spa_drop(ctx, s, REASON_SPA_UNTAGGED_BUDGET, SPA_KEY_NONE);
 		s->first = 0;
 		s->last = SPA_KEYS_MAX;
 	}
@@ -640,7 +655,7 @@ int xdp_spa_verify(struct xdp_md *ctx)
 			goto restore;
 		}
 		if (s->path != SPA_PATH_TAGGED)
-			return spa_drop(s, REASON_SPA_BAD_MAC, SPA_KEY_NONE);
+			return spa_drop(ctx, s, REASON_SPA_BAD_MAC, SPA_KEY_NONE);
 		count = spa_key_count_get();
 		if (count && s->slot < *count) {
 			/* A valid tag, a wrong MAC: a captured packet with its MAC changed. Remember
@@ -649,12 +664,12 @@ int xdp_spa_verify(struct xdp_md *ctx)
 			seen_fill(s, s->digest, SEEN_KNOWN, s->slot);
 			spa_seen.insert(key, &s->seen);
 		}
-		return spa_drop(s, REASON_SPA_BAD_MAC, s->slot);
+		return spa_drop(ctx, s, REASON_SPA_BAD_MAC, s->slot);
 	}
 	if (!s->hit && s->path != SPA_PATH_TAGGED && !budget_take(slot, SPA_BUDGET, s->now)) {
 		seen_fill(s, s->wire.mac, SEEN_KNOWN, slot); /* a copy later costs one HMAC */
 		spa_seen.insert(key, &s->seen);
-		return spa_drop(s, REASON_SPA_RATE_IDENTITY, slot);
+		return spa_drop(ctx, s, REASON_SPA_RATE_IDENTITY, slot);
 	}
 	if (!s->hit) {
 		/* The NOEXIST insert settles CPUs racing on the same packet: one inserts, the others
@@ -663,17 +678,17 @@ int xdp_spa_verify(struct xdp_md *ctx)
 		seen_fill(s, s->wire.mac, SEEN_QUEUED, slot);
 		r = spa_seen.insert(key, &s->seen);
 		if (r == -SG_EEXIST)
-			return spa_drop(s, REASON_SPA_REPLAY_DUP, slot);
+			return spa_drop(ctx, s, REASON_SPA_REPLAY_DUP, slot);
 	}
 	if (spa_queue(s, slot))
-		return verdict(REASON_SPA_QUEUED, XDP_DROP);
+		return sg_reject(ctx, REASON_SPA_QUEUED);
 	/* Never reached userspace: a copy sent later (a retransmission) is welcome, at the cost
 	 * of one HMAC. */
 	if (!s->hit) {
 		e = spa_seen.lookup(key);
 		if (e)
 			e->state = SEEN_KNOWN;
-		return verdict(REASON_SPA_RINGBUF_FULL, XDP_DROP);
+		return sg_reject(ctx, REASON_SPA_RINGBUF_FULL);
 	}
 	r = REASON_SPA_RINGBUF_FULL;
 
@@ -686,5 +701,340 @@ restore:
 		if (e)
 			e->state = s->prev;
 	}
-	return spa_drop(s, r, slot);
+	return spa_drop(ctx, s, r, slot);
+}
+
+/* -- the closed disguise: xdp_reply ----------------------------------------------------------
+ * Tail-called by sg_reject() (reply.h) once the drop is counted. It parses the packet again
+ * (packet pointers do not survive a tail call), decides whether Linux would answer, and turns
+ * the frame into that answer in place: XDP_TX. Every way out counts one more reason:
+ * reply_rst, reply_icmp, reply_ratelimited or reply_skipped. */
+
+/* The kernel's ICMP limits (net/ipv4/icmp.c): a global credit (icmp_global_allow: refilled at
+ * icmp_msgs_per_sec, at most icmp_msgs_burst, not within 20 ms of the last refill; each
+ * message sent consumes 0, 1 or 2 credits at random) and a per-destination token bucket
+ * (inet_peer_xrlim_allow: one message per ratelimit, a burst of 6; a new destination starts
+ * full). Only the destination-unreachable type is limited here, and only if its ratemask says
+ * so. The races between CPUs are the kernel's too (it tolerates them the same way). */
+static __always_inline int icmp_allow(const __u32 *peer, __u64 interval)
+{
+	struct icmp_global *g;
+	struct icmp_peer *pe, fresh;
+	__u32 zero = 0;
+	__u64 now = bpf_ktime_get_ns(), delta, incr, cap = XRLIM_BURST_FACTOR * interval;
+	__s64 credit;
+
+	g = icmp_global.lookup(&zero);
+	if (!g)
+		return 0;
+	if (g->credit <= 0) {
+		delta = now - g->stamp;
+		if (delta > 1000000000ULL)
+			delta = 1000000000ULL;
+		if (delta < ICMP_GLOBAL_MIN_NS)
+			return 0;
+		incr = ICMP_MSGS_PER_SEC * delta / 1000000000ULL;
+		if (!incr)
+			return 0;
+		g->stamp = now;
+		credit = g->credit + (__s64)incr;
+		g->credit = credit > ICMP_MSGS_BURST ? ICMP_MSGS_BURST : credit;
+	}
+	pe = icmp_peers.lookup((struct addr_key *)peer);
+	if (!pe) {
+		fresh.tokens = cap - interval; /* inet_getpeer: rate_last 60 s ago, so a full burst */
+		fresh.last = now;
+		icmp_peers.update((struct addr_key *)peer, &fresh);
+	} else {
+		__u64 tokens = pe->tokens + (now - pe->last);
+
+		pe->last = now;
+		if (tokens > cap)
+			tokens = cap;
+		if (tokens < interval) {
+			pe->tokens = tokens;
+			return 0;
+		}
+		pe->tokens = tokens - interval;
+	}
+	__sync_fetch_and_add(&g->credit, -(__s64)(bpf_get_prandom_u32() % 3));
+	return 1;
+}
+
+/* Read what the reply needs; 0 when Linux would not answer (not unicast, a RST, IP options
+ * the kernel would echo). */
+static __always_inline int reply_orig(struct pkt *p, void *end, struct sg_orig *o)
+{
+	__builtin_memset(o, 0, sizeof(*o));
+	o->v6 = p->v6;
+	if (p->v6) {
+		struct ipv6hdr *ip6 = p->l3;
+		__u32 *s = ip6->saddr.in6_u.u6_addr32, *d = ip6->daddr.in6_u.u6_addr32;
+
+		if ((void *)(ip6 + 1) > end)
+			return 0;
+		__builtin_memcpy(o->src, s, 16);
+		__builtin_memcpy(o->dst, d, 16);
+		if (!sg_v6_unicast(o->src) || !sg_v6_unicast(o->dst))
+			return 0;
+		o->tos = sg_ntohl(*(__be32 *)ip6) >> 20;
+		o->ip_len = sizeof(*ip6) + sg_ntohs(ip6->payload_len);
+	} else {
+		struct iphdr *ip = p->l3;
+
+		if ((void *)(ip + 1) > end)
+			return 0;
+		if (ip->ihl != 5)
+			return 0; /* options: the kernel echoes some (RR, TS, SRR), we send none */
+		o->src[0] = ip->saddr;
+		o->dst[0] = ip->daddr;
+		if (!sg_v4_unicast(o->src[0]) || !sg_v4_unicast(o->dst[0]))
+			return 0;
+		o->tos = ip->tos;
+		o->ip_len = sg_ntohs(ip->tot_len);
+	}
+	o->l4_len = p->l4_len;
+	if (p->l4 + 4 > end)
+		return 0;
+	o->sport = *(__be16 *)p->l4;
+	o->dport = *(__be16 *)(p->l4 + 2);
+	return 1;
+}
+
+/* The L4 checksum is right (the kernel silently drops a segment whose checksum is wrong, and
+ * never answers it: nmap --badsum tells a firewall that does). UDP over IPv4 may carry none. */
+static __always_inline __u8 *reply_buf(void)
+{
+	__u32 zero = 0;
+	struct reply_buf *b = reply_scratch.lookup(&zero);
+
+	return b ? b->b : NULL;
+}
+
+static __always_inline int reply_csum_ok(struct xdp_md *ctx, struct pkt *p, void *end,
+					 const struct sg_orig *o)
+{
+	__u8 *buf = reply_buf();
+	__u64 s;
+	int ok;
+
+	if (!buf)
+		return 0;
+
+	if (p->proto == IPPROTO_UDP && !o->v6) {
+		struct udphdr *uh = p->l4;
+
+		if ((void *)(uh + 1) > end)
+			return 0;
+		if (uh->check == 0)
+			return 1;
+	}
+	if (p->proto == IPPROTO_UDPLITE)
+		return 1; /* partial coverage: not checked (see docs/xdp.md) */
+	s = sg_sum_packet(ctx, p->l4 - (void *)(long)ctx->data, o->l4_len, buf, &ok);
+	if (!ok)
+		return 0;
+	if (o->v6)
+		s += sg_sum_addr6(o->src) + sg_sum_addr6(o->dst) + sg_htonl(o->l4_len) +
+		     sg_htonl(p->proto);
+	else
+		s += (__u64)o->src[0] + o->dst[0] + sg_htons(o->l4_len) + sg_htons(p->proto);
+	return sg_fold(s) == 0;
+}
+
+static __always_inline int reply_rst(struct xdp_md *ctx, struct pkt *p, __u32 l2len,
+				     struct sg_orig *o)
+{
+	void *data, *end = (void *)(long)ctx->data_end;
+	struct tcphdr *th = p->l4;
+	__u32 hlen = o->v6 ? 60 : 40;
+	__u64 s;
+
+	if ((void *)(th + 1) > end)
+		return verdict(REASON_REPLY_SKIPPED, XDP_DROP);
+	if (th->rst)
+		return verdict(REASON_REPLY_SKIPPED, XDP_DROP); /* never answer a reset */
+	o->seq = th->seq;
+	o->ack_seq = th->ack_seq;
+	o->flags = ((__u8 *)th)[13];
+	o->doff = th->doff;
+	if (!reply_csum_ok(ctx, p, end, o))
+		return verdict(REASON_REPLY_SKIPPED, XDP_DROP);
+
+	/* The segment is at least as long as the RST (IP + 20 bytes of TCP): cut it to size. */
+	/* bpf_xdp_get_buff_len: the verifier forbids arithmetic on data_end */
+	if (bpf_xdp_adjust_tail(ctx, (int)(l2len + hlen) - (int)bpf_xdp_get_buff_len(ctx)))
+		return verdict(REASON_REPLY_SKIPPED, XDP_DROP);
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (l2len > SG_L2_MAX || data + sizeof(struct ethhdr) > end)
+		return verdict(REASON_REPLY_SKIPPED, XDP_DROP);
+	/* The verifier lost l2len's bound across the helper calls; clang knows it and would drop
+	 * a plain mask: hide the value from clang, then mask. */
+	asm volatile("" : "+r"(l2len));
+	l2len &= 0x1f;
+	sg_swap_macs(data);
+	if (o->v6) {
+		struct ipv6hdr *ip6 = data + l2len;
+
+		asm volatile("" : "+r"(ip6)); /* one register for the check and the writes */
+		if ((void *)(ip6 + 1) + sizeof(struct tcphdr) > end)
+			return verdict(REASON_REPLY_SKIPPED, XDP_DROP);
+		th = (void *)(ip6 + 1);
+		/* tcp_v6_send_reset: the segment's traffic class without ECN, an auto flow label */
+		sg_write_ip6(ip6, o, o->tos & ~3,
+			     sg_flow_label(o->dst, o->src, (__u32)o->sport << 16 | o->dport), 20,
+			     IPPROTO_TCP);
+		sg_write_rst(th, o);
+		s = sg_sum_addr6(o->src) + sg_sum_addr6(o->dst) + sg_htonl(20) + sg_htonl(IPPROTO_TCP);
+	} else {
+		struct iphdr *ip = data + l2len;
+
+		asm volatile("" : "+r"(ip));
+		if ((void *)(ip + 1) + sizeof(struct tcphdr) > end)
+			return verdict(REASON_REPLY_SKIPPED, XDP_DROP);
+		th = (void *)(ip + 1);
+		/* ip_send_unicast_reply: the segment's TOS without ECN, DF, IP ID 0 */
+		sg_write_ip4(ip, o, o->tos & ~3, 40, 0, 0x4000, IPPROTO_TCP);
+		sg_write_rst(th, o);
+		s = (__u64)o->src[0] + o->dst[0] + sg_htons(20) + sg_htons(IPPROTO_TCP);
+	}
+	th->check = sg_fold(s + sg_sum_words(th, 10));
+	return verdict(REASON_REPLY_RST, XDP_TX);
+}
+
+/* Move the L2 header (Ethernet and its VLAN tags) from data + grow to data. */
+static __always_inline int move_l2(void *data, void *end, __u32 l2len, __u32 grow)
+{
+	if (data + grow + SG_L2_MAX > end)
+		return 0;
+	if (grow == 28) {
+		if (l2len == 14)
+			__builtin_memcpy(data, data + 28, 14);
+		else if (l2len == 18)
+			__builtin_memcpy(data, data + 28, 18);
+		else
+			__builtin_memcpy(data, data + 28, 22);
+	} else {
+		if (l2len == 14)
+			__builtin_memcpy(data, data + 48, 14);
+		else if (l2len == 18)
+			__builtin_memcpy(data, data + 48, 18);
+		else
+			__builtin_memcpy(data, data + 48, 22);
+	}
+	return 1;
+}
+
+static __always_inline int reply_unreach(struct xdp_md *ctx, struct pkt *p, __u32 l2len,
+					 struct sg_orig *o)
+{
+	void *data, *end = (void *)(long)ctx->data_end;
+	__u32 grow = o->v6 ? 48 : 28, quote;
+	__u8 *buf = reply_buf();
+	__u64 s;
+	int ok;
+
+	if (!buf)
+		return verdict(REASON_REPLY_SKIPPED, XDP_DROP);
+
+	if (!reply_csum_ok(ctx, p, end, o))
+		return verdict(REASON_REPLY_SKIPPED, XDP_DROP);
+	quote = o->ip_len;
+	if (o->v6) {
+		if (quote > ICMP6_QUOTE_MAX)
+			quote = ICMP6_QUOTE_MAX;
+		if (ICMP6_LIMIT_UNREACH && !icmp_allow(o->src, ICMP6_RATELIMIT_NS))
+			return verdict(REASON_REPLY_RATELIMITED, XDP_DROP);
+	} else {
+		if (quote > ICMP4_QUOTE_MAX)
+			quote = ICMP4_QUOTE_MAX;
+		if ((ICMP_RATEMASK & (1 << ICMP_DEST_UNREACH)) &&
+		    !icmp_allow(o->src, ICMP_RATELIMIT_NS))
+			return verdict(REASON_REPLY_RATELIMITED, XDP_DROP);
+	}
+	/* Room in front for the new IP and ICMP headers; the original datagram stays where it is
+	 * and becomes the quote. */
+	if (bpf_xdp_adjust_head(ctx, -(int)grow))
+		return verdict(REASON_REPLY_SKIPPED, XDP_DROP);
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	asm volatile("" : "+r"(quote));
+	quote &= 0x7ff; /* <= ICMP6_QUOTE_MAX, in a form the verifier keeps */
+	if (!move_l2(data, end, l2len, grow))
+		return verdict(REASON_REPLY_SKIPPED, XDP_DROP);
+	if (bpf_xdp_adjust_tail(ctx, (int)(l2len + grow + quote) - (int)bpf_xdp_get_buff_len(ctx)))
+		return verdict(REASON_REPLY_SKIPPED, XDP_DROP);
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (l2len > SG_L2_MAX || data + sizeof(struct ethhdr) > end)
+		return verdict(REASON_REPLY_SKIPPED, XDP_DROP);
+	/* The verifier lost l2len's bound across the helper calls; clang knows it and would drop
+	 * a plain mask: hide the value from clang, then mask. */
+	asm volatile("" : "+r"(l2len));
+	l2len &= 0x1f;
+	sg_swap_macs(data);
+	if (o->v6) {
+		struct ipv6hdr *ip6 = data + l2len;
+		struct icmp6hdr *ic;
+
+		asm volatile("" : "+r"(ip6));
+		ic = (void *)(ip6 + 1);
+		if ((void *)(ic + 1) > end)
+			return verdict(REASON_REPLY_SKIPPED, XDP_DROP);
+		s = sg_sum_packet(ctx, l2len + 48, quote, buf, &ok);
+		if (!ok)
+			return verdict(REASON_REPLY_SKIPPED, XDP_DROP);
+		/* icmp6_send: traffic class 0, an auto flow label */
+		sg_write_ip6(ip6, o, 0, sg_flow_label(o->dst, o->src, IPPROTO_ICMPV6), 8 + quote,
+			     IPPROTO_ICMPV6);
+		__builtin_memset(ic, 0, sizeof(*ic));
+		ic->icmp6_type = ICMPV6_DEST_UNREACH;
+		ic->icmp6_code = ICMPV6_PORT_UNREACH;
+		s += sg_sum_addr6(o->src) + sg_sum_addr6(o->dst) + sg_htonl(8 + quote) +
+		     sg_htonl(IPPROTO_ICMPV6) + sg_sum_words(ic, 4);
+		ic->icmp6_cksum = sg_fold(s);
+	} else {
+		struct iphdr *ip = data + l2len;
+		struct icmphdr *ic;
+
+		asm volatile("" : "+r"(ip));
+		ic = (void *)(ip + 1);
+		if ((void *)(ic + 1) > end)
+			return verdict(REASON_REPLY_SKIPPED, XDP_DROP);
+		s = sg_sum_packet(ctx, l2len + 28, quote, buf, &ok);
+		if (!ok)
+			return verdict(REASON_REPLY_SKIPPED, XDP_DROP);
+		/* icmp_send: TOS = the original's TOS bits | precedence internetwork control, no DF,
+		 * an IP ID from the kernel's per-destination generator (ours: random) */
+		sg_write_ip4(ip, o, (o->tos & SG_IPTOS_TOS_MASK) | SG_IPTOS_PREC_INTERNETCONTROL,
+			     28 + quote, (__u16)bpf_get_prandom_u32(), 0, IPPROTO_ICMP);
+		__builtin_memset(ic, 0, sizeof(*ic));
+		ic->type = ICMP_DEST_UNREACH;
+		ic->code = ICMP_PORT_UNREACH;
+		ic->checksum = sg_fold(s + sg_sum_words(ic, 4));
+	}
+	return verdict(REASON_REPLY_ICMP, XDP_TX);
+}
+
+int xdp_reply(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct cursor c = {.pos = data, .end = end};
+	struct ethhdr *eth = data;
+	struct sg_orig o;
+	struct pkt p;
+	__u32 l2len;
+
+	if (parse_packet(&c, &p) != PARSE_OK || p.first_frag)
+		return verdict(REASON_REPLY_SKIPPED, XDP_DROP); /* the kernel answers datagrams */
+	if ((void *)(eth + 1) > end || (eth->h_dest[0] & 1))
+		return verdict(REASON_REPLY_SKIPPED, XDP_DROP); /* not PACKET_HOST: no answer */
+	l2len = p.l3 - data;
+	if (l2len > SG_L2_MAX || !reply_orig(&p, end, &o))
+		return verdict(REASON_REPLY_SKIPPED, XDP_DROP);
+	if (p.proto == IPPROTO_TCP)
+		return reply_rst(ctx, &p, l2len, &o);
+	return reply_unreach(ctx, &p, l2len, &o);
 }

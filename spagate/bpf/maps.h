@@ -55,8 +55,15 @@ BPF_RINGBUF_OUTPUT(fwknop_events, FWKNOP_RINGBUF_PAGES);
 BPF_RINGBUF_OUTPUT(spa_samples, SPA_SAMPLES_PAGES);
 BPF_PERCPU_ARRAY(spa_sample_window, struct budget, 1);
 BPF_PERCPU_ARRAY(spa_scratch, struct spa_scratch, 1);
-/* spa_progs[0]: xdp_spa_verify, filled by the loader. Not pinned: the kernel empties a
- * program array when its last user reference (the loader's fd) goes away. */
-BPF_PROG_ARRAY(spa_progs, 1);
+/* spa_progs[PROG_SLOT_SPA_VERIFY]: xdp_spa_verify, [PROG_SLOT_REPLY]: xdp_reply; filled by the
+ * loader and pinned with the program (the kernel empties a program array when its last user
+ * reference goes away). */
+BPF_PROG_ARRAY(spa_progs, PROG_SLOTS);
+/* The closed disguise's ICMP limiter (xdp_reply), not pinned: a reload starts it afresh, as a
+ * reboot does the kernel's. */
+BPF_TABLE("lru_hash", struct addr_key, struct icmp_peer, icmp_peers, ICMP_PEER_CAPACITY);
+BPF_ARRAY(icmp_global, struct icmp_global, 1);
+/* xdp_reply's per-CPU copy of the bytes it checksums (bpf_csum_diff reads words from memory). */
+BPF_PERCPU_ARRAY(reply_scratch, struct reply_buf, 1);
 
 #endif

@@ -17,6 +17,8 @@
 #include <uapi/linux/ipv6.h>
 #include <uapi/linux/tcp.h>
 #include <uapi/linux/udp.h>
+#include <uapi/linux/icmp.h>
+#include <uapi/linux/icmpv6.h>
 
 #include "consts.h"
 #include "reasons.h"
@@ -25,10 +27,12 @@
 #define sg_ntohs(x) ((__u16)__builtin_bswap16((__u16)(x)))
 #define sg_htons(x) ((__u16)__builtin_bswap16((__u16)(x)))
 #define sg_htonl(x) ((__u32)__builtin_bswap32((__u32)(x)))
+#define sg_ntohl(x) ((__u32)__builtin_bswap32((__u32)(x)))
 #else
 #define sg_ntohs(x) ((__u16)(x))
 #define sg_htons(x) ((__u16)(x))
 #define sg_htonl(x) ((__u32)(x))
+#define sg_ntohl(x) ((__u32)(x))
 #endif
 
 #ifndef ETH_P_8021AD
@@ -142,7 +146,8 @@ static __always_inline int is_ipv6_ext(__u8 next)
 }
 
 /* IPv6 extension headers after the fixed header, up to SG_IPV6_EXT_MAX of them. PARSE_OK with
- * *next = the upper-layer protocol and the cursor on it, or MALFORMED / FRAGMENT_PASSED. */
+ * *next = the upper-layer protocol and the cursor on it, or MALFORMED / FRAGMENT_PASSED /
+ * IPV6_CHAIN_UNWALKED (still an extension header after SG_IPV6_EXT_MAX of them). */
 static __always_inline int parse_ipv6_ext(struct cursor *c, struct pkt *p, __u8 *next)
 {
 	/* Bounded walk: the verifier needs a fixed trip count. */
@@ -183,7 +188,7 @@ static __always_inline int parse_ipv6_ext(struct cursor *c, struct pkt *p, __u8 
 			return REASON_MALFORMED;
 	}
 	if (is_ipv6_ext(*next))
-		return REASON_MALFORMED; /* longer chain than we walk: could hide TCP/UDP */
+		return REASON_IPV6_CHAIN_UNWALKED; /* longer than we walk: could hide TCP/UDP */
 	return PARSE_OK;
 }
 
@@ -221,7 +226,7 @@ static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
 
 /* The dispatcher: Ethernet, then IPv4 or IPv6, then the first 4 bytes of TCP/UDP (the ports).
  * PARSE_OK with *p filled, else the verdict reason to apply: PASS_NOT_IP, PASS_UNRELATED (not
- * TCP/UDP), MALFORMED, FRAGMENT_PASSED, FRAGMENT_DROPPED. */
+ * TCP/UDP/UDP-Lite), MALFORMED, FRAGMENT_PASSED, FRAGMENT_DROPPED, IPV6_CHAIN_UNWALKED. */
 static __always_inline int parse_packet(struct cursor *c, struct pkt *p)
 {
 	__u16 eth_proto = parse_ethernet(c);
@@ -237,9 +242,10 @@ static __always_inline int parse_packet(struct cursor *c, struct pkt *p)
 		return REASON_PASS_NOT_IP;
 	if (r != PARSE_OK)
 		return r;
-	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
+	/* UDP-Lite (RFC 3828) has UDP's ports: it is held to a protected UDP port's rules. */
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP && p->proto != IPPROTO_UDPLITE)
 		return REASON_PASS_UNRELATED;
-	/* Ports: the first 4 bytes of both TCP and UDP. */
+	/* Ports: the first 4 bytes of TCP, UDP and UDP-Lite. */
 	if (p->l4 + 4 > c->end || p->l4_len < 4)
 		return p->first_frag ? REASON_FRAGMENT_DROPPED : REASON_MALFORMED;
 	return PARSE_OK;

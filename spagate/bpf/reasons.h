@@ -38,7 +38,15 @@ enum spagate_reason {
 	REASON_SPA_RATE_IDENTITY = 26,   /* SPA packet over its identity's budget/s: dropped */
 	REASON_SPA_UNTAGGED_BUDGET = 27, /* untagged SPA packet over the untagged HMAC budget/s */
 	REASON_SPA_UNTAGGED_REFUSED = 28, /* untagged SPA packet while untagged = refuse: dropped */
-	REASON_COUNT = 29,
+	/* The next ones count on top of a drop reason (a dropped packet moves two counters), but
+	 * ipv6_chain_unwalked, which is a drop reason of its own. */
+	REASON_IPV6_CHAIN_UNWALKED = 29, /* IPv6 extension headers past SG_IPV6_EXT_MAX: dropped */
+	REASON_REPLY_RST = 30,           /* disguise closed: a TCP RST sent back (XDP_TX) */
+	REASON_REPLY_ICMP = 31,          /* disguise closed: ICMP / ICMPv6 port unreachable sent */
+	REASON_REPLY_RATELIMITED = 32,   /* disguise closed: no ICMP, over the kernel's rate limit */
+	REASON_REPLY_SKIPPED = 33,       /* disguise closed: no reply, the kernel would send none */
+	REASON_REPLY_FAILED = 34,        /* disguise closed: the reply program is missing: dropped */
+	REASON_COUNT = 35,
 };
 
 #endif

@@ -92,6 +92,25 @@ struct spa_seen_entry {
 	__u32 pad;
 };
 
+/* icmp_peers: destination (addr_key) -> its ICMP token bucket, as the kernel's inet_peer
+ * (inet_peer_xrlim_allow): tokens in ns, capped at XRLIM_BURST_FACTOR x the ratelimit. */
+struct icmp_peer {
+	__u64 tokens;
+	__u64 last; /* ns */
+};
+
+/* icmp_global[0]: the kernel's global ICMP credit (icmp_global_allow), shared by all CPUs. */
+struct icmp_global {
+	__s64 credit;
+	__u64 stamp; /* ns of the last refill */
+};
+
+/* reply_scratch[0] (per CPU, kernel only): the bytes xdp_reply checksums, copied out of the
+ * packet (bpf_csum_diff reads words from memory): up to 1,500 bytes and one pad word. */
+struct reply_buf {
+	__u8 b[1504];
+};
+
 /* replay: nonce -> until (unix ms). Written and read by the daemon only. */
 struct nonce_key {
 	__u8 nonce[16];

@@ -64,6 +64,17 @@ def _ip(text: str):
         raise SpagateError(f"{text!r} is not an IP address") from None
 
 
+def _interfaces(given, all_ifaces: bool, cfg) -> tuple[tuple[str, ...], bool]:
+    """(names, every): names from the command line, else the config; --all or
+    interface = all means every IP-carrying interface (names come from the loader then)."""
+    names = tuple(given or ())
+    if all_ifaces or (not names and cfg.all_interfaces):
+        if names:
+            raise SpagateError("--all guards every interface: name none")
+        return (), True
+    return names or cfg.interfaces, False
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def attach(
@@ -80,6 +91,9 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(
             False, "--force", help="Replace another XDP program already on an interface."
         ),
+        all_ifaces: bool = typer.Option(
+            False, "--all", help="Guard every IP-carrying interface, new ones too."
+        ),
         pin_dir: str = PIN_DIR,
     ) -> None:
         """Guard interfaces with the XDP gate and open it for valid SPA packets (foreground):
@@ -92,8 +106,8 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(config)
         text = read_key_file(config)
         mode = _mode(mode or cfg.xdp_mode)
-        ifaces = tuple(interfaces or ()) or cfg.interfaces
-        opts = LoadOptions(ifaces, mode, force, pin_dir)
+        ifaces, every = _interfaces(interfaces, all_ifaces, cfg)
+        opts = LoadOptions(ifaces, mode, force, pin_dir, every)
         raise typer.Exit(Supervisor(cfg, text, opts, keep_attached).run())
 
     @app.command()
@@ -106,6 +120,7 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(
             False, "--force", help="Replace another XDP program already on an interface."
         ),
+        all_ifaces: bool = typer.Option(False, "--all", help="Every IP-carrying interface."),
         pin_dir: str = PIN_DIR,
         lock_fd: Optional[int] = typer.Option(None, "--lock-fd", hidden=True),
     ) -> None:
@@ -118,13 +133,14 @@ def register(app: typer.Typer) -> None:
 
         _need_root("spagate load")
         cfg = load_config(config)
-        ifaces = tuple(interfaces or ()) or cfg.interfaces
-        opts = LoadOptions(ifaces, _mode(mode or cfg.xdp_mode), force, pin_dir)
+        ifaces, every = _interfaces(interfaces, all_ifaces, cfg)
+        opts = LoadOptions(ifaces, _mode(mode or cfg.xdp_mode), force, pin_dir, every)
         account = service_account()
         make_run_dir(account.uid, account.gid)
         lock = take_lock(pin_dir) if lock_fd is None else None  # else the caller holds it
         try:
-            modes = load_gate(cfg, opts, log=lambda line: journal_emit(6, line))
+            modes = load_gate(cfg, opts, log=lambda line: journal_emit(6, line),
+                              error=lambda line: journal_emit(3, line))  # fmt: skip
             write_attached(pin_dir, modes)
         finally:
             if lock is not None:
@@ -156,10 +172,16 @@ def register(app: typer.Typer) -> None:
         from spagate.gate.service.monitor import Monitor, serve_forever
 
         _need_root("spagate monitor")
+        from spagate.gate.kernel.link import pinned_interfaces
+
         cfg = load_config(config)
-        ifaces = tuple(interfaces or ()) or cfg.interfaces
+        ifaces, every = _interfaces(interfaces, False, cfg)
+        if every:
+            ifaces = tuple(pinned_interfaces(pin_dir))
         log = EventLog(journal_emit, time.monotonic)
-        mon = Monitor(cfg, pin_dir, ifaces, _mode(mode or cfg.xdp_mode), log, service_account())
+        mon = Monitor(cfg, pin_dir, ifaces, _mode(mode or cfg.xdp_mode), log, service_account(),
+                      all_interfaces=every)  # fmt: skip
+        mon.start()
         stop = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.append(1))
@@ -266,6 +288,8 @@ def register(app: typer.Typer) -> None:
         for i in st.interfaces:
             if not i.guarded:
                 typer.echo(f"UNGUARDED: {i.name}: {i.why}")
+        for other in st.others_unguarded:
+            typer.echo(f"UNGUARDED: {other}: delivers IP to this host around the gate")
         if st.links_lost:
             typer.echo(f"links lost and re-attached since start: {st.links_lost}")
         spa = " ".join(f"{k}={v}" for k, v in sorted(st.spa.items()))

@@ -73,16 +73,24 @@ class LabGate:
         self.echo = False
         self.wrapper: list[str] = []  # argv prefix for the daemon (e.g. setpriv in tests)
         self.env: dict[str, str] | None = None  # the daemon's and operator commands' env
+        self.interfaces: list[str] = ["eth0"]  # [] with interface = all in the config
 
     def ip(self, host: str | None = None) -> str:
         host = host or self.host
         return self.lab[host].v4 if self.family == 4 else self.lab[host].v6
 
     def configure(self, extra: str = "", keys: bool = True) -> None:
+        """The gate's config: extra, then the keys. The lab's gate is silent (disguise =
+        filtered) unless extra says otherwise: its tests and the demo watch connects time out."""
         text = (
             f"key = {self.keys.key.hex()}\nhmac-key = {self.keys.hmac_key.hex()}\n" if keys else ""
         )
-        self.conf.write_text(extra + text)
+        text = extra + text
+        if "disguise" not in extra:  # after the given lines (their numbers stay), before [...]
+            lines = text.splitlines(keepends=True)
+            at = next((i for i, ln in enumerate(lines) if ln.startswith("[")), len(lines))
+            text = "".join([*lines[:at], "disguise = filtered\n", *lines[at:]])
+        self.conf.write_text(text)
         self.conf.chmod(0o600)
 
     def client_env(self, keys: KeyPair | None = None) -> dict[str, str]:
@@ -95,7 +103,9 @@ class LabGate:
 
     def start(self, *args: str, timeout: float = 60) -> subprocess.Popen:
         os.makedirs(self.pin_root, mode=0o700, exist_ok=True)
-        argv = [*_spagate(), "attach", "eth0", "-c", str(self.conf), "--pin-dir", self.pin_dir]
+        self._xdp_tx_ready()
+        argv = [*_spagate(), "attach", *self.interfaces, "-c", str(self.conf),
+                "--pin-dir", self.pin_dir]  # fmt: skip
         self._attached.clear()
         # Only the network namespace is entered: the gate pins its maps in this /sys/fs/bpf.
         self.proc = self.lab.spawn(
@@ -114,6 +124,24 @@ class LabGate:
                 self.stop()
                 raise SpagateError("the gate did not attach:\n" + "\n".join(self.log[-10:]))
         return self.proc
+
+    def _xdp_tx_ready(self) -> None:
+        """XDP_TX (the closed disguise's replies) from a veth reaches its peer only when the
+        peer runs XDP too (its XDP ring is set up then; GRO alone is not enough): an XDP_PASS
+        program on the gate's bridge port. A real NIC needs nothing of the kind."""
+        if getattr(self, "_tx_ready", False):
+            return
+        from spagate.gate.kernel import bpfsys
+        from spagate.gate.kernel.abi import XdpAction
+        from spagate.gate.kernel.link import XdpMode, in_netns, set_xdp
+
+        fd = bpfsys.prog_load_xdp_return(XdpAction.PASS, "lab_port_pass")
+        try:
+            with in_netns(f"/run/netns/{self.lab.switch}"):
+                set_xdp(f"p{self.lab['gate'].index}", fd, XdpMode.NATIVE)
+        finally:
+            os.close(fd)
+        self._tx_ready = True
 
     def _follow(self, proc: subprocess.Popen) -> None:
         for line in proc.stdout:

@@ -67,6 +67,7 @@ def ipv4(
     ident: int = 0x1234,
     df: bool = False,
     l4_checksum: bool = False,
+    tos: int = 0,
 ) -> bytes:
     assert len(options) % 4 == 0
     ihl = ihl if ihl is not None else 5 + len(options) // 4
@@ -76,7 +77,7 @@ def ipv4(
     s, d = IPv4Address(src).packed, IPv4Address(dst).packed
     if l4_checksum:
         l4 = _with_l4_checksum(s + d + struct.pack("!BBH", 0, proto, len(l4)), proto, l4)
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, tot, ident, frag, ttl, proto, 0, s, d)
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, tos, tot, ident, frag, ttl, proto, 0, s, d)
     hdr += options
     hdr = hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:]
     return hdr + l4
@@ -102,6 +103,8 @@ def ipv6(
     payload_len: int | None = None,
     hop_limit: int = 64,
     l4_checksum: bool = False,
+    tclass: int = 0,
+    flow_label: int = 0,
 ) -> bytes:
     """exts: (kind, header bytes built for what follows) in wire order; nexthdr is the L4."""
     s, d = ip_address(src).packed, ip_address(dst).packed
@@ -113,7 +116,7 @@ def ipv6(
     first = exts[0][0] if exts else nexthdr
     body = chain + payload
     plen = payload_len if payload_len is not None else len(body)
-    hdr = struct.pack("!IHBB", 6 << 28, plen, first, hop_limit)
+    hdr = struct.pack("!IHBB", 6 << 28 | tclass << 20 | flow_label, plen, first, hop_limit)
     return hdr + s + d + body
 
 
@@ -149,3 +152,53 @@ def tcp(
 def udp(sport: int, dport: int, payload: bytes = b"", length: int | None = None) -> bytes:
     ln = length if length is not None else 8 + len(payload)
     return struct.pack("!HHHH", sport, dport, ln, 0) + payload
+
+
+# --- reading frames back (replies the gate or the kernel sent) -----------------------------------
+
+
+def dissect(frame: bytes) -> dict:
+    """The fields of an Ethernet frame carrying IPv4/IPv6 and TCP or ICMP(v6), by name, for
+    field-by-field comparisons. l3 and l4 are the raw bytes from the IP header on; extension
+    headers are not expected (replies carry none). Checksums are checked: *_csum_ok."""
+    out: dict = {"dst_mac": frame[:6], "src_mac": frame[6:12], "vlans": []}
+    off, etype = 12, struct.unpack_from("!H", frame, 12)[0]
+    while etype in (ETH_8021Q, ETH_8021AD):
+        out["vlans"].append(struct.unpack_from("!HH", frame, off))
+        off += 4
+        etype = struct.unpack_from("!H", frame, off)[0]
+    off += 2
+    ip = frame[off:]
+    out["ethertype"] = etype
+    if etype == ETH_IP:
+        ihl = (ip[0] & 15) * 4
+        tot = struct.unpack_from("!H", ip, 2)[0]
+        ip = ip[:tot]
+        out.update(version=ip[0] >> 4, ihl=ihl, tos=ip[1], tot_len=tot,
+                   ip_id=struct.unpack_from("!H", ip, 4)[0],
+                   frag=struct.unpack_from("!H", ip, 6)[0], ttl=ip[8], proto=ip[9],
+                   src=ip_address(ip[12:16]), dst=ip_address(ip[16:20]),
+                   ip_csum_ok=checksum(ip[:ihl]) == 0)  # fmt: skip
+        l4 = ip[ihl:]
+        pseudo = ip[12:20] + struct.pack("!BBH", 0, ip[9], len(l4))
+    else:
+        first = struct.unpack_from("!I", ip, 0)[0]
+        plen = struct.unpack_from("!H", ip, 4)[0]
+        ip = ip[: 40 + plen]
+        out.update(version=first >> 28, tclass=first >> 20 & 0xFF, flow_label=first & 0xFFFFF,
+                   payload_len=plen, proto=ip[6], hop_limit=ip[7],
+                   src=ip_address(ip[8:24]), dst=ip_address(ip[24:40]))  # fmt: skip
+        l4 = ip[40:]
+        pseudo = ip[8:40] + struct.pack("!IxxxB", len(l4), ip[6])
+    out["l3"], out["l4"] = ip, l4
+    if out["proto"] == TCP:
+        sport, dport, seq, ack, doff, flags, win, _, urg = struct.unpack_from("!HHIIBBHHH", l4)
+        hl = (doff >> 4) * 4
+        out.update(sport=sport, dport=dport, seq=seq, ack=ack, doff=doff >> 4, flags=flags,
+                   window=win, urg=urg, options=l4[20:hl], payload=l4[hl:],
+                   l4_csum_ok=checksum(pseudo + l4) == 0)  # fmt: skip
+    elif out["proto"] in (ICMP, ICMP6):
+        ph = pseudo if out["proto"] == ICMP6 else b""
+        out.update(icmp_type=l4[0], icmp_code=l4[1], icmp_rest=l4[4:8], quote=l4[8:],
+                   l4_csum_ok=checksum(ph + l4) == 0)  # fmt: skip
+    return out

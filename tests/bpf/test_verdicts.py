@@ -38,6 +38,7 @@ from spagate.lab.packets import (
     SYN,
     TCP,
     UDP,
+    UDPLITE,
     chain6,
     eth,
     ext,
@@ -240,7 +241,35 @@ CASES = [
         D,
         "malformed",
     ),
-    Case("ipv6-chain-too-long", syn6(exts=chain6([DSTOPTS] * 7, TCP)), D, "malformed"),
+    # IPv6 chains: walked up to SG_IPV6_EXT_MAX (24) headers; only a longer one is dropped
+    Case("ipv6-chain-7-protected", syn6(exts=chain6([DSTOPTS] * 7, TCP)), D, "tcp_dropped_new"),
+    Case("ipv6-chain-16-protected", syn6(exts=chain6([DSTOPTS] * 16, TCP)), D, "tcp_dropped_new"),
+    Case(
+        "ipv6-chain-16-allowed",
+        syn6(exts=chain6([HOPOPTS] + [DSTOPTS] * 14 + [ROUTING], TCP)),
+        P,
+        "protected_allowed",
+        (allow6,),
+    ),
+    Case("ipv6-chain-7-unrelated", syn6(80, exts=chain6([DSTOPTS] * 7, TCP)), P, "pass_unrelated"),
+    Case(
+        "ipv6-chain-16-unrelated", syn6(80, exts=chain6([DSTOPTS] * 16, TCP)), P, "pass_unrelated"
+    ),
+    Case(
+        "ipv6-chain-24-unrelated", syn6(80, exts=chain6([DSTOPTS] * 24, TCP)), P, "pass_unrelated"
+    ),
+    Case(
+        "ipv6-chain-25-unwalked",
+        syn6(80, exts=chain6([DSTOPTS] * 25, TCP)),
+        D,
+        "ipv6_chain_unwalked",
+    ),
+    Case(
+        "ipv6-chain-16-udp-unrelated",
+        eth(ipv6(S6, D6, UDP, udp(1, 5353, b"x"), chain6([DSTOPTS] * 16, UDP)), ETH_IP6),
+        P,
+        "pass_unrelated",
+    ),
     Case("ipv6-tcp-cut-10", eth(ipv6(S6, D6, TCP, TCP_SYN[:10]), ETH_IP6), D, "malformed"),
     # --- encapsulations and extension headers -------------------------------------------
     Case("ipv4-options-syn", syn4(options=OPTS_NOP * 3), D, "tcp_dropped_new"),
@@ -415,6 +444,39 @@ CASES = [
     Case("udp-static", udp4(), P, "protected_static", (static,)),
     Case("udp6-allowed", udp6(), P, "protected_allowed", (allow6,)),
     Case("udp6-none", udp6(), D, "udp_dropped"),
+    # --- UDP-Lite: held to the protected UDP port's rules ------------------------------------
+    Case(
+        "udplite-protected",
+        eth(ipv4(S4, D4, UDPLITE, udp(1, 51820, b"x" * 8, 0))),
+        D,
+        "udp_dropped",
+    ),  # fmt: skip
+    Case(
+        "udplite-allowed",
+        eth(ipv4(S4, D4, UDPLITE, udp(1, 51820, b"x" * 8, 12))),
+        P,
+        "protected_allowed",
+        (allow_any,),
+    ),  # fmt: skip
+    Case(
+        "udplite6-protected",
+        eth(ipv6(S6, D6, UDPLITE, udp(1, 51820, b"x" * 8, 8)), ETH_IP6),
+        D,
+        "udp_dropped",
+    ),  # fmt: skip
+    Case(
+        "udplite-coverage-lies",
+        eth(ipv4(S4, D4, UDPLITE, udp(1, 51820, b"x", 40))),
+        D,
+        "malformed",
+        (allow_any,),
+    ),  # fmt: skip
+    Case(
+        "udplite-unrelated", eth(ipv4(S4, D4, UDPLITE, udp(1, 5353, b"x", 0))), P, "pass_unrelated"
+    ),  # fmt: skip
+    Case(
+        "udplite-spa-port", eth(ipv4(S4, D4, UDPLITE, udp(1, 8484, VALID, 0))), P, "pass_unrelated"
+    ),  # fmt: skip
     # --- SPA port (record contents, buckets, budget in test_spa) ----------------------------
     Case("spa4", udp4(8484, VALID), D, "spa_queued"),
     Case("spa6", udp6(8484, VALID), D, "spa_queued"),

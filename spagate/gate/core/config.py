@@ -25,6 +25,11 @@ DEFAULT_PATH = "/etc/spagate.ini"
 DEFAULT_SPA_PORT = abi.DEFAULT_SPA_PORT
 DEFAULT_OPEN_SECONDS = 15
 XDP_MODES = ("auto", "native", "generic")
+DISGUISES = ("auto", *abi.DISGUISES)  # auto: as the host's firewall treats an unused port
+ALL_INTERFACES = "all"  # interface = all: every IP-carrying interface, new ones too
+# IPv4 lives in the kernel's trie as ::ffff:a.b.c.d: an IPv6 network over it opens IPv4.
+MAPPED_NET = ipaddress.IPv6Network("::ffff:0:0/96")
+COMPAT_NET = ipaddress.IPv6Network("::/96")  # IPv4-compatible (deprecated): never on the wire
 MAX_IDENTITIES = abi.SPA_KEYS_MAX  # the XDP program checks the MAC against at most this many
 
 
@@ -97,6 +102,8 @@ class GateConfig:
     untagged_budget: int = abi.DEFAULT_SPA_UNTAGGED_BUDGET  # untagged packets hashed per second
     udp_idle_seconds: int = abi.DEFAULT_UDP_IDLE_NS // 1_000_000_000
     xdp_mode: str = "auto"
+    disguise: str = "auto"
+    allow_everyone: bool = False
     require_source_match: bool = False
     open_cmd: str | None = None
     close_cmd: str | None = None
@@ -109,6 +116,10 @@ class GateConfig:
 
     def window(self, identity: Identity) -> int:
         return identity.open_seconds or self.open_seconds
+
+    @property
+    def all_interfaces(self) -> bool:
+        return self.interfaces == (ALL_INTERFACES,)
 
 
 # --- value parsers: each returns the value or raises ValueError(one-line reason) ---------------
@@ -164,9 +175,26 @@ def _networks(text: str) -> tuple[IPNetwork, ...]:
     nets = []
     for p in _list(text):
         try:
-            nets.append(ipaddress.ip_network(p, strict=False))
+            net = ipaddress.ip_network(p, strict=False)
         except ValueError:
             raise ValueError(f"{p!r} is not an IP address or CIDR") from None
+        if net.version == 6 and net.prefixlen and net.overlaps(MAPPED_NET):
+            hint = ""
+            if net.subnet_of(MAPPED_NET):
+                v4 = ipaddress.IPv4Network(
+                    (int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96)
+                )
+                hint = f": write it as {v4}"
+            raise ValueError(
+                f"{p} covers ::ffff:0:0/96, where IPv4 addresses live (IPv4-mapped): it would "
+                f"open the protected ports to IPv4 sources{hint or '; write IPv4 networks as IPv4'}"
+            )
+        if net.version == 6 and net.prefixlen and net.overlaps(COMPAT_NET):
+            raise ValueError(
+                f"{p} covers ::/96 (IPv4-compatible addresses, deprecated, never a real "
+                "source): write IPv4 networks as IPv4"
+            )
+        nets.append(net)
     return tuple(nets)
 
 
@@ -190,6 +218,10 @@ def _rate(text: str) -> Rate:
 
 def _iface(text: str) -> tuple[str, ...]:
     names = tuple(_list(text))
+    if ALL_INTERFACES in names:
+        if len(names) > 1:
+            raise ValueError("'all' stands alone (it already means every interface)")
+        return names
     for n in names:
         if not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", n):
             raise ValueError(f"{n!r} is not an interface name")
@@ -271,14 +303,22 @@ FLEET_KEYS = {
     "fleet-timeout": lambda t: _seconds(t, 0.01, 10),
 }
 
+
+def _disguise(text: str) -> str:
+    if text not in DISGUISES:
+        raise ValueError(f"expected one of {', '.join(DISGUISES)}, got {text!r}")
+    return text
+
+
 # key -> (parser, field name); global keys may stand only above the first section.
 GLOBAL_KEYS = {
     "bind": (_address, "bind"),
     "port": (lambda t: _int(t, 1, 65535), "spa_port"),
-    "interface": (_iface, "interfaces"),
+    "interface": (_iface, "interfaces"),  # names, or all (every IP-carrying one, new ones too)
     "protected": (_ports, "protected"),
     "open-seconds": (lambda t: _int(t, 1, 86400), "open_seconds"),
-    "allow": (_networks, "allow"),
+    "allow": (_networks, "allow"),  # never over ::ffff:0:0/96; 0/0 needs allow-everyone
+    "allow-everyone": (_bool, "allow_everyone"),  # yes: allow = 0.0.0.0/0 or ::/0 is meant
     "max-skew": (lambda t: round(_seconds(t, 0.1, 300) * 1000), "max_skew_ms"),
     "rate": (_rate, "rate"),
     "spa-budget": (lambda t: _int(t, 1, 10_000_000), "spa_budget"),
@@ -286,6 +326,7 @@ GLOBAL_KEYS = {
     "untagged-budget": (lambda t: _int(t, 1, 10_000_000), "untagged_budget"),
     "udp-idle": (lambda t: _int(t, 1, 86400), "udp_idle_seconds"),
     "xdp-mode": (_mode, "xdp_mode"),
+    "disguise": (_disguise, "disguise"),  # closed (RST/ICMP as Linux), filtered (silence), auto
     "require-source-match": (_bool, "require_source_match"),
     "open-cmd": (_cmd, "open_cmd"),
     "close-cmd": (_cmd, "close_cmd"),
@@ -316,6 +357,7 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
     values: dict[str, dict[str, tuple[object, int]]] = {}  # section -> key -> (value, line)
     fleet_settings: dict[str, tuple[object, int]] = {}
     extra_pairs: dict[str, list[tuple[object, int]]] = {}  # more top-level key/hmac-key lines
+    lines: dict[str, int] = {}  # global key -> its line
 
     for sec in (top, *sections):
         if sec.name == "default":
@@ -347,6 +389,7 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
                 fleet_settings[k] = (value, n)
             elif fname:
                 settings[fname] = value
+                lines[k] = n
             elif k in ident and sec is top:  # another key/hmac-key pair (sparoid rotation)
                 extra_pairs.setdefault(k, []).append((value, n))
             elif k in ident:
@@ -401,6 +444,14 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
         settings["fleet"] = FleetConfig(
             endpoints=fleet_settings["cluster"][0],  # type: ignore[arg-type]
             **{FLEET_FIELDS[k]: v for k, (v, _) in fleet_settings.items() if k != "cluster"},
+        )
+    everyone = [str(n) for n in settings.get("allow", ()) if n.prefixlen == 0]  # type: ignore[attr-defined]
+    if everyone and not settings.get("allow_everyone"):
+        raise ConfigError(
+            path,
+            lines["allow"],
+            f"allow = {', '.join(everyone)} lets everyone in without SPA: if that is meant, "
+            "add allow-everyone = yes",
         )
 
     return GateConfig(path=path, identities=tuple(identities), notes=tuple(notes), **settings)

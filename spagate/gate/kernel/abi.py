@@ -87,9 +87,48 @@ PROTECTED_WORDS = 2048
 PROTECTED_UDP_BASE = 1024
 PROTO_ANY = 0
 SG_VLAN_MAX = 2
-SG_IPV6_EXT_MAX = 6
+SG_IPV6_EXT_MAX = 24
 SPA_BUDGET_UNTAGGED = SPA_KEYS_MAX  # spa_budget slot of the untagged path
 SPA_BUDGET_SLOTS = SPA_KEYS_MAX + 8  # identities, then keyless paths
+DEFAULT_ICMP_PEER_CAPACITY = 65536
+XRLIM_BURST_FACTOR = 6
+ICMP_GLOBAL_MIN_NS = 20_000_000
+ICMP4_QUOTE_MAX = 576 - 20 - 8
+ICMP6_QUOTE_MAX = 1280 - 40 - 8
+PROG_SLOT_SPA_VERIFY, PROG_SLOT_REPLY, PROG_SLOTS = 0, 1, 2
+DISGUISES = ("filtered", "closed")
+
+
+@dataclass(frozen=True)
+class ReplyParams:
+    """The host's values the closed disguise copies (consts.h defaults; the loader reads the
+    real ones from sysctl: spagate.gate.service.hostnet)."""
+
+    ttl: int = 64  # net.ipv4.ip_default_ttl
+    hop_limit: int = 64  # net.ipv6.conf.<interface>.hop_limit
+    icmp_ratelimit_ns: int = 1_000_000_000  # net.ipv4.icmp_ratelimit
+    icmp6_ratelimit_ns: int = 250_000_000  # net.ipv6.icmp.ratelimit, scaled by the route
+    icmp_ratemask: int = 0x1818  # net.ipv4.icmp_ratemask
+    icmp6_limit_unreach: bool = True  # type 1 in net.ipv6.icmp.ratemask
+    icmp_msgs_per_sec: int = 1000  # net.ipv4.icmp_msgs_per_sec
+    icmp_msgs_burst: int = 50  # net.ipv4.icmp_msgs_burst
+    flow_secret: int = 0x5A5A5A5A  # IPv6 flow label key (random per load)
+
+    def cflags(self) -> list[str]:
+        return [
+            f"-DREPLY_TTL={self.ttl}",
+            f"-DREPLY_HOP_LIMIT={self.hop_limit}",
+            f"-DICMP_RATELIMIT_NS={self.icmp_ratelimit_ns}ULL",
+            f"-DICMP6_RATELIMIT_NS={self.icmp6_ratelimit_ns}ULL",
+            f"-DICMP_RATEMASK={self.icmp_ratemask}",
+            f"-DICMP6_LIMIT_UNREACH={int(self.icmp6_limit_unreach)}",
+            f"-DICMP_MSGS_PER_SEC={self.icmp_msgs_per_sec}",
+            f"-DICMP_MSGS_BURST={self.icmp_msgs_burst}",
+            f"-DREPLY_FLOW_SECRET={self.flow_secret & 0xFFFFFFFF}U",
+        ]
+
+
+_REPLY = ReplyParams()
 
 # Every consts.h macro and its Python value (the contract test reads each from the compiler).
 CONSTS: dict[str, int] = {
@@ -131,9 +170,27 @@ CONSTS: dict[str, int] = {
     "PROTO_ANY": PROTO_ANY,
     "SG_VLAN_MAX": SG_VLAN_MAX,
     "SG_IPV6_EXT_MAX": SG_IPV6_EXT_MAX,
+    "DISGUISE_CLOSED": 0,
+    "REPLY_TTL": _REPLY.ttl,
+    "REPLY_HOP_LIMIT": _REPLY.hop_limit,
+    "ICMP_RATELIMIT_NS": _REPLY.icmp_ratelimit_ns,
+    "ICMP6_RATELIMIT_NS": _REPLY.icmp6_ratelimit_ns,
+    "ICMP_RATEMASK": _REPLY.icmp_ratemask,
+    "ICMP6_LIMIT_UNREACH": int(_REPLY.icmp6_limit_unreach),
+    "ICMP_MSGS_PER_SEC": _REPLY.icmp_msgs_per_sec,
+    "ICMP_MSGS_BURST": _REPLY.icmp_msgs_burst,
+    "REPLY_FLOW_SECRET": _REPLY.flow_secret,
+    "XRLIM_BURST_FACTOR": XRLIM_BURST_FACTOR,
+    "ICMP_GLOBAL_MIN_NS": ICMP_GLOBAL_MIN_NS,
+    "ICMP4_QUOTE_MAX": ICMP4_QUOTE_MAX,
+    "ICMP6_QUOTE_MAX": ICMP6_QUOTE_MAX,
+    "PROG_SLOT_SPA_VERIFY": PROG_SLOT_SPA_VERIFY,
+    "PROG_SLOT_REPLY": PROG_SLOT_REPLY,
+    "PROG_SLOTS": PROG_SLOTS,
+    "ICMP_PEER_CAPACITY": DEFAULT_ICMP_PEER_CAPACITY,
 }
 
-IPPROTO_TCP, IPPROTO_UDP = 6, 17
+IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE = 6, 17, 136
 PROTOS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
 PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp"}
 
@@ -178,6 +235,12 @@ class KernelReason(IntEnum):
     SPA_RATE_IDENTITY = 26
     SPA_UNTAGGED_BUDGET = 27
     SPA_UNTAGGED_REFUSED = 28
+    IPV6_CHAIN_UNWALKED = 29
+    REPLY_RST = 30
+    REPLY_ICMP = 31
+    REPLY_RATELIMITED = 32
+    REPLY_SKIPPED = 33
+    REPLY_FAILED = 34
 
     @property
     def label(self) -> str:
@@ -273,11 +336,14 @@ SPA_SAMPLE = Layout(
         ("pad", "H"),
     ),
 )
+ICMP_PEER = Layout("icmp_peer", (("tokens", "Q"), ("last", "Q")))
+ICMP_GLOBAL = Layout("icmp_global", (("credit", "q"), ("stamp", "Q")))
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")
 
 LAYOUTS = (ALLOW_KEY, ALLOW_HINT, LPM_KEY, FLOW_KEY, ADDR_KEY, BUDGET, SPA_TAG, SEEN_KEY,
-           SPA_SEEN_ENTRY, NONCE_KEY, SPA_KEY, SPA_EVENT, FWKNOP_EVENT, SPA_SAMPLE)  # fmt: skip
+           SPA_SEEN_ENTRY, NONCE_KEY, SPA_KEY, SPA_EVENT, FWKNOP_EVENT, SPA_SAMPLE, ICMP_PEER,
+           ICMP_GLOBAL)  # fmt: skip
 
 # --- maps.h ---------------------------------------------------------------------------------------
 

@@ -57,6 +57,10 @@ class GateOptions:
     fwknop_port: int = abi.DEFAULT_FWKNOP_PORT  # may be spa_port (by length); 0: off
     fwknop_budget_per_s: int = abi.DEFAULT_FWKNOP_BUDGET
     coarse_clock: bool = True  # bpf_ktime_get_coarse_ns: same clock, tick resolution, cheaper
+    # The disguise: "filtered" (silence) or "closed" (answer as a port nobody listens on, with
+    # the host's values in `reply`: spagate.gate.service.hostnet reads them from sysctl).
+    disguise: str = "filtered"
+    reply: abi.ReplyParams = field(default_factory=abi.ReplyParams)
     extra_cflags: tuple[str, ...] = field(default=())
 
     def validate(self) -> None:
@@ -77,6 +81,10 @@ class GateOptions:
         need(p >= 1 and p & (p - 1) == 0, "ringbuf_pages must be a power of two")
         for name, cap in self.capacities().items():
             need(cap >= 1, f"{name} capacity must be >= 1")
+        need(self.disguise in abi.DISGUISES, f"disguise {self.disguise!r} not in {abi.DISGUISES}")
+        r = self.reply
+        need(1 <= r.ttl <= 255 and 1 <= r.hop_limit <= 255, "reply TTL / hop limit not in 1..255")
+        need(r.icmp_msgs_per_sec >= 0 and r.icmp_msgs_burst >= 0, "ICMP limits must be >= 0")
 
     def capacities(self) -> dict[str, int]:
         """max_entries of every pinned map."""
@@ -125,6 +133,8 @@ class GateOptions:
             f"-DRINGBUF_PAGES={self.ringbuf_pages}",
             f"-DFWKNOP_PORT={self.fwknop_port}",
             f"-DFWKNOP_BUDGET={self.fwknop_budget_per_s}",
+            f"-DDISGUISE_CLOSED={int(self.disguise == 'closed')}",
+            *self.reply.cflags(),
             *QUIET_CFLAGS,
         ]
         if self.coarse_clock:
@@ -188,13 +198,18 @@ class Gate:
         self.prog_fd: int = bpf.load_func(b"xdp_gate", bpf.XDP).fd
         # The MAC check runs in its own program, tail-called from xdp_gate (docs/xdp.md).
         self.verify_fd: int = bpf.load_func(b"xdp_spa_verify", bpf.XDP).fd
+        # The closed disguise's replies, tail-called by sg_reject() (bpf/reply.h).
+        self.reply_fd: int = bpf.load_func(b"xdp_reply", bpf.XDP).fd
         # The program's own maps, pinned by pin_extras() (not by bcc): the program array and
-        # the three rings.
+        # the three rings; and the ICMP limiter (internal, never pinned).
         self.internal = {
             n: bpf[n.encode()].map_fd
-            for n in ("spa_progs", "spa_events", "fwknop_events", "spa_samples")
-        }
+            for n in ("spa_progs", "spa_events", "fwknop_events", "spa_samples", "icmp_peers",
+                      "icmp_global")
+        }  # fmt: skip
         self.set_verifier(True)
+        slot = abi.U32.pack(abi.PROG_SLOT_REPLY)
+        bpfsys.update(self.internal["spa_progs"], slot, abi.U32.pack(self.reply_fd))
         fds = {name: bpf[name.encode()].map_fd for name in MAP_SPECS}
         for name, fd in fds.items():
             info, spec = bpfsys.map_info(fd), MAP_SPECS[name]
@@ -213,7 +228,7 @@ class Gate:
 
     def set_verifier(self, present: bool) -> None:
         """Fill (or, for a test, empty) spa_progs[0], the tail-called MAC check."""
-        key = abi.U32.pack(0)
+        key = abi.U32.pack(abi.PROG_SLOT_SPA_VERIFY)
         if present:
             bpfsys.update(self.internal["spa_progs"], key, abi.U32.pack(self.verify_fd))
         else:
@@ -231,6 +246,13 @@ class Gate:
     def forget_seen(self) -> None:
         """Empty spa_seen, the kernel's duplicate filter (for tests and benches)."""
         self.maps.clear("spa_seen")
+
+    def forget_icmp(self) -> None:
+        """Reset the closed disguise's ICMP limiter (for tests and benches)."""
+        fd = self.internal["icmp_peers"]
+        for key in list(bpfsys.keys(fd, abi.ADDR_KEY.size)):
+            bpfsys.delete(fd, key)
+        bpfsys.update(self.internal["icmp_global"], abi.U32.pack(0), bytes(abi.ICMP_GLOBAL.size))
 
     # -- attach ----------------------------------------------------------------------------
 

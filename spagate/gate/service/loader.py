@@ -21,6 +21,7 @@ from pathlib import Path
 from spagate.errors import SpagateError
 from spagate.gate.core.config import GateConfig
 from spagate.gate.kernel import link, pins
+from spagate.gate.service import hostnet
 from spagate.gate.service.account import LOADER_CAPS, service_account
 from spagate.gate.service.admission import set_tag_hints
 from spagate.gate.service.preflight import check_interfaces, missing_capabilities
@@ -32,6 +33,15 @@ class LoadOptions:
     mode: str = "auto"
     force: bool = False  # replace a foreign XDP program
     pin_dir: str = str(pins.DEFAULT_PIN_DIR)
+    all_interfaces: bool = False  # interface = all / attach --all: every IP-carrying one
+
+
+def expand_interfaces(opts: LoadOptions) -> LoadOptions:
+    """With all_interfaces: the IP-carrying interfaces the program can parse, now."""
+    if not opts.all_interfaces:
+        return opts
+    names = tuple(i.name for i in hostnet.interfaces() if i.carries_ip and i.guardable)
+    return LoadOptions(names, opts.mode, opts.force, opts.pin_dir, True)
 
 
 def preflight(cfg: GateConfig, opts: LoadOptions):
@@ -49,8 +59,10 @@ def preflight(cfg: GateConfig, opts: LoadOptions):
     return account
 
 
-def gate_options(cfg: GateConfig):
-    """The program's compile-time options for cfg (kernel.build.GateOptions)."""
+def gate_options(cfg: GateConfig, disguise: str = "filtered", reply=None):
+    """The program's compile-time options for cfg (kernel.build.GateOptions); disguise and
+    reply (abi.ReplyParams) as hostnet decided them for this host."""
+    from spagate.gate.kernel import abi
     from spagate.gate.kernel.build import GateOptions  # no bcc: build imports it lazily
 
     return GateOptions(
@@ -64,18 +76,26 @@ def gate_options(cfg: GateConfig):
         udp_idle_timeout_s=cfg.udp_idle_seconds,
         fwknop_port=cfg.fwknop_port if cfg.fwknop_access else 0,  # 0: fwknop off in the kernel
         fwknop_budget_per_s=cfg.fwknop_budget,
+        disguise=disguise,
+        reply=reply or abi.ReplyParams(),
     )
 
 
-def load_gate(cfg: GateConfig, opts: LoadOptions, log=lambda line: None) -> dict[str, str]:
+def load_gate(
+    cfg: GateConfig, opts: LoadOptions, log=lambda line: None, error=lambda line: None
+) -> dict[str, str]:
     """Load and attach the gate for cfg on opts.interfaces. Returns {interface: mode}."""
     import time
 
     from spagate.gate.kernel.build import load  # bcc: imported only here
 
+    opts = expand_interfaces(opts)
     account = preflight(cfg, opts)
     pins.make_pin_dir(opts.pin_dir, account.gid)
-    gate = load(gate_options(cfg), pin_dir=opts.pin_dir)
+    disguise, why = hostnet.decide_disguise(cfg.disguise)
+    reply = hostnet.reply_params(opts.interfaces)
+    log(f"{why}; replies with TTL {reply.ttl}, hop limit {reply.hop_limit}")
+    gate = load(gate_options(cfg, disguise, reply), pin_dir=opts.pin_dir)
     created: list[str] = []
     try:
         # Configured before any new link exists: the first packet meets the right ports.
@@ -105,6 +125,9 @@ def load_gate(cfg: GateConfig, opts: LoadOptions, log=lambda line: None) -> dict
             if udp_listening(port):
                 log(f"warning: a socket listens on udp/{port}, the {what} port: the gate takes "
                     "every packet to it, that service gets none")  # fmt: skip
+        left = hostnet.unguarded(set(attached))
+        if left:
+            error(hostnet.unguarded_warning(left))
     except BaseException:
         for name in created:
             with contextlib.suppress(Exception):

@@ -1,8 +1,11 @@
 """The monitor (root, small): what must stay privileged, done on the worker's typed requests.
 
 It runs the open-cmd/close-cmd hooks (bounded queue, never skipping one) and re-attaches the
-gate's pinned program when its link was removed, or re-pins a link whose pin vanished. It never
-parses a packet: its only input is spagate.gate.core.privsep requests from the worker (over a
+gate's pinned program when its link was removed, or re-pins a link whose pin vanished. It
+watches the interfaces (netlink): with `interface = all` it guards each new IP-carrying one with
+the pinned program and hands its link to the worker; otherwise it warns (error) about each new
+interface that delivers IP around the gate. It never parses a packet: its only input is
+spagate.gate.core.privsep requests from the worker (over a
 socketpair under `spagate attach`, over a unix socket under systemd, where only the spagate
 user may connect), each checked before anything is done. An attacker who owns the worker can
 make it run the operator's own hooks for addresses of its choosing and re-attach the gate on
@@ -23,6 +26,7 @@ from spagate.gate.core import privsep
 from spagate.gate.core.config import GateConfig
 from spagate.gate.core.eventlog import EventLog
 from spagate.gate.kernel import bpfsys, link, pins
+from spagate.gate.service import hostnet
 from spagate.gate.service.account import Account
 from spagate.gate.service.hooks import Hooks
 
@@ -38,12 +42,104 @@ class Monitor:
         mode: str,
         log: EventLog,
         account: Account,
+        all_interfaces: bool = False,
+        watch: bool = True,
     ):
-        self.config, self.pin_dir, self.interfaces = config, pin_dir, interfaces
+        self.config, self.pin_dir, self.interfaces = config, pin_dir, tuple(interfaces)
         self.mode, self.log, self.account = mode, log, account
+        self.all_interfaces = all_interfaces
         self.hooks = Hooks(config.open_cmd, config.close_cmd, log)
         self.refused = 0
         self.reattached = 0
+        self.peers: list[socket.socket] = []  # the workers' connections (for new links)
+        self.warned: set[str] = set()
+        self.watcher = None
+        if watch:
+            try:
+                from pyroute2 import IPRoute
+                from pyroute2.netlink.rtnl import RTMGRP_LINK
+
+                self.watcher = IPRoute()
+                self.watcher.bind(groups=RTMGRP_LINK)
+            except Exception as e:  # still guarding what is attached; say so
+                self.log.error(f"monitor: cannot watch interfaces ({e}): new ones go unnoticed")
+                self.watcher = None
+
+    # -- interfaces ----------------------------------------------------------------------------
+
+    def link_events(self) -> None:
+        """Read the pending netlink link events: guard (all) or warn about new interfaces."""
+        try:
+            msgs = self.watcher.get()
+        except Exception as e:
+            self.log.error(f"monitor: reading interface events failed: {e}")
+            return
+        changed = False
+        for m in msgs:
+            if m.get("event") == "RTM_DELLINK":
+                name = m.get_attr("IFLA_IFNAME")
+                if name and self.all_interfaces and name in self.interfaces:
+                    with contextlib.suppress(Exception):
+                        link.detach_link(self.pin_dir, name)  # the dead link's pin
+                    self.interfaces = tuple(n for n in self.interfaces if n != name)
+                    self.log.info(f"monitor: {name} is gone")
+                self.warned.discard(name)
+            elif m.get("event") == "RTM_NEWLINK":
+                changed = True
+        if changed:
+            self.check_interfaces()
+
+    def start(self) -> None:
+        """After the loader: guard (all) what appeared since; the loader already warned about
+        what it left unguarded."""
+        if self.all_interfaces:
+            self.check_interfaces()
+        else:
+            with contextlib.suppress(Exception):
+                self.warned = {i.name for i in hostnet.unguarded(set(self.interfaces))}
+
+    def check_interfaces(self) -> None:
+        try:
+            found = hostnet.interfaces()
+        except Exception as e:
+            self.log.error(f"monitor: cannot list interfaces: {e}")
+            return
+        for i in hostnet.unguarded(set(self.interfaces), found):
+            if self.all_interfaces and i.guardable:
+                self.guard(i.name)
+            elif i.name not in self.warned:
+                self.warned.add(i.name)
+                self.log.error(hostnet.unguarded_warning([i]))
+
+    def guard(self, ifname: str) -> None:
+        """interface = all: a new interface; attach the pinned program, tell the workers."""
+        fd = self.reattach(ifname)
+        if fd is None:
+            return
+        self.interfaces = (*self.interfaces, ifname)
+        try:
+            for s in self.peers:
+                with contextlib.suppress(OSError):
+                    socket.send_fds(s, [privsep.encode(privsep.Linked(ifname))], [fd])
+        finally:
+            os.close(fd)
+
+    def allowed_interface(self, ifname: str) -> bool:
+        if ifname in self.interfaces:
+            return True
+        if not self.all_interfaces:
+            return False
+        try:
+            return any(i.name == ifname and i.carries_ip and i.guardable
+                       for i in hostnet.interfaces())  # fmt: skip
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            with contextlib.suppress(Exception):
+                self.watcher.close()
+            self.watcher = None
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -55,7 +151,7 @@ class Monitor:
                 self._refuse(req.reason)
             elif isinstance(req, privsep.Opened):
                 self.hooks.opened(req.ip, req.seconds)
-            elif req.ifname not in self.interfaces:
+            elif not self.allowed_interface(req.ifname):
                 self._refuse(f"{req.ifname} is not a guarded interface")
             elif isinstance(req, privsep.Reattach):
                 fd = self.reattach(req.ifname)
@@ -88,10 +184,14 @@ class Monitor:
             self.log.error(f"monitor: cannot re-attach {ifname}: no pinned program ({e})")
             return None
         try:
+            new = ifname not in self.interfaces
             mode = link.attach_link(self.pin_dir, ifname, prog_fd, self.mode, False, self.log.info)
             pins.share(self.pin_dir, self.account.gid)
-            self.reattached += 1
-            self.log.info(f"monitor: re-attached the gate to {ifname} ({mode})")
+            if new:
+                self.log.info(f"monitor: a new interface {ifname}: guarded it ({mode})")
+            else:
+                self.reattached += 1
+                self.log.info(f"monitor: re-attached the gate to {ifname} ({mode})")
             return link.pinned_link(self.pin_dir, ifname)
         except Exception as e:  # reported; the worker asks again at its next check
             self.log.error(f"monitor: cannot re-attach {ifname}: {e}")
@@ -124,10 +224,17 @@ class Monitor:
         """Wait up to timeout for requests on socks and handle them; returns the sockets that
         closed. Runs the hooks' bookkeeping too."""
         closed = []
-        ready, _, _ = select.select(socks, [], [], timeout) if socks else ([], [], [])
-        if not socks:
+        self.peers = list(socks)
+        watch = [self.watcher] if self.watcher is not None else []
+        waits = [*socks, *watch]
+        ready, _, _ = select.select(waits, [], [], timeout) if waits else ([], [], [])
+        if not waits:
             time.sleep(timeout)
+        if self.watcher is not None and self.watcher in ready:
+            self.link_events()
         for s in ready:
+            if s is self.watcher:
+                continue
             while True:
                 try:
                     data, fds, _flags, _addr = socket.recv_fds(s, privsep.MAX_MESSAGE + 1, MAX_FDS)
@@ -192,6 +299,7 @@ def serve_forever(monitor: Monitor, path: str, stopping) -> None:
                 c.close()
     finally:
         monitor.hooks.shutdown()
+        monitor.close()
         for c in conns:
             c.close()
         server.close()

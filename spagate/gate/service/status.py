@@ -3,8 +3,10 @@
 For each interface of the gate: is its pinned link alive on that interface, is the program on
 the interface (netlink, in the worker's network namespace) the link's program, and is that
 the gate's pinned program. Whether the worker lives is the lock's answer. The state file only
-adds what the worker counted. Exit codes: 0 guarded and taking knocks; 1 an interface is
-unguarded; 3 guarded but no worker reads the knocks.
+adds what the worker counted. Any other interface that delivers IP to this host (a tunnel, a
+PPP or tun device, WireGuard...) without the gate is listed too: traffic it decapsulates never
+meets the program. Exit codes: 0 guarded and taking knocks; 1 an interface is unguarded (one
+of the gate's, or another IP-carrying one); 3 guarded but no worker reads the knocks.
 """
 
 from __future__ import annotations
@@ -39,10 +41,13 @@ class GateStatus:
     interfaces: list[InterfaceStatus] = field(default_factory=list)
     spa: dict[str, int] = field(default_factory=dict)
     links_lost: int = 0
+    others_unguarded: list[str] = field(default_factory=list)  # "vx0 (vxlan)", ...
 
     @property
     def exit_code(self) -> int:
         if any(not i.guarded for i in self.interfaces) or not self.interfaces:
+            return UNGUARDED
+        if self.others_unguarded:
             return UNGUARDED
         return OK if self.worker_running else NO_WORKER
 
@@ -86,6 +91,13 @@ def gate_status(pin_dir: str | os.PathLike) -> GateStatus:
     with link.in_netns(_netns_of(state) if running else None):
         for name in names:
             st.interfaces.append(_interface(pin_dir, name, ours))
+        try:
+            from spagate.gate.service import hostnet
+
+            left = hostnet.unguarded({i.name for i in st.interfaces if i.guarded})
+            st.others_unguarded = [hostnet.describe(i) for i in left if i.name not in names]
+        except Exception as e:  # say we could not tell, never hide it
+            st.others_unguarded = [f"? (cannot list interfaces: {e})"]
     return st
 
 

@@ -27,9 +27,9 @@ from spagate.gate.core.config import GateConfig
 from spagate.gate.core.eventlog import EventLog
 from spagate.gate.kernel import link
 from spagate.gate.service.journal import journal_emit
-from spagate.gate.service.loader import LoadOptions, preflight
+from spagate.gate.service.loader import LoadOptions, expand_interfaces, preflight
 from spagate.gate.service.monitor import Monitor
-from spagate.gate.service.state import make_run_dir, remove_state, take_lock
+from spagate.gate.service.state import make_run_dir, read_attached, remove_state, take_lock
 
 RESTART_AFTER_S = 1.0
 
@@ -59,6 +59,7 @@ class Supervisor:
         cfg, opts = self.config, self.opts
         for note in cfg.notes:
             self.log.info(note)
+        opts = self.opts = expand_interfaces(opts)
         account = preflight(cfg, opts)
         make_run_dir(account.uid, account.gid)
         lock_fd = take_lock(opts.pin_dir)
@@ -67,7 +68,12 @@ class Supervisor:
             signal.signal(sig, self._stop)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop the gate
         self._load(lock_fd)
-        monitor = Monitor(cfg, opts.pin_dir, opts.interfaces, opts.mode, self.log, account)
+        if opts.all_interfaces:  # what the loader found and attached
+            names = tuple(read_attached(opts.pin_dir)) or opts.interfaces
+            opts = self.opts = LoadOptions(names, opts.mode, opts.force, opts.pin_dir, True)
+        monitor = Monitor(cfg, opts.pin_dir, opts.interfaces, opts.mode, self.log, account,
+                          all_interfaces=opts.all_interfaces)  # fmt: skip
+        monitor.start()
         try:
             while not self.stopping:
                 rc = self._run_worker(monitor, account, lock_fd)
@@ -84,6 +90,9 @@ class Supervisor:
             if self.keep_attached:
                 self.log.info(f"stopping; {ifaces} stay guarded (--keep-attached)")
             else:
+                if opts.all_interfaces:  # the monitor guarded new ones meanwhile
+                    opts.interfaces = tuple(link.pinned_interfaces(opts.pin_dir))
+                    ifaces = ", ".join(opts.interfaces)
                 for name in opts.interfaces:
                     try:
                         link.detach_link(opts.pin_dir, name)
@@ -91,6 +100,7 @@ class Supervisor:
                         self.log.error(f"detach {name} failed: {e}")
                 self.log.info(f"stopped; detached {ifaces}")
             monitor.hooks.shutdown()
+            monitor.close()
             remove_state(opts.pin_dir)
             os.close(lock_fd)
         return 0
@@ -99,13 +109,17 @@ class Supervisor:
         opts = self.opts
         argv = [sys.executable, "-m", "spagate", "load", "-c", self.config.path, "--pin-dir",
                 opts.pin_dir, "--mode", opts.mode, "--lock-fd", str(lock_fd),
-                *(["--force"] if opts.force else []), *opts.interfaces]  # fmt: skip
+                *(["--force"] if opts.force else []),
+                *(["--all"] if opts.all_interfaces else opts.interfaces)]  # fmt: skip
         t0 = time.monotonic()
         r = subprocess.run(argv, pass_fds=(lock_fd,), stdout=None, stderr=subprocess.PIPE,
                            text=True)  # fmt: skip
         if r.returncode != 0:
             last = (r.stderr.strip().splitlines() or ["the loader failed"])[-1]
             raise SpagateError(last.removeprefix("spagate: error: "))
+        if r.stderr:  # its warnings and errors (unguarded interfaces...), as it wrote them
+            sys.stderr.write(r.stderr)
+            sys.stderr.flush()
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, the loader's
         self.log.info(
             f"loader done in {time.monotonic() - t0:.1f}s, peak RSS {peak / 1024:.0f} MiB"
@@ -120,7 +134,7 @@ class Supervisor:
         argv = [sys.executable, "-m", "spagate", "worker", "-c", self.config.path,
                 "--pin-dir", opts.pin_dir, "--config-fd", str(cfd), "--monitor-fd",
                 str(theirs.fileno()), "--lock-fd", str(lock_fd), "--drop-privileges",
-                *opts.interfaces]  # fmt: skip
+                *(["--all"] if opts.all_interfaces else []), *opts.interfaces]  # fmt: skip
         try:
             self.worker = subprocess.Popen(argv, pass_fds=(cfd, theirs.fileno(), lock_fd))
         finally:

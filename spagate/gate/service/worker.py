@@ -158,6 +158,7 @@ class WorkerOptions:
     pin_dir: str
     interfaces: tuple[str, ...]
     supervised: bool = False  # started by `spagate attach` (its pid is the gate's)
+    all_interfaces: bool = False  # interface = all: the monitor hands over new links
 
 
 class Worker:
@@ -216,6 +217,10 @@ class Worker:
         prog_fd = bpfsys.obj_get(pin_dir / pins.PROG_PIN)
         self.prog_id = bpfsys.prog_info(prog_fd).id
         os.close(prog_fd)
+        if opts.all_interfaces:  # every link pinned so far (the monitor pinned new ones)
+            from spagate.gate.kernel.link import pinned_interfaces
+
+            opts.interfaces = tuple(pinned_interfaces(pin_dir)) or opts.interfaces
         for name in opts.interfaces:
             fd = pinned_link(pin_dir, name)
             if fd is None:
@@ -382,15 +387,21 @@ class Worker:
     # -- links -------------------------------------------------------------------------------
 
     def take_link(self, name: str, fd: int) -> None:
-        """The monitor re-attached name: keep the fd of its new link (once shown to be it)."""
-        if name not in self.links:
+        """The monitor re-attached name, or (interface = all) guarded a new interface: keep
+        the fd of its link (once shown to be it)."""
+        if name not in self.links and not self.opts.all_interfaces:
             os.close(fd)
             return
         st = link_state(fd)
         if st.prog_id != self.prog_id or st.ifindex == 0:
             os.close(fd)
             return
-        os.close(self.links[name])
+        if name in self.links:
+            os.close(self.links[name])
+        else:
+            self.opts.interfaces = (*self.opts.interfaces, name)
+            self.link_ok[name] = True
+            self.log.info(f"{name}: guarded (a new interface)")
         self.links[name] = fd
         self.check_links()
 
@@ -407,6 +418,12 @@ class Worker:
                 want = socket.if_nametoindex(name)
             except OSError:
                 want = -1  # the interface is gone: nothing to guard until it is back
+                if self.opts.all_interfaces:  # it was found, not configured: forget it
+                    os.close(self.links.pop(name))
+                    self.link_ok.pop(name, None)
+                    self.opts.interfaces = tuple(n for n in self.opts.interfaces if n != name)
+                    self.log.info(f"{name}: the interface is gone")
+                    continue
             good = state.ifindex == want and state.prog_id == self.prog_id
             try:
                 pinned = pins.link_pin(pin_dir, name).exists()
@@ -529,6 +546,7 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="started as root: become the spagate user with CAP_BPF only",
     )
+    ap.add_argument("--all", action="store_true", help="interface = all (new links come later)")
     ap.add_argument("interfaces", nargs="*")
     a = ap.parse_args(argv)
     if a.config_fd is not None:
@@ -537,15 +555,16 @@ def main(argv: list[str]) -> int:
         from spagate.gate.core.config import load_config
 
         cfg = load_config(a.config)
-    ifaces = tuple(a.interfaces) or cfg.interfaces
-    if not ifaces:
+    every = a.all or (not a.interfaces and cfg.all_interfaces)
+    ifaces = tuple(a.interfaces) or (() if every else cfg.interfaces)
+    if not ifaces and not every:
         raise SpagateError("no interface: name one or set 'interface =' in the configuration")
     monitor = None
     if a.monitor_fd is not None:
         monitor = MonitorChannel(socket.socket(fileno=a.monitor_fd))
     elif a.monitor_socket:
         monitor = MonitorChannel(path=a.monitor_socket)
-    opts = WorkerOptions(a.pin_dir, ifaces, supervised=a.monitor_fd is not None)
+    opts = WorkerOptions(a.pin_dir, ifaces, a.monitor_fd is not None, every)
     drop = None
     if a.drop_privileges:
         from spagate.gate.service.account import service_account

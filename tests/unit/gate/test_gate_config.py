@@ -224,3 +224,56 @@ def test_fwknop_keys_and_their_clash_with_a_protected_port():
     assert parse_config(base + "protected = udp/62201\n").fwknop_access is None
     with pytest.raises(ConfigError, match=r"^g.ini:3: "):
         parse_config(base + "fwknop-port = 0\n", "g.ini")
+
+
+KEYS = f"key = {K1}\nhmac-key = {H1}\n"
+
+
+@pytest.mark.parametrize(
+    "net, words",
+    [
+        ("::/8", "covers ::ffff:0:0/96"),
+        ("::/64", "covers ::ffff:0:0/96"),
+        ("::/80", "covers ::ffff:0:0/96"),
+        ("::ffff:0:0/96", "write it as 0.0.0.0/0"),
+        ("::ffff:10.0.0.0/104", "write it as 10.0.0.0/8"),
+        ("::ffff:192.0.2.7", "write it as 192.0.2.7/32"),
+        ("::/96", "covers ::/96 (IPv4-compatible"),
+        ("::1.2.3.0/120", "covers ::/96 (IPv4-compatible"),
+    ],
+)
+def test_ipv6_allow_networks_over_ipv4_space_are_refused(net, words):
+    with pytest.raises(ConfigError) as e:
+        parse_config(f"protected = tcp/22\n{KEYS}allow = 2001:db8::/32, {net}\n", "/etc/g.ini")
+    msg = str(e.value)
+    assert msg.startswith("/etc/g.ini:4: allow: ") and words in msg and "\n" not in msg
+
+
+def test_ipv6_networks_beside_ipv4_space_and_ipv4_written_as_ipv4_are_fine():
+    cfg = parse_config(f"{KEYS}allow = 2001:db8::/32, 10.0.0.0/8, ::1:0:0:0/80, 64:ff9b::/96\n")
+    assert [str(n) for n in cfg.allow] == ["2001:db8::/32", "10.0.0.0/8", "::1:0:0:0/80",
+                                           "64:ff9b::/96"]  # fmt: skip
+
+
+@pytest.mark.parametrize("net", ["0.0.0.0/0", "::/0", "0.0.0.0/0, ::/0"])
+def test_allow_everyone_needs_saying_so(net):
+    with pytest.raises(ConfigError) as e:
+        parse_config(f"{KEYS}allow = {net}\n", "/etc/g.ini")
+    assert str(e.value).startswith("/etc/g.ini:3: allow = ") and "allow-everyone = yes" in str(
+        e.value
+    )
+    cfg = parse_config(f"{KEYS}allow = {net}\nallow-everyone = yes\n")
+    assert cfg.allow_everyone and all(n.prefixlen == 0 for n in cfg.allow)
+
+
+def test_disguise_and_interface_all():
+    assert parse_config(KEYS).disguise == "auto"
+    for mode in ("closed", "filtered", "auto"):
+        assert parse_config(f"disguise = {mode}\n{KEYS}").disguise == mode
+    with pytest.raises(ConfigError, match=r":1: disguise: expected one of auto, filtered, closed"):
+        parse_config(f"disguise = stealth\n{KEYS}", "/etc/g.ini")
+    cfg = parse_config(f"interface = all\n{KEYS}")
+    assert cfg.all_interfaces and cfg.interfaces == ("all",)
+    assert not parse_config(f"interface = eth0\n{KEYS}").all_interfaces
+    with pytest.raises(ConfigError, match=":1: interface: 'all' stands alone"):
+        parse_config(f"interface = eth0 all\n{KEYS}", "/etc/g.ini")
