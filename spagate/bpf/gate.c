@@ -373,6 +373,7 @@ int xdp_spa_verify(struct xdp_md *ctx)
 	e->len = SPA_PACKET_SIZE;
 	e->copied = SPA_PACKET_SIZE;
 	e->key = key;
+	e->ts = bpf_ktime_get_ns(); /* not now_ns(): the coarse clock is too coarse for latency */
 	__builtin_memcpy(e->payload, &s->wire, SPA_PACKET_SIZE);
 	spa_events.ringbuf_submit(e, 0);
 	return verdict(REASON_SPA_QUEUED, XDP_DROP);

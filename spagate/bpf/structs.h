@@ -75,7 +75,8 @@ struct nonce_key {
 /* spa_events record. payload holds the first `copied` bytes of a `len`-byte UDP payload
  * (only 96-byte payloads with a valid MAC are queued: len = copied = 96; the fields stay so
  * the record format need not change with the payload rule). key: index of the spa_keys slot
- * whose MAC matched. */
+ * whose MAC matched. ts: bpf_ktime_get_ns() (CLOCK_MONOTONIC) when it was queued, so the worker
+ * can tell how long a knock took from the wire to its window. */
 struct spa_event {
 	__u8 src[16];
 	__u8 dst[16];
@@ -85,6 +86,7 @@ struct spa_event {
 	__u16 len;
 	__u16 copied;
 	__u32 key;
+	__u64 ts;
 	__u8 payload[SPA_PACKET_SIZE];
 };
 

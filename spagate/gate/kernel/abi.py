@@ -155,6 +155,7 @@ SPA_EVENT_FIELDS = (
     ("len", "H"),
     ("copied", "H"),
     ("key", "I"),
+    ("ts", "Q"),
 )
 SPA_EVENT_HEADER = Layout("spa_event", SPA_EVENT_FIELDS)  # the record without its payload
 SPA_EVENT = Layout("spa_event", (*SPA_EVENT_FIELDS, ("payload", f"{SPA_PACKET_SIZE}s")))

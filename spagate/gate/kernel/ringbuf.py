@@ -43,14 +43,16 @@ class SpaRecord(NamedTuple):
     ifindex: int
     length: int  # UDP payload length on the wire
     key_index: int = 0  # spa_keys slot whose MAC matched (the daemon writes identity order)
+    ts_ns: int = 0  # CLOCK_MONOTONIC when the kernel queued it (0: unknown)
+    tagged: bool = False  # the packet carried spagate's tag (sparoid packets without: False)
 
 
 def decode_spa_event(raw: bytes) -> SpaRecord:
     """Decode one spa_events record (header + copied payload)."""
-    src, dst, sport, dport, ifindex, length, copied, key = SPA_EVENT_HEADER.unpack_from(raw)
+    src, dst, sport, dport, ifindex, length, copied, key, ts = SPA_EVENT_HEADER.unpack_from(raw)
     payload = raw[_HEADER : _HEADER + copied]
     return SpaRecord(
-        payload, addr_from16(src), addr_from16(dst), sport, dport, ifindex, length, key
+        payload, addr_from16(src), addr_from16(dst), sport, dport, ifindex, length, key, ts
     )
 
 
