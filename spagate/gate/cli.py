@@ -94,24 +94,25 @@ def register(app: typer.Typer) -> None:
         """Compile, pin and attach the gate, then exit (systemd: ExecStartPre=+). The
         unprivileged `spagate worker` then takes the knocks."""
         from spagate.gate.service.account import service_account
-        from spagate.gate.service.journal import journal_emit
+        from spagate.gate.service.journal import event_log
         from spagate.gate.service.loader import LoadOptions, load_gate
         from spagate.gate.service.state import make_run_dir, take_lock, write_attached
 
         _need_root("spagate load")
         cfg = load_config(config)
+        log = event_log(cfg.log_format)
         ifaces = tuple(interfaces or ()) or cfg.interfaces
         opts = LoadOptions(ifaces, _mode(mode or cfg.xdp_mode), force, pin_dir)
         account = service_account()
         make_run_dir(account.uid, account.gid)
         lock = take_lock(pin_dir) if lock_fd is None else None  # else the caller holds it
         try:
-            modes = load_gate(cfg, opts, log=lambda line: journal_emit(6, line))
+            modes = load_gate(cfg, opts, log=log.info)
             write_attached(pin_dir, modes)
         finally:
             if lock is not None:
                 os.close(lock)
-        journal_emit(6, "loaded; " + ", ".join(f"{n} ({m})" for n, m in modes.items()))
+        log.info("loaded; " + ", ".join(f"{n} ({m})" for n, m in modes.items()))
 
     @app.command(hidden=True)
     def worker() -> None:
@@ -130,17 +131,15 @@ def register(app: typer.Typer) -> None:
         """The privileged monitor for systemd (spagate-monitor.service): runs open-cmd and
         close-cmd, re-attaches the gate when its link is removed."""
         import signal
-        import time
 
-        from spagate.gate.core.eventlog import EventLog
         from spagate.gate.service.account import service_account
-        from spagate.gate.service.journal import journal_emit
+        from spagate.gate.service.journal import event_log
         from spagate.gate.service.monitor import Monitor, serve_forever
 
         _need_root("spagate monitor")
         cfg = load_config(config)
         ifaces = tuple(interfaces or ()) or cfg.interfaces
-        log = EventLog(journal_emit, time.monotonic)
+        log = event_log(cfg.log_format)
         mon = Monitor(cfg, pin_dir, ifaces, _mode(mode or cfg.xdp_mode), log, service_account())
         stop = []
         for sig in (signal.SIGINT, signal.SIGTERM):

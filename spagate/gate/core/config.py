@@ -25,6 +25,8 @@ DEFAULT_PATH = "/etc/spagate.ini"
 DEFAULT_SPA_PORT = abi.DEFAULT_SPA_PORT
 DEFAULT_OPEN_SECONDS = 15
 XDP_MODES = ("auto", "native", "generic")
+LOG_FORMATS = ("text", "json")
+DEFAULT_METRICS_PORT = 9848
 MAX_IDENTITIES = abi.SPA_KEYS_MAX  # the XDP program checks the MAC against at most this many
 
 
@@ -69,6 +71,8 @@ class GateConfig:
     require_source_match: bool = False
     open_cmd: str | None = None
     close_cmd: str | None = None
+    metrics: tuple[IPAddress, int] | None = None  # where the worker serves /metrics (None: off)
+    log_format: str = "text"
     notes: tuple[str, ...] = ()  # things worth telling the operator at start
 
     def window(self, identity: Identity) -> int:
@@ -174,6 +178,26 @@ def _mode(text: str) -> str:
     return text
 
 
+def _metrics(text: str) -> tuple[IPAddress, int] | None:
+    if text.lower() in ("", "no", "off"):
+        return None
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]+)|([0-9.]+):([0-9]+)", text)
+    if not m:
+        raise ValueError(
+            f"expected ADDRESS:PORT like 127.0.0.1:{DEFAULT_METRICS_PORT} or "
+            f"[::1]:{DEFAULT_METRICS_PORT}, or off; got {text!r}"
+        )
+    addr = _address(m.group(1) or m.group(3))
+    # The worker serves it after it dropped root: no privileged port.
+    return addr, _int(m.group(2) or m.group(4), 1024, 65535)
+
+
+def _log_format(text: str) -> str:
+    if text not in LOG_FORMATS:
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}, got {text!r}")
+    return text
+
+
 # key -> (parser, field name); global keys may stand only above the first section.
 GLOBAL_KEYS = {
     "bind": (_address, "bind"),
@@ -190,6 +214,8 @@ GLOBAL_KEYS = {
     "require-source-match": (_bool, "require_source_match"),
     "open-cmd": (_cmd, "open_cmd"),
     "close-cmd": (_cmd, "close_cmd"),
+    "metrics": (_metrics, "metrics"),
+    "log-format": (_log_format, "log_format"),
 }
 IDENTITY_KEYS = {
     "key": _key,
@@ -263,6 +289,12 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
     for s in protected:
         if s.proto == "udp" and s.port == settings.get("spa_port", DEFAULT_SPA_PORT):
             raise ConfigError(path, None, f"protected {s} is also the SPA port")
+    metrics = settings.get("metrics")
+    if metrics is not None and not metrics[0].is_loopback:  # type: ignore[index]
+        notes.append(
+            f"{path}: metrics on {metrics[0]}, not a loopback address: whoever reaches it "  # type: ignore[index]
+            "reads the gate's counters and identity names"
+        )
 
     return GateConfig(path=path, identities=tuple(identities), notes=tuple(notes), **settings)
 

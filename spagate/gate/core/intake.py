@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 from spagate.gate.core.config import GateConfig, Identity, Port
 from spagate.gate.core.policy import Grant, Refusal, decide
-from spagate.gate.core.reasons import ACCEPTED
+from spagate.gate.core.reasons import ACCEPTED, AdmissionPath, stage_of
 from spagate.net import IPAddress, hostport, unmap
-from spagate.protocol import Rejected, Verifier
+from spagate.protocol import Reason, Rejected, Verifier
 
 NS = 1_000_000_000
+# Verifier reasons decided before any key's MAC matched: the sender is unknown.
+_BEFORE_MAC = frozenset({Reason.SIZE.value, Reason.MAC.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,15 @@ class Admit:
     src: IPAddress
     sport: int
     via: str
+    path: str = AdmissionPath.UNTAGGED  # the admission path (reasons.AdmissionPath)
+    received_ns: int = 0  # CLOCK_MONOTONIC when the kernel queued the packet (0: unknown)
+
+    event = "accept"
+    reason = ACCEPTED
+
+    @property
+    def identity(self) -> Identity:
+        return self.grant.identity
 
     def describe(self) -> str:
         g = self.grant
@@ -59,6 +70,15 @@ class Admit:
             f"from {hostport(self.src, self.sport)} via {self.via}"
             + (" third-party" if g.third_party else "")
         )
+
+    def fields(self) -> dict:
+        g = self.grant
+        return {
+            "ip": str(g.ip), "identity": g.identity.name, "src": str(self.src),
+            "sport": self.sport, "via": self.via, "path": self.path, "window_s": g.seconds,
+            "ports": [str(p) for p in g.ports] if g.ports else "all",
+            "third_party": g.third_party,
+        }  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +90,36 @@ class Refuse:
     via: str
     identity: Identity | None = None  # None: refused before a key matched
 
+    event = "refuse"
+
+    @property
+    def mac_valid(self) -> bool:
+        """A key's MAC matched: the sender holds the key, or replays a packet of its holder."""
+        return self.identity is not None
+
+    @property
+    def stage(self) -> str:
+        return str(stage_of(self.reason) or "")
+
     def describe(self) -> str:
         who = f" identity={self.identity.name}" if self.identity else ""
-        return f"from {hostport(self.src, self.sport)} via {self.via}{who}: {self.detail}"
+        return f"refuse {self.reason} from {hostport(self.src, self.sport)} via {self.via}{who}" + (
+            f": {self.detail}" if self.detail else ""
+        )
+
+    def fields(self) -> dict:
+        return {
+            "reason": self.reason, "stage": self.stage, "src": str(self.src),
+            "sport": self.sport, "via": self.via,
+            "identity": self.identity.name if self.identity else None,
+            "mac_valid": self.mac_valid, "detail": self.detail,
+        }  # fmt: skip
 
 
 class Intake:
     """Decides on SPA records. counts: outcomes by name since start (the service publishes
-    them). Not thread-safe."""
+    them); tally: the same by (name, identity name or "", admission path or "") for the
+    metrics. Not thread-safe (copy with dict() to read from another thread)."""
 
     def __init__(self, config: GateConfig, ifnames: Callable[[int], str] = str):
         self.config, self.ifnames = config, ifnames
@@ -85,6 +127,7 @@ class Intake:
             [i.keys for i in config.identities], max_skew_ms=config.max_skew_ms
         )
         self.counts: Counter[str] = Counter()
+        self.tally: Counter[tuple[str, str, str]] = Counter()
         # Nonces persisted in the replay map, in the order they expire (nearly: the window
         # is short), so pruning forgets only what expired, a few at a time.
         self._persisted: deque[tuple[int, bytes]] = deque()
@@ -111,15 +154,23 @@ class Intake:
         """Verify one SPA record (spagate.gate.kernel.ringbuf.SpaRecord) and decide."""
         src = unmap(rec.src)
         res = self.verifier.verify(rec.payload, now_ms)
+        ids = self.config.identities
         if isinstance(res, Rejected):
-            self.counts[res.reason.value] += 1
-            return Refuse(res.reason.value, res.detail, src, rec.sport, self.ifnames(rec.ifindex))
-        identity = self.config.identities[res.key_index]
+            reason = res.reason.value
+            # After the MAC (stale, replay, padding ...): the kernel's key slot names the key
+            # that matched (slots are written in identity order).
+            ident = None
+            if reason not in _BEFORE_MAC and 0 <= rec.key_index < len(ids):
+                ident = ids[rec.key_index]
+            return self._refuse(Refuse(reason, res.detail, src, rec.sport,
+                                       self.ifnames(rec.ifindex), ident))  # fmt: skip
+        identity = ids[res.key_index]
         grant = decide(self.config, identity, res.message.ip, src, unmap(rec.dst))
         if isinstance(grant, Refusal):
-            self.counts[grant.reason.value] += 1
             via = self.ifnames(rec.ifindex)
-            return Refuse(grant.reason.value, grant.detail, src, rec.sport, via, identity)
+            return self._refuse(
+                Refuse(grant.reason.value, grant.detail, src, rec.sport, via, identity)
+            )
         nonce = res.message.nonce
         self._persisted.append((res.replay_until_ms, nonce))
         until = mono_ns + grant.seconds * NS
@@ -131,5 +182,13 @@ class Intake:
                 for p in ports
             ),
         )
+        path = AdmissionPath.TAGGED if rec.tagged else AdmissionPath.UNTAGGED
         self.counts[ACCEPTED] += 1
-        return Admit(grant, writes, src, rec.sport, self.ifnames(rec.ifindex))
+        self.tally[ACCEPTED, identity.name, path.value] += 1
+        return Admit(grant, writes, src, rec.sport, self.ifnames(rec.ifindex), path.value,
+                     rec.ts_ns)  # fmt: skip
+
+    def _refuse(self, out: Refuse) -> Refuse:
+        self.counts[out.reason] += 1
+        self.tally[out.reason, out.identity.name if out.identity else "", ""] += 1
+        return out

@@ -277,6 +277,11 @@ class GateMaps:
         bpfsys.delete(self._fds["allow_hint"], a)
         return n
 
+    def live_windows(self) -> int:
+        """How many allow entries have not expired."""
+        now = time.monotonic_ns()
+        return sum(1 for _, exp in self._u64_items("allow") if exp > now)
+
     def allowed(self, include_expired: bool = False) -> list[AllowEntry]:
         """Allow entries (sorted by expiry), with the seconds left."""
         now = time.monotonic_ns()

@@ -10,12 +10,15 @@ all their windows in two, so the cost per accept falls with the load.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
 from spagate.gate.core.config import GateConfig
 from spagate.gate.core.eventlog import EventLog
 from spagate.gate.core.intake import Admit, Intake, OpenWindow, RememberNonce
+
+RECENT = 32  # events kept for the state file
 
 
 class Maps(Protocol):
@@ -47,6 +50,11 @@ class Admission:
         self.batch = batch  # True: writes wait for flush() (the worker flushes once per poll)
         self._pending: list[Admit] = []
         self.write_errors = 0
+        # Set by the worker when metrics are on: called with each admission's latency (ns
+        # from the kernel queueing the packet to its windows written).
+        self.on_latency: Callable[[int], None] | None = None
+        # The latest accepts and refusals (wall time, event), for the state file (`top`).
+        self.recent: deque[tuple[float, object]] = deque(maxlen=RECENT)
 
     @property
     def counts(self):
@@ -66,7 +74,8 @@ class Admission:
         right away unless batching). A refusal is counted and logged here."""
         out = self.intake.handle(rec, self.wall_ms(), self.mono_ns())
         if not isinstance(out, Admit):
-            self.log.rejected(out.reason, out.describe)
+            self.log.refused(out)
+            self.recent.append((self.wall_ms() / 1000, out))
             return False
         self._pending.append(out)
         if not self.batch:
@@ -94,7 +103,11 @@ class Admission:
             self.write_errors += 1
             self.log.error(f"writing {len(pending)} admission(s) to the maps failed: {e}")
             return 0
+        done_ns, wall = self.mono_ns(), self.wall_ms() / 1000
         for out in pending:
+            if self.on_latency is not None and out.received_ns:
+                self.on_latency(max(0, done_ns - out.received_ns))
             self.hooks.opened(out.grant.ip, out.grant.seconds)
-            self.log.accepted(out.describe)
+            self.log.accepted(out)
+            self.recent.append((wall, out))
         return len(pending)

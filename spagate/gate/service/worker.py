@@ -21,7 +21,7 @@ import signal
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from spagate.errors import SpagateError
@@ -33,12 +33,14 @@ from spagate.gate.kernel.link import LinkState, link_state, pinned_link
 from spagate.gate.kernel.maps import GateMaps
 from spagate.gate.kernel.ringbuf import SpaRing
 from spagate.gate.service.admission import Admission
-from spagate.gate.service.journal import journal_emit
+from spagate.gate.service.journal import event_log, journal_emit
 from spagate.gate.service.preflight import capability_names, effective_capabilities
 from spagate.gate.service.state import read_attached, remove_state, take_lock, write_state
 
 CHECK_EVERY_S = 0.5  # links: at least twice a second
 PUBLISH_EVERY_S = 1.0
+MONITOR_STALE_S = 3.0  # hook figures older than this: the monitor is not reporting
+RECENT_PUBLISHED = 12  # latest accepts and refusals in the state file (`spagate top`)
 MAX_QUEUED = 1_000_000  # requests waiting for the monitor (a few hundred bytes each)
 
 
@@ -50,6 +52,8 @@ class MonitorChannel:
         self._sock, self._path, self._log = sock, path, log
         self._queue: deque[tuple[bytes, list[int]]] = deque()
         self._down_since: float | None = None
+        self.hook_stats: privsep.HookStats | None = None  # the monitor's latest figures
+        self.hook_stats_at = 0.0  # time.monotonic() when they came
         if sock is not None:
             sock.setblocking(False)
 
@@ -120,6 +124,8 @@ class MonitorChannel:
             answer = privsep.decode_answer(data)
             if isinstance(answer, privsep.Linked) and len(fds) == 1:
                 out.append((answer, fds[0]))
+            elif isinstance(answer, privsep.HookStats) and not fds:
+                self.hook_stats, self.hook_stats_at = answer, time.monotonic()
             else:
                 for fd in fds:
                     os.close(fd)
@@ -134,6 +140,22 @@ class MonitorChannel:
                     f"monitor unreachable ({self._path or 'socket'}): {len(self._queue)} "
                     "request(s) wait (hooks, re-attach) until it is back"
                 )
+
+
+@dataclass
+class Snapshot:
+    """What the worker counted, copied by its loop once a second: the metrics thread reads
+    only this, never the worker's live dicts."""
+
+    tally: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    guarded: dict[str, bool] = field(default_factory=dict)
+    link_checks: int = 0
+    links_lost: int = 0
+    monitor_pending: int = 0
+    hooks: dict[str, int] | None = None  # the monitor's last HookStats, None: none yet
+    state_write_errors: int = 0
+    map_write_errors: int = 0
+    samples: int = 0
 
 
 class MonitorHooks:
@@ -164,7 +186,7 @@ class Worker:
         emit=journal_emit,
     ):
         self.config, self.opts, self.monitor = config, opts, monitor
-        self.log = EventLog(emit, time.monotonic)
+        self.log: EventLog = event_log(config.log_format, emit)
         if monitor is not None and monitor._log is None:
             monitor._log = self.log
         self.lock_fd = lock_fd
@@ -176,6 +198,10 @@ class Worker:
         self.modes = read_attached(opts.pin_dir)  # what the loader attached, in which mode
         self.state_errors = 0
         self._state_failing = False
+        self.link_checks = 0
+        self.samples = None  # DropSamples, when the kernel samples drops
+        self.metrics = None  # metrics.Metrics, when `metrics =` is set
+        self._snapshot = None  # what the metrics thread reads (replaced, never mutated)
 
     def _stop(self, _signum, _frame) -> None:
         self.stopping = True
@@ -188,6 +214,10 @@ class Worker:
         intake = Intake(self.config)
         intake.verifier.verify(bytes(96), 0)
         write_state.__module__, privsep.encode(privsep.Reattach("lo"))
+        if self.config.metrics is not None:
+            from spagate.gate.service import metrics
+
+            metrics.Metrics.__init__  # noqa: B018 (imported now, while the code is readable)
 
     def run(self, drop_to=None) -> int:
         """Open the pins, drop privileges if started as root (before reading a packet), then
@@ -212,6 +242,9 @@ class Worker:
             self.links[name] = fd
             self.link_ok[name] = True
         events_fd = bpfsys.obj_get(pin_dir / "spa_events")
+        from spagate.gate.service.samples import open_drop_samples
+
+        self.samples = open_drop_samples(pin_dir, [i.name for i in cfg.identities])
         if drop_to is not None:
             from spagate.gate.service.account import WORKER_CAPS
             from spagate.gate.service.privdrop import drop_to as drop
@@ -227,6 +260,9 @@ class Worker:
         ring = SpaRing(events_fd, admission.handle)
         os.close(events_fd)
         self.check_links()
+        self.snapshot(admission)
+        if cfg.metrics is not None:
+            self.start_metrics(maps, admission)
         caps = ",".join(capability_names(effective_capabilities())) or "none"
         self.log.info(
             "attached "
@@ -237,12 +273,18 @@ class Worker:
             + (f"; static allow {', '.join(map(str, cfg.allow))}" if cfg.allow else "")
             + (f"; {restored} nonces restored" if restored else "")
             + f"; worker uid {os.getuid()} caps {caps}"
+            + (f"; metrics on {self.metrics_url()}" if self.metrics else "")
+            + ("; drop samples on" if self.samples else "")
         )
         next_check = next_publish = 0.0
         try:
             while not self.stopping:
                 ring.poll(200)
                 admission.flush()
+                if self.samples is not None:
+                    for sample in self.samples.samples():
+                        self.log.refused(sample)
+                        admission.recent.append((time.time(), sample))
                 if self.monitor is not None:
                     self.monitor.flush()
                     for answer, fd in self.monitor.receive():
@@ -253,12 +295,15 @@ class Worker:
                     next_check = now + CHECK_EVERY_S
                 if now >= next_publish:
                     self.publish(admission)
+                    self.snapshot(admission)
                     next_publish = now + PUBLISH_EVERY_S
                 self.log.tick()
                 admission.prune()
         finally:
             admission.flush()
             ring.close()
+            if self.samples is not None:
+                self.samples.close()
             maps.close()
             for fd in self.links.values():
                 os.close(fd)
@@ -289,6 +334,7 @@ class Worker:
         """Each link still on its interface with our program? If not: say so (error), count
         it, and ask the monitor to re-attach; pick up the new link once it is pinned."""
         pin_dir = self.opts.pin_dir
+        self.link_checks += 1
         for name, fd in list(self.links.items()):
             state = link_state(fd)
             try:
@@ -335,6 +381,47 @@ class Worker:
             return "the gate's XDP link was detached: the interface is UNGUARDED"
         return f"the gate's link runs program id {state.prog_id}, not {self.prog_id}"
 
+    # -- metrics -----------------------------------------------------------------------------
+
+    def metrics_url(self) -> str:
+        addr, port = self.config.metrics
+        host = f"[{addr}]" if addr.version == 6 else str(addr)
+        return f"http://{host}:{port}/metrics"
+
+    def start_metrics(self, maps: GateMaps, admission: Admission) -> None:
+        """Serve /metrics from a thread (the worker has dropped root by now). A port that
+        cannot be bound is reported; the gate keeps guarding without metrics."""
+        from spagate.gate.service.metrics import Metrics
+
+        m = Metrics(lambda: self._snapshot, maps.counters, maps.live_windows)
+        addr, port = self.config.metrics
+        try:
+            m.serve(str(addr), port)
+        except OSError as e:
+            self.log.error(f"metrics: cannot listen on {addr} port {port} ({e.strerror}); "
+                           "the gate keeps guarding without metrics")  # fmt: skip
+            return
+        self.metrics = m
+        admission.on_latency = m.observe_ns
+
+    def snapshot(self, admission: Admission) -> None:
+        """Copy what the metrics thread may read (a new object: the thread never sees one
+        being built)."""
+        mon = self.monitor
+        fresh = mon is not None and time.monotonic() - mon.hook_stats_at < MONITOR_STALE_S
+        stats = mon.hook_stats if fresh and mon is not None else None
+        self._snapshot = Snapshot(
+            tally=dict(admission.intake.tally),
+            guarded=dict(self.link_ok),
+            link_checks=self.link_checks,
+            links_lost=self.links_lost,
+            monitor_pending=mon.pending if mon else 0,
+            hooks={f: getattr(stats, f) for f in privsep.HOOK_STATS_FIELDS} if stats else None,
+            state_write_errors=self.state_errors,
+            map_write_errors=admission.write_errors,
+            samples=self.samples.read if self.samples else 0,
+        )
+
     # -- state -------------------------------------------------------------------------------
 
     def publish(self, admission: Admission) -> None:
@@ -360,6 +447,13 @@ class Worker:
             "started": self.started,
             "spa": dict(admission.counts),
             "monitor_pending": self.monitor.pending if self.monitor else 0,
+            "hooks": self._snapshot.hooks if self._snapshot else None,
+            "link_checks": self.link_checks,
+            "metrics": self.metrics_url() if self.metrics else None,
+            "recent": [
+                {"t": round(t, 3), "event": ev.event, **ev.fields()}
+                for t, ev in list(admission.recent)[-RECENT_PUBLISHED:]
+            ],
         }
         try:
             write_state(self.opts.pin_dir, state)

@@ -94,3 +94,27 @@ def test_restore_refuses_replays_of_packets_accepted_before_a_restart():
     assert again.restore() == 1
     assert not again.handle(rec)
     assert again.counts == {"replay": 1}
+
+
+def test_refusals_after_the_mac_name_the_identity_and_are_tallied():
+    maps = Maps()
+    intake, _, lines = make(maps, 1_000_000)
+    stale, _ = record(1_000_000 - 60_000)
+    assert not intake.handle(stale)
+    assert lines[-1] == (
+        "refuse stale from 198.51.100.9:4000 via 2 identity=default: "
+        "sent 60000 ms ago, window is 5000 ms"
+    )
+    rec, _ = record(1_000_000)
+    assert intake.handle(rec._replace(ts_ns=4_999_000_000))
+    latencies = []
+    intake.on_latency = latencies.append
+    assert intake.handle(record(1_000_000)[0]._replace(ts_ns=4_999_000_000, tagged=True))
+    assert latencies == [1_000_000]  # the clock says 5 s: 1 ms from the ring to the window
+    assert intake.intake.tally == {
+        ("stale", "default", ""): 1,
+        ("accepted", "default", "untagged"): 1,
+        ("accepted", "default", "tagged"): 1,
+    }
+    kinds = [ev.event for _, ev in intake.recent]
+    assert kinds == ["refuse", "accept", "accept"]
