@@ -15,6 +15,7 @@ from spagate.protocol import make_packet as _make_packet
 
 IP = IPv4Address | IPv6Address
 SOURCE = "source"  # --ip source: "open for the address the packet arrives from"
+SPA_SIZE = 96
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,17 @@ def make_packet(keys: KeyPair, ip: IP, now_ms: int | None = None) -> bytes:
 class SendReport:
     sent: list[Target] = field(default_factory=list)
     failed: list[tuple[Target, str]] = field(default_factory=list)
+    opened: dict[Target, IP] = field(default_factory=dict)  # the address each packet names
+
+    def describe(self, port: int, keys_from: str) -> list[str]:
+        """What `send -v` prints: one line per packet sent."""
+        out = []
+        for t in self.sent:
+            what = self.opened.get(t)
+            asks = "its source address" if what is not None and what.is_unspecified else what
+            out.append(f"sent {SPA_SIZE} bytes to {t} udp/{port}, opening {asks} "
+                       f"(keys: {keys_from})")  # fmt: skip
+        return out
 
 
 def _memo(public: Callable[[int], IP]) -> Callable[[int], IP]:
@@ -119,9 +131,11 @@ def send_spa(
     lookup = _memo(public)
     for target in targets:
         try:
-            packet = make_packet(keys, packet_ip(target, ip_option, lookup))
+            ip = packet_ip(target, ip_option, lookup)
+            packet = make_packet(keys, ip)
             with socket.socket(target.family, socket.SOCK_DGRAM) as s:
                 s.sendto(packet, target.sockaddr(port))
+            report.opened[target] = ip
         except SpagateError as e:
             report.failed.append((target, str(e)))
         except OSError as e:

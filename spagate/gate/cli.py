@@ -1,4 +1,4 @@
-"""Gate commands: attach, detach, status, allow, revoke, demo. bcc is imported lazily, only by
+"""Gate commands: attach, detach, status, top, allow, revoke, demo. bcc is imported lazily, only by
 attach (status/allow/revoke/detach work on the pinned maps and netlink, without compiling).
 Its one concern is the operator's command line: parse, check, call the service or the maps."""
 
@@ -16,6 +16,7 @@ import typer
 from spagate.errors import SpagateError
 from spagate.gate.core.config import DEFAULT_PATH, XDP_MODES, load_config, parse_port
 from spagate.gate.kernel.pins import DEFAULT_PIN_DIR
+from spagate.net import unmap, window_refusal
 
 PIN_DIR = typer.Option(str(DEFAULT_PIN_DIR), "--pin-dir", help="Where the gate's maps are pinned.")
 
@@ -41,20 +42,32 @@ def _mode(mode: str) -> str:
 
 def _ip(text: str):
     try:
-        return ipaddress.ip_address(text)
+        return unmap(ipaddress.ip_address(text))
     except ValueError:
         raise SpagateError(f"{text!r} is not an IP address") from None
+
+
+def _window_ip(text: str):
+    """An address a window may open for: never 0.0.0.0, ::, multicast or broadcast."""
+    addr = _ip(text)
+    why = window_refusal(addr)
+    if why is not None:
+        raise SpagateError(f"{why}; no window opened")
+    return addr
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def attach(
         interfaces: Optional[List[str]] = typer.Argument(
-            None, help="Interfaces to guard (else config)."
+            None, help="Interfaces to guard.", show_default="the config's interface ="
         ),
         config: str = typer.Option(DEFAULT_PATH, "-c", "--config", help="Gate configuration."),
         mode: Optional[str] = typer.Option(
-            None, "--mode", help="XDP mode: native, generic or auto (default: the config's)."
+            None,
+            "--mode",
+            help="XDP mode: native, generic or auto.",
+            show_default="the config's xdp-mode (auto)",
         ),
         keep_attached: bool = typer.Option(
             False, "--keep-attached", help="Leave the gate guarding after this command stops."
@@ -81,10 +94,15 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def load(
         interfaces: Optional[List[str]] = typer.Argument(
-            None, help="Interfaces to guard (else config)."
+            None, help="Interfaces to guard.", show_default="the config's interface ="
         ),
         config: str = typer.Option(DEFAULT_PATH, "-c", "--config", help="Gate configuration."),
-        mode: Optional[str] = typer.Option(None, "--mode", help="native, generic or auto."),
+        mode: Optional[str] = typer.Option(
+            None,
+            "--mode",
+            help="native, generic or auto.",
+            show_default="the config's xdp-mode (auto)",
+        ),
         force: bool = typer.Option(
             False, "--force", help="Replace another XDP program already on an interface."
         ),
@@ -124,8 +142,15 @@ def register(app: typer.Typer) -> None:
         socket_path: str = typer.Option(
             "/run/spagate-monitor/monitor.sock", "--socket", help="Where the worker connects."
         ),
-        interfaces: Optional[List[str]] = typer.Argument(None, help="Guarded interfaces."),
-        mode: Optional[str] = typer.Option(None, "--mode", help="native, generic or auto."),
+        interfaces: Optional[List[str]] = typer.Argument(
+            None, help="Guarded interfaces.", show_default="the config's interface ="
+        ),
+        mode: Optional[str] = typer.Option(
+            None,
+            "--mode",
+            help="native, generic or auto.",
+            show_default="the config's xdp-mode (auto)",
+        ),
         pin_dir: str = PIN_DIR,
     ) -> None:
         """The privileged monitor for systemd (spagate-monitor.service): runs open-cmd and
@@ -149,12 +174,17 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def detach(
-        interfaces: List[str] = typer.Argument(..., help="Interfaces to remove the gate from."),
+        interfaces: List[str] = typer.Argument(
+            ..., help="Interfaces to remove the gate from.", show_default=False
+        ),
         force: bool = typer.Option(
             False, "--force", help="Also while a worker is guarding (and a foreign program)."
         ),
         pin_dir: Optional[str] = typer.Option(
-            None, "--pin-dir", help="The gate's pin directory (default: every spagate one)."
+            None,
+            "--pin-dir",
+            help="The gate's pin directory.",
+            show_default="every spagate pin directory",
         ),
     ) -> None:
         """Stop guarding interfaces: remove the gate's link (refused while its worker runs,
@@ -260,9 +290,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def allow(
-        ip: str = typer.Argument(..., help="Address to let in."),
+        ip: str = typer.Argument(..., help="Address to let in.", show_default=False),
         port: Optional[List[str]] = typer.Option(
-            None, "--port", help="tcp/22 or udp/51820 (repeatable)."
+            None,
+            "--port",
+            help="A protected port, tcp/22 or udp/51820 (repeatable).",
+            show_default="every protected port",
         ),
         seconds: int = typer.Option(
             60, "--for", min=1, max=31_536_000, help="Seconds the window stays open (1 year max)."
@@ -270,13 +303,20 @@ def register(app: typer.Typer) -> None:
         pin_dir: str = PIN_DIR,
     ) -> None:
         """Open the gate for an address by hand."""
-        addr = _ip(ip)
+        addr = _window_ip(ip)
         try:
             ports = [parse_port(p) for p in port or ()]
         except ValueError as e:
             raise SpagateError(f"--port: {e}") from None
         _need_root("spagate allow")
         maps = _open_maps(pin_dir)
+        protected = {f"{p}/{n}" for p, n in maps.protected()}
+        for p in ports:
+            if str(p) not in protected:
+                raise SpagateError(
+                    f"--port {p} is not a protected port (protected: "
+                    f"{', '.join(sorted(protected)) or 'none'}): a window there opens nothing"
+                )
         until = time.monotonic_ns() + seconds * 1_000_000_000
         for p in ports or [None]:
             if p is None:
@@ -288,14 +328,38 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def revoke(
-        ip: str = typer.Argument(..., help="Address whose windows to close."),
+        ip: Optional[str] = typer.Argument(
+            None, help="Address whose windows to close.", show_default=False
+        ),
+        everything: bool = typer.Option(
+            False, "--all", help="Close every open window (and every UDP flow)."
+        ),
         pin_dir: str = PIN_DIR,
     ) -> None:
-        """Close every open window of an address now."""
-        addr = _ip(ip)
+        """Close the open windows of an address now (its UDP flows too), or all of them."""
+        if everything == (ip is not None):
+            raise SpagateError("name an address to revoke, or pass --all (not both)")
+        addr = _ip(ip) if ip is not None else None
         _need_root("spagate revoke")
-        n = _open_maps(pin_dir).revoke_ip(addr)
-        typer.echo(f"revoked {n} window(s) of {addr}")
+        maps = _open_maps(pin_dir)
+        done = maps.revoke_all() if addr is None else maps.revoke_ip(addr)
+        flows = f" and {done.flows} UDP flow(s)" if done.flows else ""
+        whose = "" if addr is None else f" of {addr}"
+        typer.echo(f"revoked {done.windows} open window(s){flows}{whose}")
+
+    @app.command()
+    def top(
+        pin_dir: str = PIN_DIR,
+        once: bool = typer.Option(
+            False, "--once", help="Print one screen as plain text and exit (no terminal needed)."
+        ),
+    ) -> None:
+        """A live view of the gate (1 Hz): packets per second by verdict, open windows, the
+        latest accepts and refusals with their sources, each interface's guard. q quits."""
+        from spagate.gate.service.top import run_top
+
+        _need_root("spagate top")
+        raise typer.Exit(run_top(pin_dir, once))
 
     @app.command()
     def demo() -> None:

@@ -6,13 +6,10 @@ Rule: pure decisions on values; no maps, no sockets, no logging.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 
 from spagate.gate.core.config import GateConfig, Identity, Port
 from spagate.gate.core.reasons import PolicyReason
-from spagate.net import IPAddress, unmap
-
-BROADCAST = IPv4Address("255.255.255.255")
+from spagate.net import IPAddress, unmap, window_refusal
 
 
 @dataclass(frozen=True)
@@ -43,8 +40,8 @@ def decide(
         # Such a packet names no address: anyone who sees it could send it first.
         return Refusal(PolicyReason.SOURCE_MISMATCH, "message names no address (--ip source)")
     ip = src if msg_ip.is_unspecified else msg_ip
-    if ip.is_multicast or ip == BROADCAST:
-        return Refusal(PolicyReason.UNUSABLE_IP, f"{ip} cannot open a connection")
+    if (why := window_refusal(ip)) is not None:
+        return Refusal(PolicyReason.UNUSABLE_IP, why)
     if config.require_source_match and ip != src:
         return Refusal(PolicyReason.SOURCE_MISMATCH, f"message names {ip}, packet came from {src}")
     return Grant(

@@ -22,9 +22,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 
-from spagate.net import IPAddress, parse_address
+from spagate.net import IPAddress, parse_address, window_refusal
 
 MAX_MESSAGE = 512
 MAX_SECONDS = 31_536_000  # a year: the longest window anything in spagate opens
@@ -123,7 +122,7 @@ def _opened(ip: object, seconds: object) -> Opened | Malformed:
         addr = parse_address(ip)
     except ValueError:
         return Malformed("ip is not an address")
-    if addr.is_unspecified or addr.is_multicast or addr == IPv4Address("255.255.255.255"):
+    if window_refusal(addr) is not None:
         return Malformed(f"{addr} is not an address a window opens for")
     if not 1 <= seconds <= MAX_SECONDS:
         return Malformed(f"seconds {seconds} is out of range")

@@ -22,10 +22,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from typing import NamedTuple
 
 from spagate.errors import SpagateError
 from spagate.gate.kernel import bpfsys, spakeys
 from spagate.gate.kernel.abi import (
+    ADDR_KEY,
     ALLOW_HINT,
     ALLOW_KEY,
     FLOW_KEY,
@@ -77,6 +79,11 @@ class UdpFlow:
     dport: int
     last_seen_ns: int  # CLOCK_MONOTONIC
     idle_s: float
+
+
+class Revoked(NamedTuple):
+    windows: int  # windows that were open
+    flows: int  # UDP flows
 
 
 class GateMaps:
@@ -265,17 +272,32 @@ class GateMaps:
                 bpfsys.update(self._fds["allow_hint"], a, ALLOW_HINT.pack(0, until))
         return bpfsys.delete(self._fds["allow"], ALLOW_KEY.pack(a, port, p))
 
-    def revoke_ip(self, ip: str | IPAddress) -> int:
-        """Remove every allow entry, the allow hint and every UDP flow of ip; returns how many
-        allow entries and flows went."""
-        a = addr16(ip)
-        n = 0
-        for name in ("allow", "udp_flows"):
-            fd = self._fds[name]
-            for key in [k for k in bpfsys.keys(fd, MAP_SPECS[name].key_size) if k[:16] == a]:
-                n += bpfsys.delete(fd, key)
-        bpfsys.delete(self._fds["allow_hint"], a)
-        return n
+    def revoke_ip(self, ip: str | IPAddress) -> Revoked:
+        """Remove every allow entry, the allow hint and every UDP flow of ip. Counts the
+        windows that were still open (an expired entry is removed, not counted) and the
+        flows."""
+        return self._revoke(addr16(ip))
+
+    def revoke_all(self) -> Revoked:
+        """Close every window and UDP flow (allow, allow_hint, udp_flows emptied)."""
+        return self._revoke(None)
+
+    def _revoke(self, a: bytes | None) -> Revoked:
+        now = time.monotonic_ns()
+        fd = self._fds["allow"]
+        windows = 0
+        for key in [k for k in bpfsys.keys(fd, ALLOW_KEY.size) if a is None or k[:16] == a]:
+            raw = bpfsys.lookup(fd, key, 8)
+            if bpfsys.delete(fd, key) and raw is not None and U64.unpack(raw)[0] > now:
+                windows += 1
+        fd = self._fds["udp_flows"]
+        flows = 0
+        for key in [k for k in bpfsys.keys(fd, FLOW_KEY.size) if a is None or k[:16] == a]:
+            flows += bpfsys.delete(fd, key)
+        fd = self._fds["allow_hint"]
+        for key in [a] if a is not None else list(bpfsys.keys(fd, ADDR_KEY.size)):
+            bpfsys.delete(fd, key)
+        return Revoked(windows, flows)
 
     def live_windows(self) -> int:
         """How many allow entries have not expired."""
