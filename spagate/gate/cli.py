@@ -240,7 +240,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Whether each interface is really guarded (asked of the kernel), the worker, the
         protected ports, open windows and counters. Exit status: 0 guarded and taking knocks,
-        1 an interface is unguarded, 3 guarded but no worker takes knocks."""
+        1 an interface is unguarded, 2 an error (no gate state, not root), 3 guarded but no
+        worker takes knocks."""
         import json
 
         from spagate.gate.service.status import gate_status
@@ -272,6 +273,12 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"UNGUARDED: {i.name}: {i.why}")
         if st.links_lost:
             typer.echo(f"links lost and re-attached since start: {st.links_lost}")
+        if st.metrics:
+            typer.echo(f"metrics: {st.metrics}")
+        if st.hooks and (st.hooks.get("started") or st.hooks.get("queued")):
+            h = st.hooks
+            typer.echo(f"hooks: {h['queued']} queued, {h['running']} running, "
+                       f"{h['started']} started, {h['failed']} failed")  # fmt: skip
         spa = " ".join(f"{k}={v}" for k, v in sorted(st.spa.items()))
         typer.echo(f"spa verdicts: {spa or 'none yet'}")
         prot = ", ".join(f"{p}/{n}" for p, n in sorted(maps.protected()))

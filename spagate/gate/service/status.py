@@ -39,6 +39,8 @@ class GateStatus:
     interfaces: list[InterfaceStatus] = field(default_factory=list)
     spa: dict[str, int] = field(default_factory=dict)
     links_lost: int = 0
+    hooks: dict | None = None  # the monitor's hook queue figures, as the worker last heard
+    metrics: str | None = None  # where the worker serves /metrics
 
     @property
     def exit_code(self) -> int:
@@ -76,6 +78,8 @@ def gate_status(pin_dir: str | os.PathLike) -> GateStatus:
         (state or {}).get("pid") if running else None,
         spa=(state or {}).get("spa", {}),
         links_lost=(state or {}).get("links_lost", 0),
+        hooks=(state or {}).get("hooks") if running else None,
+        metrics=(state or {}).get("metrics") if running else None,
     )
     try:
         fd = bpfsys.obj_get(pin_dir / pins.PROG_PIN)
