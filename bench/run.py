@@ -25,6 +25,7 @@ SCRIPTS = [
     ("XDP: ns per packet for each verdict path, allow map 1 .. 1M", ["xdp_paths.py"], True),
     ("XDP: in-kernel HMAC cost", ["xdp_hmac.py"], True),
     ("SPA latency: packet sent -> allow entry written", ["spa_latency.py"], True),
+    ("Metrics: worker VmRSS without / with the exporter, CPU per scrape", ["metrics.py"], True),
     (
         "Floods at line rate: spagate beside nftables; valid SPA during floods; daemon",
         ["floods.py", "--json", str(SUMMARY)],

@@ -172,3 +172,14 @@ def test_revoke_counts_only_live_windows_and_revoke_all_empties_every_window(fre
     assert fresh.maps.allowed(include_expired=True) == [] and fresh.maps.udp_flows() == []
     assert hint(fresh) is None
     assert verdict(fresh, syn(22)) == (XdpAction.DROP, "tcp_dropped_new")
+
+
+def test_batched_walk_sees_every_entry_once(fresh):
+    now = time.monotonic_ns()
+    for i in range(100):
+        fresh.maps.allow(f"10.9.{i // 250}.{i % 250}", now + (i + 1) * SEC, "tcp", 22)
+    fd = fresh.maps.fd("allow")
+    walked = list(bpfsys.items(fd, 20, 8, chunk=7))
+    assert len(walked) == 100 == len({k for k, _ in walked})
+    assert {k for k, _ in walked} == set(bpfsys.keys(fd, 20))
+    assert fresh.maps.live_windows() == 100

@@ -245,12 +245,7 @@ class GateMaps:
         """(key, u64 value) of every entry of a map with u64 values; entries that vanish
         during the walk (LRU eviction, a concurrent delete) are skipped."""
         fd, size = self._fds[name], MAP_SPECS[name].key_size
-        out = []
-        for key in list(bpfsys.keys(fd, size)):
-            raw = bpfsys.lookup(fd, key, 8)
-            if raw is not None:
-                out.append((key, U64.unpack(raw)[0]))
-        return out
+        return [(key, U64.unpack(raw)[0]) for key, raw in bpfsys.items(fd, size, 8)]
 
     def sync_allow_hint(self) -> int:
         """Make allow_hint cover every allow entry (the loader calls this: a hint map created
