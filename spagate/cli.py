@@ -75,4 +75,4 @@ def main() -> None:
 
         _run(lambda: worker.main(argv[1:]))
         return
-    _run(lambda: build_app()())
+    _run(lambda: build_app()(prog_name="spagate"))

@@ -113,8 +113,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command(context_settings={"help_option_names": ["--help"]})
     def connect(
-        host: str = typer.Option(..., "-h", "--host", help="Host to connect to (%h)."),
-        port: int = typer.Option(..., "-P", "--port", help="TCP port (%p)."),
+        host: str = typer.Option(
+            ..., "-h", "--host", help="Host to connect to (%h).", show_default=False
+        ),
+        port: int = typer.Option(..., "-P", "--port", help="TCP port (%p).", show_default=False),
         spa_port: Optional[int] = typer.Option(
             None,
             "-p",

@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
             None,
             "--mode",
             help="XDP mode: native, generic or auto.",
-            show_default="the config's xdp-mode (auto)",
+            show_default="the config's xdp-mode",
         ),
         keep_attached: bool = typer.Option(
             False, "--keep-attached", help="Leave the gate guarding after this command stops."
@@ -101,7 +101,7 @@ def register(app: typer.Typer) -> None:
             None,
             "--mode",
             help="native, generic or auto.",
-            show_default="the config's xdp-mode (auto)",
+            show_default="the config's xdp-mode",
         ),
         force: bool = typer.Option(
             False, "--force", help="Replace another XDP program already on an interface."
@@ -149,7 +149,7 @@ def register(app: typer.Typer) -> None:
             None,
             "--mode",
             help="native, generic or auto.",
-            show_default="the config's xdp-mode (auto)",
+            show_default="the config's xdp-mode",
         ),
         pin_dir: str = PIN_DIR,
     ) -> None:
