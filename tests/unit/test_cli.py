@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -73,41 +74,81 @@ def test_connect_h_is_host_not_help():
     assert r.returncode != 0 and "Show this message" not in r.stdout
 
 
+RUN_MANY = """
+import contextlib, io, json, sys
+from spagate.cli import main
+out = []
+for argv in json.loads(sys.argv[1]):
+    sys.argv = ["spagate", *argv]
+    o, e, rc = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
+        try:
+            main()
+        except SystemExit as x:
+            rc = x.code if isinstance(x.code, int) else (0 if x.code is None else 1)
+    out.append([rc, o.getvalue(), e.getvalue()])
+print(json.dumps(out))
+"""
+
+
+def run_many(*argvs: list[str]) -> list[tuple[int, str, str]]:
+    """Several `spagate ARGV` in one process (the command line's own exit codes and output)."""
+    r = subprocess.run([sys.executable, "-c", RUN_MANY, json.dumps(argvs)], capture_output=True,
+                       text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return [tuple(x) for x in json.loads(r.stdout)]
+
+
 def test_version_and_short_help():
     from spagate import __version__
 
-    r = run("--version")
-    assert r.returncode == 0 and r.stdout == f"spagate {__version__}\n"
-    for args in (["-h"], ["send", "-h"], ["status", "-h"], ["top", "-h"]):
-        r = run(*args)
-        assert r.returncode == 0 and "Usage: spagate" in r.stdout, args
+    cases = [["--version"], ["-h"], ["send", "-h"], ["status", "-h"], ["top", "-h"]]
+    (rc, out, _), *helps = run_many(*cases)
+    assert rc == 0 and out == f"spagate {__version__}\n"
+    for args, (rc, out, _) in zip(cases[1:], helps, strict=True):
+        assert rc == 0 and "Usage: spagate" in out, args
 
 
 COMMANDS = ["keygen", "send", "connect", "attach", "load", "monitor", "detach", "status", "top",
             "allow", "revoke", "demo"]  # fmt: skip
 
 
-def plain_help(*args: str) -> str:
-    """Help as click renders it without rich (as the man page is made)."""
-    code = ("import sys; sys.modules['rich'] = None; sys.argv[0] = 'spagate'; "
-            "from spagate.cli import main; main()")  # fmt: skip
-    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+HELP_ALL = """
+import json, sys
+if sys.argv[1] == "plain":
+    sys.modules["rich"] = None  # as the man page is made: click's own rendering
+from typer.testing import CliRunner
+from spagate.cli import build_app
+app, out = build_app(), {}
+for cmd in sys.argv[2:]:
+    r = CliRunner().invoke(app, [cmd, "--help"], prog_name="spagate")
+    assert r.exit_code == 0, (cmd, r.output)
+    out[cmd] = r.output
+print(json.dumps(out))
+"""
+
+
+def all_help(mode: str) -> dict[str, str]:
+    """Every command's --help in one process: rich's rendering, or click's ("plain")."""
+    r = subprocess.run([sys.executable, "-c", HELP_ALL, mode, *COMMANDS], capture_output=True,
+                       text=True)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    return r.stdout
+    return json.loads(r.stdout)
 
 
 def test_help_shows_flags_as_flags_and_the_defaults():
+    plain, fancy = all_help("plain"), all_help("rich")
     for cmd in COMMANDS:
-        for text in (plain_help(cmd, "--help"), run(cmd, "--help").stdout):
+        for text in (plain[cmd], fancy[cmd]):
             assert "BOOLEAN" not in text and "[default: None]" not in text, (cmd, text)
             assert "[default: False]" not in text and "<bool>" not in text, (cmd, text)
-    attach = " ".join(plain_help("attach", "--help").split())
+    attach = " ".join(plain["attach"].split())
     assert "--keep-attached Leave" in attach and "--force Replace" in attach
     assert "[default: (the config's xdp-mode)]" in attach
     assert "[default: /etc/spagate.ini]" in attach
-    send = " ".join(plain_help("send", "--help").split())
+    send = " ".join(plain["send"].split())
     assert "[default: (the profile's port, else 8484)]" in send and "-v, --verbose Say" in send
-    assert "[default: 60; 1<=x<=31536000]" in " ".join(plain_help("allow", "--help").split())
+    assert "[default: 60; 1<=x<=31536000]" in " ".join(plain["allow"].split())
 
 
 def tty_output(*args: str, **env: str) -> bytes:
@@ -148,7 +189,7 @@ def test_demo_headings_carry_no_escapes_into_a_file(capsys, monkeypatch):
 
 
 def test_operator_commands_refuse_nonsense_before_touching_anything():
-    for args, want in (
+    cases = (
         (["allow", "0.0.0.0"], "0.0.0.0 names no host; no window opened"),
         (["allow", "::"], ":: names no host; no window opened"),
         (["allow", "::ffff:0.0.0.0"], "0.0.0.0 names no host"),
@@ -159,8 +200,9 @@ def test_operator_commands_refuse_nonsense_before_touching_anything():
         (["revoke"], "name an address to revoke, or pass --all (not both)"),
         (["revoke", "192.0.2.1", "--all"], "name an address to revoke, or pass --all"),
         (["revoke", "nope"], "'nope' is not an IP address"),
-    ):
-        r = run(*args, "--pin-dir", "/nonexistent")
-        assert r.returncode == 2 and r.stdout == "", (args, r.stdout)
-        assert r.stderr.startswith("spagate: error: ") and want in r.stderr, (args, r.stderr)
-        assert len(r.stderr.splitlines()) == 1
+    )
+    results = run_many(*[[*args, "--pin-dir", "/nonexistent"] for args, _ in cases])
+    for (args, want), (rc, out, err) in zip(cases, results, strict=True):
+        assert rc == 2 and out == "", (args, out)
+        assert err.startswith("spagate: error: ") and want in err, (args, err)
+        assert len(err.splitlines()) == 1
