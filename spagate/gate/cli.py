@@ -56,6 +56,19 @@ def _window_ip(text: str):
     return addr
 
 
+def _links_here(link, pin_dir: Path, name: str) -> bool:
+    """Whether pin_dir's link for name runs the program on the interface of that name in this
+    network namespace: another namespace's eth0 (another gate on the host) is not ours."""
+    there = link.xdp_attached(name)
+    fd = link.pinned_link(pin_dir, name)
+    if fd is None:
+        return False
+    try:
+        return there is not None and link.link_state(fd).prog_id == there[0]
+    finally:
+        os.close(fd)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def attach(
@@ -201,6 +214,8 @@ def register(app: typer.Typer) -> None:
             except OSError:
                 raise SpagateError(f"interface {name!r} does not exist") from None
             mine = [d for d in dirs if link.pinned_link(d, name) is not None]
+            if pin_dir is None:  # a scan: only the gates whose link is on this name here
+                mine = [d for d in mine if _links_here(link, d, name)]
             stopped = []
             for d in mine:
                 if not lock_held(d):
