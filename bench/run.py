@@ -27,6 +27,7 @@ SCRIPTS = [
     ("SPA latency: packet sent -> allow entry written", ["spa_latency.py"], True),
     ("The worker: RSS and CPU per accepted knock; the loader's peak", ["worker.py"], True),
     ("Fleet: knock-to-remote-open through etcd, real gates", ["fleet_gates.py"], True),
+    ("Metrics: worker VmRSS without / with the exporter, CPU per scrape", ["metrics.py"], True),
     (
         "Floods at line rate: spagate beside nftables; valid SPA during floods; daemon",
         ["floods.py", "--json", str(SUMMARY)],

@@ -13,6 +13,16 @@ from spagate.errors import SpagateError
 HELP = "spagate: Single Packet Authorization gate (XDP) and sparoid-compatible client."
 
 
+def _version(value: bool) -> None:
+    import typer
+
+    if value:
+        from spagate import __version__
+
+        print(f"spagate {__version__}")
+        raise typer.Exit()
+
+
 def build_app():
     import typer
 
@@ -21,10 +31,16 @@ def build_app():
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
+        # -h is help everywhere but in `connect`, where it is the host (as sparoid's).
+        context_settings={"help_option_names": ["-h", "--help"]},
     )
 
     @app.callback()
-    def _root() -> None:
+    def _root(
+        version: bool = typer.Option(
+            False, "--version", callback=_version, is_eager=True, help="Print the version."
+        ),
+    ) -> None:
         """spagate: Single Packet Authorization gate (XDP) and sparoid-compatible client."""
 
     from spagate.client import cli as client_cli
@@ -59,4 +75,4 @@ def main() -> None:
 
         _run(lambda: worker.main(argv[1:]))
         return
-    _run(lambda: build_app()())
+    _run(lambda: build_app()(prog_name="spagate"))

@@ -51,3 +51,19 @@ def packed(ip: str | IPAddress) -> bytes:
 
 def hostport(ip: IPAddress, port: int) -> str:
     return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+BROADCAST = IPv4Address("255.255.255.255")
+
+
+def window_refusal(ip: IPAddress) -> str | None:
+    """Why no window may open for ip (None: one may). The one rule for knocks, the operator's
+    `allow` and the monitor's requests: an address no connection can come from."""
+    ip = unmap(ip)
+    if ip.is_unspecified:
+        return f"{ip} names no host"
+    if ip.is_multicast:
+        return f"{ip} is a multicast address: no connection comes from it"
+    if ip == BROADCAST:
+        return f"{ip} is the broadcast address: no connection comes from it"
+    return None

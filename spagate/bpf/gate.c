@@ -547,6 +547,7 @@ static __always_inline int spa_queue(struct spa_scratch *s, __u32 slot)
 	e->copied = SPA_PACKET_SIZE;
 	e->key = slot;
 	e->path = s->path;
+	e->ts = bpf_ktime_get_ns(); /* not now_ns(): the coarse clock is too coarse for latency */
 	__builtin_memcpy(e->payload, &s->wire, SPA_PACKET_SIZE);
 	spa_events.ringbuf_submit(e, 0);
 	return 1;

@@ -119,7 +119,9 @@ struct nonce_key {
 /* spa_events record. payload holds the first `copied` bytes of a `len`-byte UDP payload
  * (only 96-byte payloads with a valid MAC are queued: len = copied = 96; the fields stay so
  * the record format need not change with the payload rule). key: index of the spa_keys slot
- * whose MAC matched; path: SPA_PATH_TAGGED or SPA_PATH_UNTAGGED. */
+ * whose MAC matched; path: SPA_PATH_TAGGED or SPA_PATH_UNTAGGED. ts: bpf_ktime_get_ns()
+ * (CLOCK_MONOTONIC) when it was queued, so the worker can tell how long a knock took from the
+ * wire to its window. */
 struct spa_event {
 	__u8 src[16];
 	__u8 dst[16];
@@ -130,6 +132,7 @@ struct spa_event {
 	__u16 copied;
 	__u16 key;
 	__u16 path;
+	__u64 ts;
 	__u8 payload[SPA_PACKET_SIZE];
 };
 

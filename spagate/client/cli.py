@@ -17,16 +17,20 @@ _NAME = re.compile(r"^[A-Za-z0-9._@+-]+$")
 # Typer signatures in the default-value style, with Optional[...]: Debian's python3-typer (0.7)
 # knows neither Annotated nor `X | None` there.
 CONFIG_OPT = typer.Option(
-    None, "-c", "--config", help="Key file (default ~/.spagate.ini, ~/.sparoid.ini)."
+    None, "-c", "--config", help="Key file.", show_default="~/.spagate.ini, else ~/.sparoid.ini"
 )
 PROTOCOL_OPT = typer.Option(
-    None, "--protocol", help="sparoid or fwknop (default: the config's protocol, else sparoid)."
+    None,
+    "--protocol",
+    help="sparoid or fwknop.",
+    show_default="the profile's protocol, else sparoid",
 )
 IP_OPT = typer.Option(
     None,
     "--ip",
-    help="Address to open: an IP, or 'source' for the address the packet comes from. "
-    "Default: 127.0.0.1/::1 for loopback targets, else the public address.",
+    help="Address to open: an IP, or 'source' for the address the packet comes from.",
+    show_default="the profile's ip, else 127.0.0.1/::1 for loopback targets, else the "
+    "public address",
 )
 
 
@@ -37,8 +41,14 @@ def _warn(text: str) -> None:
 COPIES_OPT = typer.Option(
     None,
     "--copies",
-    help="Copies of each packet, a few ms apart (default 3, or `copies =` in the key file).",
+    help="Copies of each packet, a few ms apart (default 3, or the profile's copies =).",
+    show_default=False,
 )
+NAME_OPT = typer.Option(
+    None, "-n", "--name", help="Profile: a [NAME] section of the key file. Default: the "
+    "first section whose host = matches HOST, else the top of the file.", show_default=False,
+)  # fmt: skip
+VERBOSE_OPT = typer.Option(False, "-v", "--verbose", help="Say what was sent where (on stderr).")
 
 
 def _send(
@@ -51,29 +61,34 @@ def _send(
     timeout: int = 0,
     default_access: str = "tcp/22",
     copies: Optional[int] = None,
+    name: Optional[str] = None,
+    verbose: bool = False,
 ):
     """Shared by send and connect: returns the resolved targets."""
     from spagate.client import publicip
     from spagate.client.config import MAX_COPIES, load_config
     from spagate.client.send import check_report, parse_ip_option, resolve, send_spa
 
-    ip_option = parse_ip_option(ip)
-    cfg = load_config(config)
+    if ip is not None:
+        parse_ip_option(ip)  # a bad --ip is reported before the files are read
+    if spa_port is not None and not 0 < spa_port < 65536:
+        raise SpagateError(f"SPA port {spa_port} is out of range 1-65535")
+    if copies is not None and not 1 <= copies <= MAX_COPIES:
+        raise SpagateError(f"--copies {copies} is out of range 1-{MAX_COPIES}")
+    cfg = load_config(config, host=host, name=name)
+    ip_option = parse_ip_option(ip if ip is not None else cfg.ip)
     protocol = protocol or cfg.protocol
     if protocol == "fwknop":
-        return _send_fwknop(host, spa_port, cfg, ip_option, access or default_access, timeout)
+        return _send_fwknop(host, spa_port, cfg, ip_option, access or default_access, timeout,
+                            verbose)  # fmt: skip
     if protocol != "sparoid":
         raise SpagateError(f"--protocol must be sparoid or fwknop, not {protocol!r}")
     if access or timeout:
         raise SpagateError("-A and --timeout need --protocol fwknop: a sparoid packet opens "
                            "the gate's ports for its window, it cannot ask for them")  # fmt: skip
-    spa_port = DEFAULT_SPA_PORT if spa_port is None else spa_port
-    if not 0 < spa_port < 65536:
-        raise SpagateError(f"SPA port {spa_port} is out of range 1-65535")
     if cfg.keys is None:
         raise SpagateError(f"{cfg.source} holds fwknop keys only: pass --protocol fwknop")
-    if copies is not None and not 1 <= copies <= MAX_COPIES:
-        raise SpagateError(f"--copies {copies} is out of range 1-{MAX_COPIES}")
+    spa_port = spa_port or cfg.port or DEFAULT_SPA_PORT
     targets = resolve(host)
 
     def public(family: int):
@@ -85,10 +100,13 @@ def _send(
     n = cfg.copies if copies is None else copies
     report = send_spa(targets, spa_port, cfg.keys, ip_option, public, n, cfg.copy_interval_s)
     check_report(report, host, _warn)
+    if verbose:
+        for line in report.describe(spa_port, cfg.source, n):
+            _warn(line)
     return report.sent
 
 
-def _send_fwknop(host, port, cfg, ip_option, access, timeout):
+def _send_fwknop(host, port, cfg, ip_option, access, timeout, verbose=False):
     """fwknop access request (-A, --timeout) to every address of host."""
     from ipaddress import IPv4Address
 
@@ -118,6 +136,10 @@ def _send_fwknop(host, port, cfg, ip_option, access, timeout):
         raise SpagateError(f"fwknop access requests carry IPv4 addresses only, not {ip}")
     packet = fwknop.make_packet(cfg.fwknop_key, ip, ports, cfg.fwknop_user, timeout)
     sent = fwknop.send_fwknop(host, port, packet)
+    if verbose:
+        for t in sent:
+            _warn(f"sent a {len(packet)}-byte fwknop request to {t} udp/{port}, asking "
+                  f"{access} for {ip} (keys: {cfg.source})")  # fmt: skip
     return [Target(t.ip, t.scope) for t in targets if str(t) in sent]
 
 
@@ -125,7 +147,10 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def keygen(
         name: Optional[str] = typer.Option(
-            None, "--name", help="Print as an [NAME] section: a named identity."
+            None,
+            "--name",
+            help="Print as an [NAME] section: a named identity.",
+            show_default=False,
         ),
     ) -> None:
         """Print a new key and hmac-key (sparoid format)."""
@@ -141,15 +166,27 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def send(
-        host: str = typer.Argument(..., help="Host name or address of the gate."),
+        host: str = typer.Argument(
+            ..., help="Host name or address of the gate.", show_default=False
+        ),
         port: Optional[int] = typer.Option(
-            None, "-p", "--port", help="SPA UDP port (default 8484; fwknop: 62201)."
+            None,
+            "-p",
+            "--port",
+            help="SPA UDP port.",
+            show_default=f"the profile's port, else {DEFAULT_SPA_PORT} (fwknop: 62201)",
         ),
         config: Optional[Path] = CONFIG_OPT,
         ip: Optional[str] = IP_OPT,
+        name: Optional[str] = NAME_OPT,
+        verbose: bool = VERBOSE_OPT,
         protocol: Optional[str] = PROTOCOL_OPT,
         access: Optional[str] = typer.Option(
-            None, "-A", "--access", help="fwknop: ports to ask for, e.g. tcp/22,udp/53."
+            None,
+            "-A",
+            "--access",
+            help="fwknop: ports to ask for, e.g. tcp/22,udp/53.",
+            show_default=False,
         ),
         timeout: int = typer.Option(
             0, "--timeout", help="fwknop: seconds to ask for (0: the gate's default)."
@@ -162,19 +199,28 @@ def register(app: typer.Typer) -> None:
                 "spagate: note: --ip source names no address: a spagate gate opens the packet's "
                 "source; a sparoid server would open 0.0.0.0, which lets nobody in"
             )
-        _send(host, port, config, ip, protocol, access, timeout, copies=copies)
+        _send(host, port, config, ip, protocol, access, timeout, copies=copies, name=name,
+              verbose=verbose)  # fmt: skip
 
     @app.command(context_settings={"help_option_names": ["--help"]})
     def connect(
-        host: str = typer.Option(..., "-h", "--host", help="Host to connect to (%h)."),
-        port: int = typer.Option(..., "-P", "--port", help="TCP port (%p)."),
+        host: str = typer.Option(
+            ..., "-h", "--host", help="Host to connect to (%h).", show_default=False
+        ),
+        port: int = typer.Option(..., "-P", "--port", help="TCP port (%p).", show_default=False),
         spa_port: Optional[int] = typer.Option(
-            None, "-p", "--spa-port", help="SPA UDP port (default 8484; fwknop: 62201)."
+            None,
+            "-p",
+            "--spa-port",
+            help="SPA UDP port.",
+            show_default=f"the profile's port, else {DEFAULT_SPA_PORT} (fwknop: 62201)",
         ),
         config: Optional[Path] = CONFIG_OPT,
         ip: Optional[str] = IP_OPT,
+        name: Optional[str] = NAME_OPT,
         timeout: float = typer.Option(5.0, "--timeout", help="Seconds to keep trying to connect."),
         protocol: Optional[str] = PROTOCOL_OPT,
+        verbose: bool = VERBOSE_OPT,
     ) -> None:
         """ssh ProxyCommand: send SPA, connect, hand the socket to ssh (or relay bytes).
 
@@ -186,7 +232,8 @@ def register(app: typer.Typer) -> None:
             raise SpagateError(f"port {port} is out of range 1-65535")
         if timeout <= 0:
             raise SpagateError(f"--timeout must be positive, got {timeout:g}")
-        targets = _send(host, spa_port, config, ip, protocol, default_access=f"tcp/{port}")
+        targets = _send(host, spa_port, config, ip, protocol, default_access=f"tcp/{port}",
+                        name=name, verbose=verbose)  # fmt: skip
         conn = open_connection(targets, port, timeout, host)
         channel = unix_socket_on(1)
         if channel is not None:

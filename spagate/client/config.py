@@ -1,20 +1,42 @@
-"""Client configuration: keys and settings from ~/.spagate.ini, ~/.sparoid.ini or the
-environment. Parsing is pure (text in, ClientConfig out, grammar: spagate.inifile); reading
-files is at the edge (inifile.read_key_file)."""
+"""Client configuration: profiles in ~/.spagate.ini (or ~/.sparoid.ini), or the environment.
+
+A file holds one or more profiles. The lines above the first [section] are the default
+profile (a sparoid client's ~/.sparoid.ini is exactly that: key and hmac-key); each [NAME]
+section is a named profile. A section takes what it does not set from the top (keys, port,
+URLs), so a section may hold only `host =` and `port =`. Which profile a command uses:
+
+1. `-n NAME`: that section ("default": the top);
+2. else the first section, in file order, whose `host =` patterns match the host as given on
+   the command line, like ssh's Host: shell globs (* ?), case-insensitive, several separated
+   by spaces or commas, `!PATTERN` excludes (a section with a matching `!` pattern never
+   matches);
+3. else the top, if it has keys;
+4. else the one section with keys and no `host =` line, if there is exactly one (a file of
+   one identity under a [section], as `spagate keygen --name` prints it);
+5. else an error naming the profiles.
+
+A profile may also hold fwknop keys (`protocol = fwknop`, the fwknop-* keys, as
+`fwknop --key-gen` prints them) and how many copies `send` sends (`copies`, `copy-interval`).
+Unknown keys are errors (file:line), as on the gate. Parsing is pure (text in, ClientFile out;
+the grammar is spagate.inifile's); reading files is at the edge (inifile.read_key_file).
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from spagate.client.send import DEFAULT_COPIES, DEFAULT_COPY_INTERVAL_S
-from spagate.errors import ConfigError
+from spagate.errors import ConfigError, SpagateError
 from spagate.inifile import parse_ini, read_key_file
 from spagate.protocol import KeyPair, parse_hex_key
 
 DEFAULT_PUBLIC_IP_URL = "https://icanhazip.com/"
+DEFAULT_NAME = "default"  # the profile of the lines above the first section
 KEY_NAMES = ("key", "hmac-key")
 URL_NAMES = ("public-ip-url", "public-ipv4-url", "public-ipv6-url")
 # fwknop (spagate send --protocol fwknop): the keys as fwknop --key-gen prints them
@@ -30,6 +52,19 @@ PROTOCOLS = ("sparoid", "fwknop")
 SEND_NAMES = ("copies", "copy-interval")
 MAX_COPIES = 10
 MAX_COPY_INTERVAL_S = 1.0
+# Every key a client profile may hold (docs/configuration.md documents each; a test checks).
+CLIENT_KEYS = (*KEY_NAMES, "host", "port", "ip", *URL_NAMES, *SEND_NAMES, *FWKNOP_NAMES)
+# The environment: keys (when no file exists) and the public-address service.
+ENV_PAIRS = (("SPAGATE_KEY", "SPAGATE_HMAC_KEY"), ("SPAROID_KEY", "SPAROID_HMAC_KEY"))
+ENV_URL = "SPAGATE_PUBLIC_IP_URL"
+FILES = (".spagate.ini", ".sparoid.ini")
+
+NO_KEYS = (
+    "no client keys. The keys are the gate's: get the two lines `key = ...` and "
+    "`hmac-key = ...` from the gate's operator (a new `spagate keygen` pair cannot open it), "
+    "put them in ~/.spagate.ini and run chmod 600 ~/.spagate.ini; or set SPAGATE_KEY and "
+    "SPAGATE_HMAC_KEY (docs/configuration.md)"
+)
 
 
 def parse_copies(text: str) -> int:
@@ -54,15 +89,15 @@ def parse_interval(text: str) -> float:
     return v
 
 
-ENV_PAIRS = (("SPAGATE_KEY", "SPAGATE_HMAC_KEY"), ("SPAROID_KEY", "SPAROID_HMAC_KEY"))
-
-
 @dataclass(frozen=True)
 class ClientConfig:
-    keys: KeyPair | None  # None: an fwknop-only configuration
-    source: str  # where the keys came from (file path or environment variable)
+    keys: KeyPair | None  # None: a profile with fwknop keys only
+    source: str  # where the keys came from: "FILE", "FILE [NAME]" or "$VARIABLE"
     public_ipv4_url: str = DEFAULT_PUBLIC_IP_URL
     public_ipv6_url: str = DEFAULT_PUBLIC_IP_URL
+    profile: str = DEFAULT_NAME
+    port: int | None = None  # the SPA port, when the profile sets one
+    ip: str | None = None  # what --ip defaults to, when the profile sets it
     protocol: str = "sparoid"  # what `spagate send` speaks unless told (--protocol)
     fwknop_key: object | None = None  # spagate.protocol.fwknop.FwknopKey
     fwknop_user: str | None = None
@@ -71,74 +106,102 @@ class ClientConfig:
     copy_interval_s: float = DEFAULT_COPY_INTERVAL_S
 
 
-def parse_config(text: str, path: str) -> ClientConfig:
-    """Parse sparoid-style `name = value` lines, optionally under one [section]."""
-    values: dict[str, tuple[str, int]] = {}
-    key_section: tuple[str | None, int] | None = None
-    for sec in parse_ini(text, path):
-        for e in sec.entries:
-            name, value, lineno = e.name, e.value, e.line
-            if name in KEY_NAMES:
-                if key_section is not None and key_section[0] != sec.name:
-                    raise ConfigError(
-                        path,
-                        lineno,
-                        f"keys in more than one section (also line {key_section[1]}); "
-                        "a client config holds one identity",
-                    )
-                key_section = (sec.name, lineno)
-                try:
-                    parse_hex_key(value)
-                except ValueError as err:
-                    raise ConfigError(path, lineno, f"invalid {name}: {err}") from None
-            if name in SEND_NAMES:
-                try:
-                    (parse_copies if name == "copies" else parse_interval)(value)
-                except ValueError as err:
-                    raise ConfigError(path, lineno, f"{name}: {err}") from None
-            if name in KEY_NAMES or name in URL_NAMES or name in SEND_NAMES or name in FWKNOP_NAMES:
-                if name in values:
-                    raise ConfigError(
-                        path, lineno, f"{name} set twice (first on line {values[name][1]})"
-                    )
-                if name in URL_NAMES and not value.startswith(("http://", "https://")):
-                    raise ConfigError(path, lineno, f"{name} must be an http:// or https:// URL")
-                values[name] = (value, lineno)
-            # other names are ignored: sparoid config files may carry more settings
-    fw = _fwknop(values, path)
-    keys = None
-    if fw is None or any(n in values for n in KEY_NAMES):
-        for name in KEY_NAMES:
-            if name not in values:
-                raise ConfigError(path, None, f"no `{name} = <64 hex characters>` line")
-        keys = KeyPair(parse_hex_key(values["key"][0]), parse_hex_key(values["hmac-key"][0]))
-    protocol = values.get("protocol", ("fwknop" if keys is None else "sparoid", 0))
-    if protocol[0] not in PROTOCOLS:
-        raise ConfigError(
-            path, protocol[1], f"protocol: expected sparoid or fwknop, not {protocol[0]!r}"
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    line: int  # of its [section] header (0: the top)
+    values: dict[str, tuple[str, int]] = field(default_factory=dict)  # key -> (value, line)
+    hosts: tuple[str, ...] = ()
+
+    def matches(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        hit = False
+        for pattern in self.hosts:
+            negated = pattern.startswith("!")
+            if fnmatch.fnmatchcase(host, pattern.lstrip("!").lower()):
+                if negated:
+                    return False
+                hit = True
+        return hit
+
+
+@dataclass(frozen=True)
+class ClientFile:
+    path: str
+    top: Profile
+    sections: tuple[Profile, ...]
+
+    def names(self) -> list[str]:
+        return [p.name for p in self.sections]
+
+    def select(self, host: str | None, name: str | None = None) -> ClientConfig:
+        """The profile for host (or the one named): see the module's rules."""
+        if name is not None:
+            if name == DEFAULT_NAME:
+                return self._config(self.top)
+            for p in self.sections:
+                if p.name == name:
+                    return self._config(p)
+            known = ", ".join([DEFAULT_NAME, *self.names()])
+            raise ConfigError(self.path, None, f"no profile [{name}] (profiles: {known})")
+        for p in self.sections:
+            if host is not None and p.matches(host):
+                return self._config(p)
+        if _has_keys(self.top.values):
+            return self._config(self.top)
+        lone = [p for p in self.sections if not p.hosts and _has_keys(p.values)]
+        if len(lone) == 1:
+            return self._config(lone[0])
+        if not self.sections:
+            raise ConfigError(self.path, None, NO_KEYS)
+        listed = "; ".join(
+            f"[{p.name}] host = {' '.join(p.hosts)}" if p.hosts else f"[{p.name}] (no host =)"
+            for p in self.sections
         )
-    both = values.get("public-ip-url", (DEFAULT_PUBLIC_IP_URL, 0))[0]
-    port = values.get("fwknop-port")
-    if port and not (port[0].isdigit() and 0 < int(port[0]) < 65536):
-        raise ConfigError(path, port[1], f"fwknop-port: expected 1-65535, not {port[0]!r}")
-    return ClientConfig(
-        keys,
-        path,
-        values.get("public-ipv4-url", (both, 0))[0],
-        values.get("public-ipv6-url", (both, 0))[0],
-        protocol[0],
-        fw,
-        values.get("fwknop-user", (None, 0))[0],
-        int(port[0]) if port else None,
-        parse_copies(values["copies"][0]) if "copies" in values else DEFAULT_COPIES,
-        parse_interval(values["copy-interval"][0])
-        if "copy-interval" in values
-        else DEFAULT_COPY_INTERVAL_S,
-    )
+        raise ConfigError(
+            self.path, None,
+            f"no profile matches host {host!r} and there are no top-level keys: pass -n NAME, "
+            f"or add the host to a profile's host = line ({listed})",
+        )  # fmt: skip
+
+    def _config(self, p: Profile) -> ClientConfig:
+        vals = {**self.top.values, **p.values}
+        where = self.path if p is self.top else f"{self.path} [{p.name}]"
+        fw = _fwknop(vals, self.path)
+        keys = None
+        if fw is None or any(k in vals for k in KEY_NAMES):
+            for k in KEY_NAMES:
+                if k not in vals:
+                    line = p.line or None
+                    if p is self.top and not self.sections:
+                        raise ConfigError(self.path, None, NO_KEYS)
+                    raise ConfigError(self.path, line, f"profile {p.name} has no {k}")
+            keys = KeyPair(parse_hex_key(vals["key"][0]), parse_hex_key(vals["hmac-key"][0]))
+        protocol = vals.get("protocol", ("fwknop" if keys is None else "sparoid", 0))[0]
+        if protocol == "sparoid" and keys is None:
+            line = vals["protocol"][1]
+            raise ConfigError(self.path, line, "protocol = sparoid needs key and hmac-key")
+        both = vals.get("public-ip-url", (DEFAULT_PUBLIC_IP_URL, 0))[0]
+        port, ip, fw_port = vals.get("port"), vals.get("ip"), vals.get("fwknop-port")
+        copies, interval = vals.get("copies"), vals.get("copy-interval")
+        return ClientConfig(
+            keys, where,
+            vals.get("public-ipv4-url", (both, 0))[0],
+            vals.get("public-ipv6-url", (both, 0))[0],
+            p.name, int(port[0]) if port else None, ip[0] if ip else None,
+            protocol, fw, vals.get("fwknop-user", (None, 0))[0],
+            int(fw_port[0]) if fw_port else None,
+            parse_copies(copies[0]) if copies else DEFAULT_COPIES,
+            parse_interval(interval[0]) if interval else DEFAULT_COPY_INTERVAL_S,
+        )  # fmt: skip
 
 
-def _fwknop(values: dict[str, tuple[str, int]], path: str):
-    """The fwknop keys of a client config, or None when it has none."""
+def _has_keys(values: Mapping[str, tuple[str, int]]) -> bool:
+    return all(k in values for k in KEY_NAMES) or "fwknop-key-base64" in values
+
+
+def _fwknop(values: Mapping[str, tuple[str, int]], path: str):
+    """The fwknop keys of a profile, or None when it has none."""
     k, h = values.get("fwknop-key-base64"), values.get("fwknop-hmac-key-base64")
     if k is None and h is None:
         return None
@@ -156,6 +219,72 @@ def _fwknop(values: dict[str, tuple[str, int]], path: str):
         raise ConfigError(path, k[1], f"fwknop keys: {e}") from None
 
 
+def _check(path: str, name: str, value: str, line: int) -> None:
+    """Refuse a bad value with file:line (the value is never echoed: it may be a key)."""
+    if name in KEY_NAMES:
+        try:
+            parse_hex_key(value)
+        except ValueError as err:
+            raise ConfigError(path, line, f"invalid {name}: {err}") from None
+    elif name in URL_NAMES:
+        if not value.startswith(("http://", "https://")):
+            raise ConfigError(path, line, f"{name} must be an http:// or https:// URL")
+    elif name in ("port", "fwknop-port"):
+        if not re.fullmatch(r"[0-9]{1,5}", value) or not 0 < int(value) < 65536:
+            raise ConfigError(path, line, f"{name}: expected a UDP port from 1 to 65535")
+    elif name in SEND_NAMES:
+        try:
+            (parse_copies if name == "copies" else parse_interval)(value)
+        except ValueError as err:
+            raise ConfigError(path, line, f"{name}: {err}") from None
+    elif name == "protocol":
+        if value not in PROTOCOLS:
+            raise ConfigError(path, line, f"protocol: expected sparoid or fwknop, not {value!r}")
+    elif name == "ip":
+        from spagate.client.send import parse_ip_option
+
+        try:
+            parse_ip_option(value)
+        except SpagateError:
+            raise ConfigError(path, line, "ip: expected an IP address or 'source'") from None
+
+
+def _hosts(path: str, value: str, line: int) -> tuple[str, ...]:
+    pats = tuple(p for p in re.split(r"[,\s]+", value) if p)
+    if not pats or any(not re.fullmatch(r"!?[A-Za-z0-9*?._:%\[\]-]+", p) for p in pats):
+        raise ConfigError(path, line, "host: expected host name patterns like *.example.com")
+    return pats
+
+
+def parse_config(text: str, path: str) -> ClientFile:
+    """Parse a client file: the top (default profile) and its [NAME] sections."""
+    top_sec, *secs = parse_ini(text, path)
+    profiles = []
+    for sec in (top_sec, *secs):
+        if sec.name == DEFAULT_NAME:
+            raise ConfigError(path, sec.line, "[default] is the top of the file: rename it")
+        values: dict[str, tuple[str, int]] = {}
+        hosts: tuple[str, ...] = ()
+        for e in sec.entries:
+            if e.name not in CLIENT_KEYS:
+                raise ConfigError(
+                    path, e.line, f"unknown key {e.name!r} (known keys: {', '.join(CLIENT_KEYS)})"
+                )
+            if e.name == "host":
+                if sec.name is None:
+                    raise ConfigError(path, e.line, "host = belongs in a [section] (a profile)")
+                hosts = _hosts(path, e.value, e.line)
+                continue
+            _check(path, e.name, e.value, e.line)
+            values[e.name] = (e.value, e.line)
+        if sum(k in values for k in KEY_NAMES) == 1:
+            missing = next(k for k in KEY_NAMES if k not in values)
+            who = sec.name or "the top"
+            raise ConfigError(path, sec.line or None, f"{who} has a key without its {missing}")
+        profiles.append(Profile(sec.name or DEFAULT_NAME, sec.line, values, hosts))
+    return ClientFile(path, profiles[0], tuple(profiles[1:]))
+
+
 def config_from_env(env: Mapping[str, str]) -> ClientConfig | None:
     for key_var, hmac_var in ENV_PAIRS:
         key, hmac_key = env.get(key_var), env.get(hmac_var)
@@ -171,12 +300,12 @@ def config_from_env(env: Mapping[str, str]) -> ClientConfig | None:
                 parsed.append(parse_hex_key(value))
             except ValueError as e:
                 raise ConfigError(f"${var}", None, f"invalid key: {e}") from None
-        url = env.get("SPAGATE_PUBLIC_IP_URL", DEFAULT_PUBLIC_IP_URL)
+        url = env.get(ENV_URL, DEFAULT_PUBLIC_IP_URL)
         return ClientConfig(KeyPair(*parsed), f"${key_var}", url, url)
     return None
 
 
-def read_config_file(path: Path) -> ClientConfig:
+def read_config_file(path: Path) -> ClientFile:
     """Read a key file, refusing one that group or others can access (as OpenSSH does)."""
     return parse_config(read_key_file(path), str(path))
 
@@ -185,22 +314,22 @@ def load_config(
     path: Path | None = None,
     env: Mapping[str, str] | None = None,
     home: Path | None = None,
+    host: str | None = None,
+    name: str | None = None,
 ) -> ClientConfig:
-    """-c FILE, else ~/.spagate.ini, else ~/.sparoid.ini, else the environment."""
+    """-c FILE, else ~/.spagate.ini, else ~/.sparoid.ini, else the environment; then the
+    profile for host (or the one named)."""
     env = os.environ if env is None else env
     if path is not None:
-        return read_config_file(Path(path))
+        return read_config_file(Path(path)).select(host, name)
     home = Path.home() if home is None else home
-    for name in (".spagate.ini", ".sparoid.ini"):
-        candidate = home / name
+    for fname in FILES:
+        candidate = home / fname
         if candidate.exists():
-            return read_config_file(candidate)
+            return read_config_file(candidate).select(host, name)
     found = config_from_env(env)
     if found is None:
-        raise ConfigError(
-            str(home / ".spagate.ini"),
-            None,
-            "no client keys: create it with `spagate keygen > ~/.spagate.ini && "
-            "chmod 600 ~/.spagate.ini`, or set SPAGATE_KEY and SPAGATE_HMAC_KEY",
-        )
+        raise ConfigError(str(home / ".spagate.ini"), None, "not found: " + NO_KEYS)
+    if name is not None and name != DEFAULT_NAME:
+        raise ConfigError(f"${found.source[1:]}", None, f"-n {name}: profiles live in a file")
     return found

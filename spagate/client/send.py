@@ -16,6 +16,7 @@ from spagate.protocol import make_packet as _make_packet
 
 IP = IPv4Address | IPv6Address
 SOURCE = "source"  # --ip source: "open for the address the packet arrives from"
+SPA_SIZE = 96
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,18 @@ def make_packet(keys: KeyPair, ip: IP, now_ms: int | None = None) -> bytes:
 class SendReport:
     sent: list[Target] = field(default_factory=list)
     failed: list[tuple[Target, str]] = field(default_factory=list)
+    opened: dict[Target, IP] = field(default_factory=dict)  # the address each packet names
+
+    def describe(self, port: int, keys_from: str, copies: int = 1) -> list[str]:
+        """What `send -v` prints: one line per packet sent."""
+        out = []
+        what_sent = f"{SPA_SIZE} bytes" if copies == 1 else f"{copies} copies of {SPA_SIZE} bytes"
+        for t in self.sent:
+            what = self.opened.get(t)
+            asks = "its source address" if what is not None and what.is_unspecified else what
+            out.append(f"sent {what_sent} to {t} udp/{port}, opening {asks} "
+                       f"(keys: {keys_from})")  # fmt: skip
+        return out
 
 
 def _memo(public: Callable[[int], IP]) -> Callable[[int], IP]:
@@ -135,7 +148,8 @@ def send_spa(
     try:
         for target in targets:
             try:
-                packet = make_packet(keys, packet_ip(target, ip_option, lookup))
+                ip = packet_ip(target, ip_option, lookup)
+                packet = make_packet(keys, ip)
                 s = socket.socket(target.family, socket.SOCK_DGRAM)
                 try:
                     s.sendto(packet, target.sockaddr(port))
@@ -148,6 +162,7 @@ def send_spa(
                 report.failed.append((target, e.strerror or str(e)))
             else:
                 report.sent.append(target)
+                report.opened[target] = ip
                 out.append((target, packet, s))
         for _ in range(copies - 1):
             if not out:

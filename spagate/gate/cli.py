@@ -1,4 +1,4 @@
-"""Gate commands: attach, detach, status, allow, revoke, demo. bcc is imported lazily, only by
+"""Gate commands: attach, detach, status, top, allow, revoke, demo. bcc is imported lazily, only by
 attach (status/allow/revoke/detach work on the pinned maps and netlink, without compiling).
 Its one concern is the operator's command line: parse, check, call the service or the maps."""
 
@@ -16,6 +16,7 @@ import typer
 from spagate.errors import SpagateError
 from spagate.gate.core.config import DEFAULT_PATH, XDP_MODES, load_config, parse_port
 from spagate.gate.kernel.pins import DEFAULT_PIN_DIR
+from spagate.net import unmap, window_refusal
 
 PIN_DIR = typer.Option(str(DEFAULT_PIN_DIR), "--pin-dir", help="Where the gate's maps are pinned.")
 
@@ -34,7 +35,11 @@ def _open_maps(pin_dir: str):
 
 
 FLEET_CONFIG = typer.Option(
-    None, "-c", "--config", help="Gate configuration: with cluster =, act on the whole fleet."
+    None,
+    "-c",
+    "--config",
+    help="Gate configuration: with cluster =, act on the whole fleet.",
+    show_default="none: this gate only",
 )
 
 
@@ -59,7 +64,7 @@ def _mode(mode: str) -> str:
 
 def _ip(text: str):
     try:
-        return ipaddress.ip_address(text)
+        return unmap(ipaddress.ip_address(text))
     except ValueError:
         raise SpagateError(f"{text!r} is not an IP address") from None
 
@@ -75,15 +80,40 @@ def _interfaces(given, all_ifaces: bool, cfg) -> tuple[tuple[str, ...], bool]:
     return names or cfg.interfaces, False
 
 
+def _window_ip(text: str):
+    """An address a window may open for: never 0.0.0.0, ::, multicast or broadcast."""
+    addr = _ip(text)
+    why = window_refusal(addr)
+    if why is not None:
+        raise SpagateError(f"{why}; no window opened")
+    return addr
+
+
+def _links_here(link, pin_dir: Path, name: str) -> bool:
+    """Whether pin_dir's link for name runs the program on the interface of that name in this
+    network namespace: another namespace's eth0 (another gate on the host) is not ours."""
+    there = link.xdp_attached(name)
+    fd = link.pinned_link(pin_dir, name)
+    if fd is None:
+        return False
+    try:
+        return there is not None and link.link_state(fd).prog_id == there[0]
+    finally:
+        os.close(fd)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def attach(
         interfaces: Optional[List[str]] = typer.Argument(
-            None, help="Interfaces to guard (else config)."
+            None, help="Interfaces to guard.", show_default="the config's interface ="
         ),
         config: str = typer.Option(DEFAULT_PATH, "-c", "--config", help="Gate configuration."),
         mode: Optional[str] = typer.Option(
-            None, "--mode", help="XDP mode: native, generic or auto (default: the config's)."
+            None,
+            "--mode",
+            help="XDP mode: native, generic or auto.",
+            show_default="the config's xdp-mode",
         ),
         keep_attached: bool = typer.Option(
             False, "--keep-attached", help="Leave the gate guarding after this command stops."
@@ -113,10 +143,15 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def load(
         interfaces: Optional[List[str]] = typer.Argument(
-            None, help="Interfaces to guard (else config)."
+            None, help="Interfaces to guard.", show_default="the config's interface ="
         ),
         config: str = typer.Option(DEFAULT_PATH, "-c", "--config", help="Gate configuration."),
-        mode: Optional[str] = typer.Option(None, "--mode", help="native, generic or auto."),
+        mode: Optional[str] = typer.Option(
+            None,
+            "--mode",
+            help="native, generic or auto.",
+            show_default="the config's xdp-mode",
+        ),
         force: bool = typer.Option(
             False, "--force", help="Replace another XDP program already on an interface."
         ),
@@ -127,25 +162,25 @@ def register(app: typer.Typer) -> None:
         """Compile, pin and attach the gate, then exit (systemd: ExecStartPre=+). The
         unprivileged `spagate worker` then takes the knocks."""
         from spagate.gate.service.account import service_account
-        from spagate.gate.service.journal import journal_emit
+        from spagate.gate.service.journal import event_log
         from spagate.gate.service.loader import LoadOptions, load_gate
         from spagate.gate.service.state import make_run_dir, take_lock, write_attached
 
         _need_root("spagate load")
         cfg = load_config(config)
+        log = event_log(cfg.log_format)
         ifaces, every = _interfaces(interfaces, all_ifaces, cfg)
         opts = LoadOptions(ifaces, _mode(mode or cfg.xdp_mode), force, pin_dir, every)
         account = service_account()
         make_run_dir(account.uid, account.gid)
         lock = take_lock(pin_dir) if lock_fd is None else None  # else the caller holds it
         try:
-            modes = load_gate(cfg, opts, log=lambda line: journal_emit(6, line),
-                              error=lambda line: journal_emit(3, line))  # fmt: skip
+            modes = load_gate(cfg, opts, log=log.info, error=log.error)
             write_attached(pin_dir, modes)
         finally:
             if lock is not None:
                 os.close(lock)
-        journal_emit(6, "loaded; " + ", ".join(f"{n} ({m})" for n, m in modes.items()))
+        log.info("loaded; " + ", ".join(f"{n} ({m})" for n, m in modes.items()))
 
     @app.command(hidden=True)
     def worker() -> None:
@@ -157,18 +192,23 @@ def register(app: typer.Typer) -> None:
         socket_path: str = typer.Option(
             "/run/spagate-monitor/monitor.sock", "--socket", help="Where the worker connects."
         ),
-        interfaces: Optional[List[str]] = typer.Argument(None, help="Guarded interfaces."),
-        mode: Optional[str] = typer.Option(None, "--mode", help="native, generic or auto."),
+        interfaces: Optional[List[str]] = typer.Argument(
+            None, help="Guarded interfaces.", show_default="the config's interface ="
+        ),
+        mode: Optional[str] = typer.Option(
+            None,
+            "--mode",
+            help="native, generic or auto.",
+            show_default="the config's xdp-mode",
+        ),
         pin_dir: str = PIN_DIR,
     ) -> None:
         """The privileged monitor for systemd (spagate-monitor.service): runs open-cmd and
         close-cmd, re-attaches the gate when its link is removed."""
         import signal
-        import time
 
-        from spagate.gate.core.eventlog import EventLog
         from spagate.gate.service.account import service_account
-        from spagate.gate.service.journal import journal_emit
+        from spagate.gate.service.journal import event_log
         from spagate.gate.service.monitor import Monitor, serve_forever
 
         _need_root("spagate monitor")
@@ -178,7 +218,7 @@ def register(app: typer.Typer) -> None:
         ifaces, every = _interfaces(interfaces, False, cfg)
         if every:
             ifaces = tuple(pinned_interfaces(pin_dir))
-        log = EventLog(journal_emit, time.monotonic)
+        log = event_log(cfg.log_format)
         mon = Monitor(cfg, pin_dir, ifaces, _mode(mode or cfg.xdp_mode), log, service_account(),
                       all_interfaces=every)  # fmt: skip
         mon.start()
@@ -190,12 +230,17 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def detach(
-        interfaces: List[str] = typer.Argument(..., help="Interfaces to remove the gate from."),
+        interfaces: List[str] = typer.Argument(
+            ..., help="Interfaces to remove the gate from.", show_default=False
+        ),
         force: bool = typer.Option(
             False, "--force", help="Also while a worker is guarding (and a foreign program)."
         ),
         pin_dir: Optional[str] = typer.Option(
-            None, "--pin-dir", help="The gate's pin directory (default: every spagate one)."
+            None,
+            "--pin-dir",
+            help="The gate's pin directory.",
+            show_default="every spagate pin directory",
         ),
     ) -> None:
         """Stop guarding interfaces: remove the gate's link (refused while its worker runs,
@@ -212,6 +257,8 @@ def register(app: typer.Typer) -> None:
             except OSError:
                 raise SpagateError(f"interface {name!r} does not exist") from None
             mine = [d for d in dirs if link.pinned_link(d, name) is not None]
+            if pin_dir is None:  # a scan: only the gates whose link is on this name here
+                mine = [d for d in mine if _links_here(link, d, name)]
             stopped = []
             for d in mine:
                 if not lock_held(d):
@@ -252,7 +299,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Whether each interface is really guarded (asked of the kernel), the worker, the
         protected ports, open windows and counters. Exit status: 0 guarded and taking knocks,
-        1 an interface is unguarded, 3 guarded but no worker takes knocks."""
+        1 an interface is unguarded, 2 an error (no gate state, not root), 3 guarded but no
+        worker takes knocks."""
         import json
 
         from spagate.gate.service.status import gate_status
@@ -292,6 +340,12 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"UNGUARDED: {other}: delivers IP to this host around the gate")
         if st.links_lost:
             typer.echo(f"links lost and re-attached since start: {st.links_lost}")
+        if st.metrics:
+            typer.echo(f"metrics: {st.metrics}")
+        if st.hooks and (st.hooks.get("started") or st.hooks.get("queued")):
+            h = st.hooks
+            typer.echo(f"hooks: {h['queued']} queued, {h['running']} running, "
+                       f"{h['started']} started, {h['failed']} failed")  # fmt: skip
         spa = " ".join(f"{k}={v}" for k, v in sorted(st.spa.items()))
         typer.echo(f"spa verdicts: {spa or 'none yet'}")
         if members is not None:
@@ -316,9 +370,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def allow(
-        ip: str = typer.Argument(..., help="Address to let in."),
+        ip: str = typer.Argument(..., help="Address to let in.", show_default=False),
         port: Optional[List[str]] = typer.Option(
-            None, "--port", help="tcp/22 or udp/51820 (repeatable)."
+            None,
+            "--port",
+            help="A protected port, tcp/22 or udp/51820 (repeatable).",
+            show_default="every protected port",
         ),
         seconds: int = typer.Option(
             60, "--for", min=1, max=31_536_000, help="Seconds the window stays open (1 year max)."
@@ -327,13 +384,20 @@ def register(app: typer.Typer) -> None:
         config: Optional[str] = FLEET_CONFIG,
     ) -> None:
         """Open the gate for an address by hand (fleet mode: on every gate of the fleet)."""
-        addr = _ip(ip)
+        addr = _window_ip(ip)
         try:
             ports = [parse_port(p) for p in port or ()]
         except ValueError as e:
             raise SpagateError(f"--port: {e}") from None
         _need_root("spagate allow")
         maps = _open_maps(pin_dir)
+        protected = {f"{p}/{n}" for p, n in maps.protected()}
+        for p in ports:
+            if str(p) not in protected:
+                raise SpagateError(
+                    f"--port {p} is not a protected port (protected: "
+                    f"{', '.join(sorted(protected)) or 'none'}): a window there opens nothing"
+                )
         until = time.monotonic_ns() + seconds * 1_000_000_000
         for p in ports or [None]:
             if p is None:
@@ -354,20 +418,45 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def revoke(
-        ip: str = typer.Argument(..., help="Address whose windows to close."),
+        ip: Optional[str] = typer.Argument(
+            None, help="Address whose windows to close.", show_default=False
+        ),
+        everything: bool = typer.Option(
+            False, "--all", help="Close every open window (and every UDP flow)."
+        ),
         pin_dir: str = PIN_DIR,
         config: Optional[str] = FLEET_CONFIG,
     ) -> None:
-        """Close every open window of an address now (fleet mode: on every gate)."""
-        addr = _ip(ip)
+        """Close the open windows of an address now (its UDP flows too), or all of them
+        (fleet mode: on every gate of the fleet)."""
+        if everything == (ip is not None):
+            raise SpagateError("name an address to revoke, or pass --all (not both)")
+        addr = _ip(ip) if ip is not None else None
         _need_root("spagate revoke")
         store = _fleet_store(config)
         fleetwide = ""
         if store is not None:
-            gone = store.revoke(addr)
+            gone = store.revoke_all() if addr is None else store.revoke(addr)
             fleetwide = f"; {gone} grant(s) removed from fleet {store.opts.cluster}"
-        n = _open_maps(pin_dir).revoke_ip(addr)
-        typer.echo(f"revoked {n} window(s) of {addr}{fleetwide}")
+        maps = _open_maps(pin_dir)
+        done = maps.revoke_all() if addr is None else maps.revoke_ip(addr)
+        flows = f" and {done.flows} UDP flow(s)" if done.flows else ""
+        whose = "" if addr is None else f" of {addr}"
+        typer.echo(f"revoked {done.windows} open window(s){flows}{whose}{fleetwide}")
+
+    @app.command()
+    def top(
+        pin_dir: str = PIN_DIR,
+        once: bool = typer.Option(
+            False, "--once", help="Print one screen as plain text and exit (no terminal needed)."
+        ),
+    ) -> None:
+        """A live view of the gate (1 Hz): packets per second by verdict, open windows, the
+        latest accepts and refusals with their sources, each interface's guard. q quits."""
+        from spagate.gate.service.top import run_top
+
+        _need_root("spagate top")
+        raise typer.Exit(run_top(pin_dir, once))
 
     @app.command()
     def demo() -> None:

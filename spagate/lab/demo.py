@@ -16,16 +16,15 @@ from pathlib import Path
 from spagate.errors import SpagateError
 from spagate.lab.gate import LabGate, show
 from spagate.lab.netns import Lab
+from spagate.term import bold
 
 OPEN_SECONDS = 5
 SERVICE_PORT = 22
 
 
 def _say(text: str) -> None:
-    if sys.stdout.isatty():
-        print(f"\n\033[1m==> {text}\033[0m", flush=True)
-    else:  # no ANSI escapes in a file or a pipe
-        print(f"\n==> {text}", flush=True)
+    # No ANSI escapes in a file or a pipe, nor with NO_COLOR.
+    print("\n" + bold(f"==> {text}", sys.stdout), flush=True)
 
 
 def run_demo() -> None:

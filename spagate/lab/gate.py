@@ -149,7 +149,7 @@ class LabGate:
             self.log.append(line)
             if self.echo:
                 show("gate |", line.split(" ", 2)[-1] if line[:2] == "20" else line)
-            if " attached " in f" {line} ":
+            if " attached " in f" {line} " or '"msg":"attached ' in line:  # text or json
                 self._attached.set()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:

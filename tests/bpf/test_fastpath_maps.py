@@ -77,7 +77,7 @@ def test_port_grant_then_whole_host(fresh):
 def test_revoke_ip_drops_the_hint(fresh):
     fresh.maps.allow(SRC, time.monotonic_ns() + 60 * SEC, "udp", 0)
     assert verdict(fresh, dgram(51820)) == (XdpAction.PASS, "protected_allowed")
-    assert fresh.maps.revoke_ip(SRC) == 2  # the entry and the flow it created
+    assert fresh.maps.revoke_ip(SRC) == (1, 1)  # the window and the flow it created
     assert hint(fresh) is None
     assert verdict(fresh, dgram(51820)) == (XdpAction.DROP, "udp_dropped")
 
@@ -156,3 +156,30 @@ def test_reload_rebuilds_derived_maps():
             assert verdict(g2, syn(src="10.70.3.3")) == (XdpAction.PASS, "protected_static")
     finally:
         unpin(pin_dir)
+
+
+def test_revoke_counts_only_live_windows_and_revoke_all_empties_every_window(fresh):
+    now = time.monotonic_ns()
+    fresh.maps.allow(SRC, now - 1)  # expired: removed, not counted
+    fresh.maps.allow(SRC, now + 60 * SEC, "tcp", 22)
+    assert fresh.maps.revoke_ip(SRC) == (1, 0)
+    assert fresh.maps.revoke_ip(SRC) == (0, 0)
+    for i in range(5):
+        fresh.maps.allow(f"192.0.2.{10 + i}", now + 60 * SEC)
+    fresh.maps.allow(SRC, now + 60 * SEC, "udp", 0)
+    assert verdict(fresh, dgram(51820)) == (XdpAction.PASS, "protected_allowed")  # a flow
+    assert fresh.maps.revoke_all() == (6, 1)
+    assert fresh.maps.allowed(include_expired=True) == [] and fresh.maps.udp_flows() == []
+    assert hint(fresh) is None
+    assert verdict(fresh, syn(22)) == (XdpAction.DROP, "tcp_dropped_new")
+
+
+def test_batched_walk_sees_every_entry_once(fresh):
+    now = time.monotonic_ns()
+    for i in range(100):
+        fresh.maps.allow(f"10.9.{i // 250}.{i % 250}", now + (i + 1) * SEC, "tcp", 22)
+    fd = fresh.maps.fd("allow")
+    walked = list(bpfsys.items(fd, 20, 8, chunk=7))
+    assert len(walked) == 100 == len({k for k, _ in walked})
+    assert {k for k, _ in walked} == set(bpfsys.keys(fd, 20))
+    assert fresh.maps.live_windows() == 100

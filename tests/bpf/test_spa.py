@@ -35,7 +35,9 @@ def run(gate, packet, ifindex=0):
 
 def test_record_v4_byte_for_byte(fresh):
     payload = spa_payload()
+    before = time.monotonic_ns()
     assert run(fresh, spa4(payload), ifindex=1) == {"spa_queued": 1}
+    after = time.monotonic_ns()
     assert fresh.poll(100) == 1
     (rec,) = fresh.records
     assert rec.payload == payload
@@ -44,6 +46,7 @@ def test_record_v4_byte_for_byte(fresh):
     assert rec.src == IPv4Address("198.51.100.7")
     assert rec.dst == IPv4Address("203.0.113.1")
     assert (rec.sport, rec.dport, rec.ifindex) == (50123, 8484, 1)
+    assert before <= rec.ts_ns <= after  # CLOCK_MONOTONIC, as time.monotonic_ns()
     assert decode(rec.payload, [SPA_KEYS]).key_index == 0  # userspace agrees
 
 
@@ -216,7 +219,7 @@ def test_over_budget_packet_is_not_remembered(fresh):
 
 
 def test_ring_buffer_full(fresh):
-    # TEST_OPTIONS: one page. A record is an 8-byte ring header + struct spa_event (48 + 96,
+    # TEST_OPTIONS: one page. A record is an 8-byte ring header + struct spa_event (56 + 96,
     # already a multiple of 8); nothing polls in between.
     holds = mmap.PAGESIZE // (8 + SPA_EVENT_HEADER.size + SPA_PACKET_SIZE)
     assert holds < TEST_OPTIONS.spa_budget_per_s  # the ring, not the budget, is the limit

@@ -299,9 +299,23 @@ def test_operator_commands_from_another_shell(gate):
     assert "protected: tcp/22, udp/5353" in status
     line = next(x for x in status.splitlines() if x.strip().startswith(flood))
     assert "tcp/22" in line and 25 < float(line.split()[-2].rstrip("s")) <= 30
+    # A port that is not protected would open nothing: refused, and no window shows.
+    bad = gate.spagate("allow", flood, "--port", "tcp/23")
+    assert bad.returncode == 2 and "tcp/23 is not a protected port" in bad.stderr
+    assert "tcp/23" not in gate.spagate("status").stdout
     out = gate.spagate("revoke", flood)
-    assert out.returncode == 0 and "revoked 1 window(s)" in out.stdout
+    assert out.returncode == 0 and f"revoked 1 open window(s) of {flood}" in out.stdout
     assert gate.probe("flood") == "timeout"
+    # revoke counts only windows still open; --all closes every one
+    client = gate.lab["client"].v4
+    assert gate.spagate("allow", client, "--for", "1").returncode == 0
+    time.sleep(1.1)
+    assert "revoked 0 open window(s)" in gate.spagate("revoke", client).stdout
+    for ip in (client, flood):
+        assert gate.spagate("allow", ip, "--port", "udp/5353").returncode == 0
+    out = gate.spagate("revoke", "--all")
+    assert out.returncode == 0 and out.stdout.strip() == "revoked 2 open window(s)"
+    assert "open windows: 0" in gate.spagate("status").stdout
     bad = gate.spagate("allow", "not-an-ip")
     assert (
         bad.returncode == 2

@@ -471,12 +471,23 @@ def test_deb_installs_the_command_bpf_sources_unit_config_and_docs(deb, tmp_path
     # docs and the man page, with every command
     docs = root / "usr/share/doc/spagate"
     assert (docs / "copyright").is_file() and list(docs.glob("getting-started.md*"))
+    assert list(docs.glob("configuration.md*")) and list(docs.glob("operations.md*"))
+    # the fail2ban filter and jail, the Grafana dashboard, as they are in the tree
+    examples = docs / "examples"
+    for rel in ("fail2ban/filter.d/spagate.conf", "fail2ban/jail.d/spagate.conf",
+                "grafana/spagate-dashboard.json"):  # fmt: skip
+        shipped = examples / rel
+        if not shipped.exists():
+            shipped = shipped.with_name(shipped.name + ".gz")
+            assert shipped.exists(), rel
+            continue
+        assert shipped.read_bytes() == (PACKAGING / rel).read_bytes(), rel
     man = run(
         ["man", "-l", str(root / "usr/share/man/man1/spagate.1.gz")],
         env=dict(os.environ, MANWIDTH="100"),
     )
     assert man.returncode == 0, man.stderr
-    for command in ("attach", "keygen", "send", "connect", "status", "allow", "revoke"):
+    for command in ("attach", "keygen", "send", "connect", "status", "top", "allow", "revoke"):
         assert f"spagate {command}" in man.stdout
     assert "Traceback" not in man.stdout
 

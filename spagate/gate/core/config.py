@@ -30,6 +30,8 @@ ALL_INTERFACES = "all"  # interface = all: every IP-carrying interface, new ones
 # IPv4 lives in the kernel's trie as ::ffff:a.b.c.d: an IPv6 network over it opens IPv4.
 MAPPED_NET = ipaddress.IPv6Network("::ffff:0:0/96")
 COMPAT_NET = ipaddress.IPv6Network("::/96")  # IPv4-compatible (deprecated): never on the wire
+LOG_FORMATS = ("text", "json")
+DEFAULT_METRICS_PORT = 9848
 MAX_IDENTITIES = abi.SPA_KEYS_MAX  # the XDP program checks the MAC against at most this many
 
 
@@ -112,6 +114,8 @@ class GateConfig:
     fwknop_port: int = abi.DEFAULT_FWKNOP_PORT
     fwknop_max_age_ms: int = 120_000  # fwknopd's MAX_SPA_PACKET_AGE
     fwknop_budget: int = abi.DEFAULT_FWKNOP_BUDGET
+    metrics: tuple[IPAddress, int] | None = None  # where the worker serves /metrics (None: off)
+    log_format: str = "text"
     notes: tuple[str, ...] = ()  # things worth telling the operator at start
 
     def window(self, identity: Identity) -> int:
@@ -310,6 +314,26 @@ def _disguise(text: str) -> str:
     return text
 
 
+def _metrics(text: str) -> tuple[IPAddress, int] | None:
+    if text.lower() in ("", "no", "off"):
+        return None
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]+)|([0-9.]+):([0-9]+)", text)
+    if not m:
+        raise ValueError(
+            f"expected ADDRESS:PORT like 127.0.0.1:{DEFAULT_METRICS_PORT} or "
+            f"[::1]:{DEFAULT_METRICS_PORT}, or off; got {text!r}"
+        )
+    addr = _address(m.group(1) or m.group(3))
+    # The worker serves it after it dropped root: no privileged port.
+    return addr, _int(m.group(2) or m.group(4), 1024, 65535)
+
+
+def _log_format(text: str) -> str:
+    if text not in LOG_FORMATS:
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}, got {text!r}")
+    return text
+
+
 # key -> (parser, field name); global keys may stand only above the first section.
 GLOBAL_KEYS = {
     "bind": (_address, "bind"),
@@ -335,6 +359,8 @@ GLOBAL_KEYS = {
     "fwknop-port": (lambda t: _int(t, 1, 65535), "fwknop_port"),
     "fwknop-max-age": (lambda t: round(_seconds(t, 1, 600) * 1000), "fwknop_max_age_ms"),
     "fwknop-budget": (lambda t: _int(t, 1, 10_000), "fwknop_budget"),
+    "metrics": (_metrics, "metrics"),
+    "log-format": (_log_format, "log_format"),
 }
 IDENTITY_KEYS = {
     "key": _key,
@@ -452,6 +478,12 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
             lines["allow"],
             f"allow = {', '.join(everyone)} lets everyone in without SPA: if that is meant, "
             "add allow-everyone = yes",
+        )
+    metrics = settings.get("metrics")
+    if metrics is not None and not metrics[0].is_loopback:  # type: ignore[index]
+        notes.append(
+            f"{path}: metrics on {metrics[0]}, not a loopback address: whoever reaches it "  # type: ignore[index]
+            "reads the gate's counters and identity names"
         )
 
     return GateConfig(path=path, identities=tuple(identities), notes=tuple(notes), **settings)

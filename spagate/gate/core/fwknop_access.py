@@ -29,7 +29,7 @@ from typing import Protocol
 from spagate.errors import ConfigError
 from spagate.gate.core.reasons import PolicyReason
 from spagate.inifile import read_key_file
-from spagate.net import unmap
+from spagate.net import unmap, window_refusal
 from spagate.protocol.fwknop import FwknopKey, FwknopMessage, ProtoPort, b64_decode
 from spagate.protocol.fwknop.keys import HMAC_KEY_MAX, KEY_MAX, hmac_type
 
@@ -544,8 +544,8 @@ def grant(
         ip = src
     else:
         ip = msg.ip
-    if ip.is_multicast or ip.is_unspecified or ip == IPv4Address("255.255.255.255"):
-        return FwknopRefusal(PolicyReason.UNUSABLE_IP, f"{ip} cannot open a connection")
+    if (why := window_refusal(ip)) is not None:
+        return FwknopRefusal(PolicyReason.UNUSABLE_IP, why)
     ports = tuple(p for p in msg.ports if _allowed(stanza, p))
     denied = tuple(p for p in msg.ports if p not in ports)
     if not ports:

@@ -21,12 +21,14 @@ from spagate.gate.core.policy import (
     destination_refusal,
     source_refusal,
 )
-from spagate.gate.core.reasons import ACCEPTED, PolicyReason
+from spagate.gate.core.reasons import ACCEPTED, AdmissionPath, PolicyReason, stage_of
 from spagate.gate.kernel.abi import SpaPath
 from spagate.net import IPAddress, hostport, unmap
-from spagate.protocol import Rejected, Verifier
+from spagate.protocol import Reason, Rejected, Verifier
 
 NS = 1_000_000_000
+# Verifier reasons decided before any key's MAC matched: the sender is unknown.
+_BEFORE_MAC = frozenset({Reason.SIZE.value, Reason.MAC.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,15 @@ class Admit:
     via: str
     payload: bytes = b""  # the packet (fleet mode: every peer re-verifies it)
     protocol: str = "sparoid"  # or "fwknop"
+    path: str = AdmissionPath.UNTAGGED  # the admission path (reasons.AdmissionPath)
+    received_ns: int = 0  # CLOCK_MONOTONIC when the kernel queued the packet (0: unknown)
+
+    event = "accept"
+    reason = ACCEPTED
+
+    @property
+    def identity(self) -> Identity:
+        return self.grant.identity
 
     def describe(self) -> str:
         g = self.grant
@@ -81,6 +92,15 @@ class Admit:
             f"from {hostport(self.src, self.sport)} via {self.via}"
             + (" third-party" if g.third_party else "")
         )
+
+    def fields(self) -> dict:
+        g = self.grant
+        return {
+            "ip": str(g.ip), "identity": g.identity.name, "src": str(self.src),
+            "sport": self.sport, "via": self.via, "path": self.path, "window_s": g.seconds,
+            "ports": [str(p) for p in g.ports] if g.ports else "all",
+            "third_party": g.third_party,
+        }  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +113,30 @@ class Refuse:
     identity: Identity | None = None  # None: refused before a key matched
     expect: ExpectSource | None = None  # a refusal the real packet may still overturn
 
+    event = "refuse"
+
+    @property
+    def mac_valid(self) -> bool:
+        """A key's MAC matched: the sender holds the key, or replays a packet of its holder."""
+        return self.identity is not None
+
+    @property
+    def stage(self) -> str:
+        return str(stage_of(self.reason) or "")
+
     def describe(self) -> str:
         who = f" identity={self.identity.name}" if self.identity else ""
-        return f"from {hostport(self.src, self.sport)} via {self.via}{who}: {self.detail}"
+        return f"refuse {self.reason} from {hostport(self.src, self.sport)} via {self.via}{who}" + (
+            f": {self.detail}" if self.detail else ""
+        )
+
+    def fields(self) -> dict:
+        return {
+            "reason": self.reason, "stage": self.stage, "src": str(self.src),
+            "sport": self.sport, "via": self.via,
+            "identity": self.identity.name if self.identity else None,
+            "mac_valid": self.mac_valid, "detail": self.detail,
+        }  # fmt: skip
 
 
 class FwknopIntake:
@@ -105,10 +146,11 @@ class FwknopIntake:
     something. Its Admit looks like the sparoid one: the digest persisted first, then the
     windows, one per granted port. Not thread-safe."""
 
-    def __init__(self, config: GateConfig, access, counts: Counter, ifnames=str):
+    def __init__(self, config: GateConfig, access, counts: Counter, ifnames=str, tally=None):
         from spagate.protocol.fwknop.verifier import FwknopVerifier
 
         self.config, self.access, self.counts, self.ifnames = config, access, counts, ifnames
+        self.tally: Counter[tuple[str, str, str]] = Counter() if tally is None else tally
         self.verifier = FwknopVerifier(access.keys(), max_age_ms=config.fwknop_max_age_ms)
         self.protected = frozenset((p.proto, p.port) for p in config.protected)
 
@@ -141,22 +183,26 @@ class FwknopIntake:
         if isinstance(done, Rejected):
             return self._refuse(done.reason.value, done.detail, src, rec.sport, via, who)
         self.counts[ACCEPTED] += 1
+        self.tally[ACCEPTED, who.name, AdmissionPath.FWKNOP.value] += 1
         until = mono_ns + g.seconds * NS
         writes: tuple[Write, ...] = (
             RememberNonce(res.replay_key, res.replay_until_ms),
             *(OpenWindow(g.ip, until, p.proto, p.port) for p in ports),
         )
         grant = Grant(g.ip, who, ports, g.seconds, g.third_party)
-        return Admit(grant, writes, src, rec.sport, via, rec.payload, "fwknop")
+        return Admit(grant, writes, src, rec.sport, via, rec.payload, "fwknop",
+                     AdmissionPath.FWKNOP.value)  # fmt: skip
 
     def _refuse(self, reason, detail, src, sport, via, who=None) -> Refuse:
         self.counts[reason] += 1
+        self.tally[reason, who.name if who else "", ""] += 1
         return Refuse(reason, detail, src, sport, via, who)
 
 
 class Intake:
     """Decides on SPA records. counts: outcomes by name since start (the service publishes
-    them). Not thread-safe."""
+    them); tally: the same by (name, identity name or "", admission path or "") for the
+    metrics. Not thread-safe (copy with dict() to read from another thread)."""
 
     def __init__(self, config: GateConfig, ifnames: Callable[[int], str] = str):
         self.config, self.ifnames = config, ifnames
@@ -164,6 +210,7 @@ class Intake:
             [i.keys for i in config.identities], max_skew_ms=config.max_skew_ms
         )
         self.counts: Counter[str] = Counter()
+        self.tally: Counter[tuple[str, str, str]] = Counter()
         # Nonces and fwknop digests persisted in the replay map, a heap by expiry (their
         # windows differ: 5 s and up to fwknop's 240 s), so pruning forgets exactly what
         # expired, a few at a time, and a long-lived entry never holds the others back.
@@ -197,18 +244,20 @@ class Intake:
         from another source) does not burn the real packet."""
         src = unmap(rec.src)
         checked = self.verifier.check(rec.payload, now_ms)
+        ids = self.config.identities
         if isinstance(checked, Rejected):
             return self._rejected(checked, rec, src)
-        identity = self.config.identities[checked.key_index]
+        identity = ids[checked.key_index]
         msg_ip = unmap(checked.message.ip)
         grant = decide(self.config, identity, msg_ip, src, unmap(rec.dst))
         if isinstance(grant, Refusal):
-            self.counts[grant.reason.value] += 1
             via = self.ifnames(rec.ifindex)
             expect = None
             if grant.reason is PolicyReason.SOURCE_MISMATCH and not msg_ip.is_unspecified:
                 expect = ExpectSource(seen_key(rec), rec.payload[:32], msg_ip, checked.key_index)
-            return Refuse(grant.reason.value, grant.detail, src, rec.sport, via, identity, expect)
+            return self._refuse(
+                Refuse(grant.reason.value, grant.detail, src, rec.sport, via, identity, expect)
+            )
         res = self.verifier.commit(checked, now_ms)
         if isinstance(res, Rejected):
             return self._rejected(res, rec, src)
@@ -224,11 +273,25 @@ class Intake:
             ),
         )
         self.counts[ACCEPTED] += 1
-        return Admit(grant, writes, src, rec.sport, self.ifnames(rec.ifindex), rec.payload)
+        path = AdmissionPath.TAGGED if rec.path == SpaPath.TAGGED else AdmissionPath.UNTAGGED
+        self.tally[ACCEPTED, identity.name, path.value] += 1
+        return Admit(grant, writes, src, rec.sport, self.ifnames(rec.ifindex), rec.payload,
+                     path=path.value, received_ns=rec.ts_ns)  # fmt: skip
 
     def _rejected(self, res: Rejected, rec, src: IPAddress) -> Refuse:
-        self.counts[res.reason.value] += 1
-        return Refuse(res.reason.value, res.detail, src, rec.sport, self.ifnames(rec.ifindex))
+        """A verifier refusal. After the MAC (stale, replay, padding ...) the kernel's key slot
+        names the key that matched (slots are written in identity order)."""
+        ids, reason = self.config.identities, res.reason.value
+        ident = None
+        if reason not in _BEFORE_MAC and 0 <= rec.key_index < len(ids):
+            ident = ids[rec.key_index]
+        return self._refuse(Refuse(reason, res.detail, src, rec.sport, self.ifnames(rec.ifindex),
+                                   ident))  # fmt: skip
+
+    def _refuse(self, out: Refuse) -> Refuse:
+        self.counts[out.reason] += 1
+        self.tally[out.reason, out.identity.name if out.identity else "", ""] += 1
+        return out
 
 
 def seen_key(rec) -> bytes:

@@ -10,9 +10,8 @@ from ipaddress import IPv4Address
 
 from spagate.gate.core.config import GateConfig, Identity, Port
 from spagate.gate.core.reasons import PolicyReason
-from spagate.net import IPAddress, unmap
+from spagate.net import IPAddress, unmap, window_refusal
 
-BROADCAST = IPv4Address("255.255.255.255")
 ANY_V4 = IPv4Address("0.0.0.0")
 
 
@@ -69,8 +68,8 @@ def decide(
     if refusal is not None:
         return refusal
     ip = src if msg_ip.is_unspecified else msg_ip
-    if ip.is_multicast or ip == BROADCAST:
-        return Refusal(PolicyReason.UNUSABLE_IP, f"{ip} cannot open a connection")
+    if (why := window_refusal(ip)) is not None:
+        return Refusal(PolicyReason.UNUSABLE_IP, why)
     refusal = source_refusal(config, ip, src)
     if refusal is not None:
         return refusal

@@ -9,6 +9,7 @@ the three stages, so status, logs and metrics can show them side by side.
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cache
 
 from spagate.gate.kernel.abi import KernelReason
 from spagate.protocol import Reason as VerifierReason
@@ -29,6 +30,22 @@ class PolicyReason(StrEnum):
     SOURCE_MISMATCH = "source-mismatch"
     WRONG_DESTINATION = "wrong-destination"
     UNUSABLE_IP = "unusable-ip"
+
+
+class AdmissionPath(StrEnum):
+    """How an admitted knock reached the gate: the `path` label of the admission metrics.
+    sparoid packets are tagged (spagate's keyed tag in the IV) or untagged (as deployed
+    sparoid clients send them); a peer protocol is its own path, named after it."""
+
+    UNTAGGED = "untagged"
+    TAGGED = "tagged"
+    FWKNOP = "fwknop"
+
+
+@cache
+def stage_of(name: str) -> Stage | None:
+    """The stage that decides the outcome `name` (None: not an outcome name)."""
+    return vocabulary().get(name)
 
 
 def vocabulary() -> dict[str, Stage]:

@@ -307,6 +307,7 @@ SPA_EVENT_FIELDS = (
     ("copied", "H"),
     ("key", "H"),
     ("path", "H"),
+    ("ts", "Q"),
 )
 SPA_EVENT_HEADER = Layout("spa_event", SPA_EVENT_FIELDS)  # the record without its payload
 SPA_EVENT = Layout("spa_event", (*SPA_EVENT_FIELDS, ("payload", f"{SPA_PACKET_SIZE}s")))

@@ -129,6 +129,18 @@ def _lib() -> ct.CDLL:
             [ct.c_int, ct.c_char_p, ct.c_char_p, ct.c_void_p, ct.c_size_t, ct.c_void_p],
         ),
         "bpf_prog_test_run_opts": (ct.c_int, [ct.c_int, ct.POINTER(_TestRunOpts)]),
+        "bpf_map_lookup_batch": (
+            ct.c_int,
+            [
+                ct.c_int,
+                ct.c_void_p,
+                ct.c_void_p,
+                ct.c_void_p,
+                ct.c_void_p,
+                ct.POINTER(ct.c_uint32),
+                ct.c_void_p,
+            ],
+        ),  # fmt: skip
         "bpf_map_delete_batch": (
             ct.c_int,
             [ct.c_int, ct.c_void_p, ct.POINTER(ct.c_uint32), ct.c_void_p],
@@ -277,6 +289,34 @@ def update_batch(fd: int, keys: bytes, values: bytes, count: int, flags: int = B
         "bpf_map_update_batch",
     )
     return n.value
+
+
+def items(fd: int, key_size: int, value_size: int, chunk: int = 4096):
+    """Every (key, value) of a hash or LRU map, chunk entries per syscall (bpf_map_lookup_batch;
+    entries that come and go during the walk may be missed or seen once more)."""
+    lib = _lib()
+    token_size = max(key_size, 8)  # the batch token of hash maps is a bucket index
+    tokens = [ct.create_string_buffer(token_size), ct.create_string_buffer(token_size)]
+    kb = ct.create_string_buffer(key_size * chunk)
+    vb = ct.create_string_buffer(value_size * chunk)
+    opts = _BatchOpts(sz=ct.sizeof(_BatchOpts))
+    first = True
+    while True:
+        n = ct.c_uint32(chunk)
+        in_tok = None if first else ct.byref(tokens[0])
+        ret = lib.bpf_map_lookup_batch(fd, in_tok, ct.byref(tokens[1]), kb, vb, ct.byref(n),
+                                       ct.byref(opts))  # fmt: skip
+        done = ret < 0 and -ret == errno.ENOENT
+        if not done:
+            _check(ret, "bpf_map_lookup_batch")
+        keys, values = kb.raw, vb.raw
+        for i in range(n.value):
+            yield (keys[i * key_size : (i + 1) * key_size],
+                   values[i * value_size : (i + 1) * value_size])  # fmt: skip
+        if done:
+            return
+        tokens.reverse()
+        first = False
 
 
 def delete_batch(fd: int, keys: bytes, count: int) -> int:

@@ -22,10 +22,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from typing import NamedTuple
 
 from spagate.errors import SpagateError
 from spagate.gate.kernel import bpfsys, spakeys
 from spagate.gate.kernel.abi import (
+    ADDR_KEY,
     ALLOW_HINT,
     ALLOW_KEY,
     BUDGET,
@@ -115,6 +117,11 @@ class UdpFlow:
     dport: int
     last_seen_ns: int  # CLOCK_MONOTONIC
     idle_s: float
+
+
+class Revoked(NamedTuple):
+    windows: int  # windows that were open
+    flows: int  # UDP flows
 
 
 class GateMaps:
@@ -273,12 +280,7 @@ class GateMaps:
         """(key, u64 value) of every entry of a map with u64 values; entries that vanish
         during the walk (LRU eviction, a concurrent delete) are skipped."""
         fd, size = self._fds[name], MAP_SPECS[name].key_size
-        out = []
-        for key in list(bpfsys.keys(fd, size)):
-            raw = bpfsys.lookup(fd, key, 8)
-            if raw is not None:
-                out.append((key, U64.unpack(raw)[0]))
-        return out
+        return [(key, U64.unpack(raw)[0]) for key, raw in bpfsys.items(fd, size, 8)]
 
     def sync_allow_hint(self) -> int:
         """Make allow_hint cover every allow entry (the loader calls this: a hint map created
@@ -300,17 +302,37 @@ class GateMaps:
                 bpfsys.update(self._fds["allow_hint"], a, ALLOW_HINT.pack(0, until))
         return bpfsys.delete(self._fds["allow"], ALLOW_KEY.pack(a, port, p))
 
-    def revoke_ip(self, ip: str | IPAddress) -> int:
-        """Remove every allow entry, the allow hint and every UDP flow of ip; returns how many
-        allow entries and flows went."""
-        a = addr16(ip)
-        n = 0
-        for name in ("allow", "udp_flows"):
-            fd = self._fds[name]
-            for key in [k for k in bpfsys.keys(fd, MAP_SPECS[name].key_size) if k[:16] == a]:
-                n += bpfsys.delete(fd, key)
-        bpfsys.delete(self._fds["allow_hint"], a)
-        return n
+    def revoke_ip(self, ip: str | IPAddress) -> Revoked:
+        """Remove every allow entry, the allow hint and every UDP flow of ip. Counts the
+        windows that were still open (an expired entry is removed, not counted) and the
+        flows."""
+        return self._revoke(addr16(ip))
+
+    def revoke_all(self) -> Revoked:
+        """Close every window and UDP flow (allow, allow_hint, udp_flows emptied)."""
+        return self._revoke(None)
+
+    def _revoke(self, a: bytes | None) -> Revoked:
+        now = time.monotonic_ns()
+        fd = self._fds["allow"]
+        windows = 0
+        for key in [k for k in bpfsys.keys(fd, ALLOW_KEY.size) if a is None or k[:16] == a]:
+            raw = bpfsys.lookup(fd, key, 8)
+            if bpfsys.delete(fd, key) and raw is not None and U64.unpack(raw)[0] > now:
+                windows += 1
+        fd = self._fds["udp_flows"]
+        flows = 0
+        for key in [k for k in bpfsys.keys(fd, FLOW_KEY.size) if a is None or k[:16] == a]:
+            flows += bpfsys.delete(fd, key)
+        fd = self._fds["allow_hint"]
+        for key in [a] if a is not None else list(bpfsys.keys(fd, ADDR_KEY.size)):
+            bpfsys.delete(fd, key)
+        return Revoked(windows, flows)
+
+    def live_windows(self) -> int:
+        """How many allow entries have not expired."""
+        now = time.monotonic_ns()
+        return sum(1 for _, exp in self._u64_items("allow") if exp > now)
 
     def allowed(self, include_expired: bool = False) -> list[AllowEntry]:
         """Allow entries (sorted by expiry), with the seconds left."""

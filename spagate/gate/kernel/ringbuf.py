@@ -53,11 +53,14 @@ class SpaRecord(NamedTuple):
     length: int  # UDP payload length on the wire
     key_index: int = 0  # spa_keys slot whose MAC matched (the daemon writes identity order)
     path: SpaPath = SpaPath.UNTAGGED  # how the kernel found the key
+    ts_ns: int = 0  # CLOCK_MONOTONIC when the kernel queued it (0: unknown)
 
 
 def decode_spa_event(raw: bytes) -> SpaRecord:
     """Decode one spa_events record (header + copied payload)."""
-    src, dst, sport, dport, ifindex, length, copied, key, path = SPA_EVENT_HEADER.unpack_from(raw)
+    src, dst, sport, dport, ifindex, length, copied, key, path, ts = SPA_EVENT_HEADER.unpack_from(
+        raw
+    )
     payload = raw[_HEADER : _HEADER + copied]
     return SpaRecord(
         payload,
@@ -69,6 +72,7 @@ def decode_spa_event(raw: bytes) -> SpaRecord:
         length,
         key,
         SpaPath(path) if path in _PATHS else SpaPath.NONE,
+        ts,
     )
 
 

@@ -10,13 +10,16 @@ all their windows in two, so the cost per accept falls with the load.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
 from spagate.gate.core.config import GateConfig
 from spagate.gate.core.eventlog import EventLog
 from spagate.gate.core.hints import tag_table
-from spagate.gate.core.intake import Admit, Intake, OpenWindow, RememberNonce
+from spagate.gate.core.intake import Admit, Intake, OpenWindow, Refuse, RememberNonce
+
+RECENT = 32  # events kept for the state file
 
 
 class Maps(Protocol):
@@ -58,13 +61,20 @@ class Admission:
         if fwknop_access is not None:
             from spagate.gate.core.intake import FwknopIntake
 
-            self.fwknop = FwknopIntake(config, fwknop_access, self.intake.counts, ifnames)
+            self.fwknop = FwknopIntake(
+                config, fwknop_access, self.intake.counts, ifnames, self.intake.tally
+            )
         self.maps, self.log, self.hooks = maps, log, hooks
         self.wall_ms, self.mono_ns = wall_ms, mono_ns
         self.batch = batch  # True: writes wait for flush() (the worker flushes once per poll)
         self._pending: list[Admit] = []
         self.write_errors = 0
         self.fleet = None  # fleet mode: a FleetBridge claims each admission first
+        # Set by the worker when metrics are on: called with each admission's latency (ns
+        # from the kernel queueing the packet to its windows written).
+        self.on_latency: Callable[[int], None] | None = None
+        # The latest accepts and refusals (wall time, event), for the state file (`top`).
+        self.recent: deque[tuple[float, object]] = deque(maxlen=RECENT)
 
     @property
     def counts(self):
@@ -119,7 +129,8 @@ class Admission:
         if not isinstance(out, Admit):
             if out.expect is not None:
                 self._expect(out.expect)
-            self.log.rejected(out.reason, out.describe)
+            self.log.refused(out)
+            self.recent.append((self.wall_ms() / 1000, out))
             return False
         if self.fleet is not None and not self.fleet.admit():
             # A joining gate admits nothing before it holds the fleet's state.
@@ -175,13 +186,23 @@ class Admission:
             self.write_errors += 1
             self.log.error(f"writing {len(admits)} admission(s) to the maps failed: {e}")
             return 0
+        done_ns, wall = self.mono_ns(), self.wall_ms() / 1000
         for out in admits:
+            if self.on_latency is not None and out.received_ns:
+                self.on_latency(max(0, done_ns - out.received_ns))
             self.hooks.opened(out.grant.ip, out.grant.seconds)
-            self.log.accepted(out.describe)
+            self.log.accepted(out)
+            self.recent.append((wall, out))
         return len(admits)
 
     def refuse_admitted(self, out: Admit, reason: str) -> None:
         """A knock that verified but does not open (fleet: a replay elsewhere, not synced)."""
-        self.intake.counts[reason] += 1
-        self.intake.counts["accepted"] -= 1
-        self.log.rejected(reason, lambda: f"{out.describe()} (refused: {reason})")
+        c, t, who = self.intake.counts, self.intake.tally, out.grant.identity.name
+        c[reason] += 1
+        c["accepted"] -= 1
+        t[reason, who, ""] += 1
+        t["accepted", who, out.path] -= 1
+        refusal = Refuse(reason, f"{out.describe()} (refused: {reason})", out.src, out.sport,
+                         out.via, out.grant.identity)  # fmt: skip
+        self.log.refused(refusal)
+        self.recent.append((self.wall_ms() / 1000, refusal))

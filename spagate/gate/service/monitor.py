@@ -31,6 +31,7 @@ from spagate.gate.service.account import Account
 from spagate.gate.service.hooks import Hooks
 
 MAX_FDS = 1  # a Repin carries one link fd
+STATS_EVERY_S = 1.0  # HookStats to the worker (it exports them as metrics)
 
 
 class Monitor:
@@ -51,6 +52,7 @@ class Monitor:
         self.hooks = Hooks(config.open_cmd, config.close_cmd, log)
         self.refused = 0
         self.reattached = 0
+        self._stats_at = 0.0
         self.peers: list[socket.socket] = []  # the workers' connections (for new links)
         self.warned: set[str] = set()
         self.watcher = None
@@ -253,7 +255,20 @@ class Monitor:
 
                 self.handle(data, fds, reply)
         self.hooks.poll()
+        now = time.monotonic()
+        if now - self._stats_at >= STATS_EVERY_S:
+            self._stats_at = now
+            stats = privsep.encode(self.stats())
+            for s in socks:
+                if s not in closed:
+                    with contextlib.suppress(OSError):  # a full or closed socket: next time
+                        s.send(stats)
         return closed
+
+    def stats(self) -> privsep.HookStats:
+        h = self.hooks
+        return privsep.HookStats(h.depth, h.running, h.started, h.failed, self.reattached,
+                                 self.refused)  # fmt: skip
 
 
 def peer_uid(sock: socket.socket) -> int:

@@ -42,6 +42,8 @@ class GateStatus:
     spa: dict[str, int] = field(default_factory=dict)
     links_lost: int = 0
     others_unguarded: list[str] = field(default_factory=list)  # "vx0 (vxlan)", ...
+    hooks: dict | None = None  # the monitor's hook queue figures, as the worker last heard
+    metrics: str | None = None  # where the worker serves /metrics
 
     @property
     def exit_code(self) -> int:
@@ -81,6 +83,8 @@ def gate_status(pin_dir: str | os.PathLike) -> GateStatus:
         (state or {}).get("pid") if running else None,
         spa=(state or {}).get("spa", {}),
         links_lost=(state or {}).get("links_lost", 0),
+        hooks=(state or {}).get("hooks") if running else None,
+        metrics=(state or {}).get("metrics") if running else None,
     )
     try:
         fd = bpfsys.obj_get(pin_dir / pins.PROG_PIN)

@@ -26,7 +26,7 @@ from spagate.errors import SpagateError
 from spagate.gate.core.config import GateConfig
 from spagate.gate.core.eventlog import EventLog
 from spagate.gate.kernel import link
-from spagate.gate.service.journal import journal_emit
+from spagate.gate.service.journal import event_log, journal_emit
 from spagate.gate.service.loader import LoadOptions, expand_interfaces, preflight
 from spagate.gate.service.monitor import Monitor
 from spagate.gate.service.state import make_run_dir, read_attached, remove_state, take_lock
@@ -48,7 +48,7 @@ class Supervisor:
                  keep_attached: bool = False, emit=journal_emit):  # fmt: skip
         self.config, self.config_text, self.opts = config, config_text, opts
         self.keep_attached = keep_attached
-        self.log = EventLog(emit, time.monotonic)
+        self.log: EventLog = event_log(config.log_format, emit)
         self.stopping = False
         self.worker: subprocess.Popen | None = None
 

@@ -22,7 +22,7 @@ import signal
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from spagate.errors import SpagateError
@@ -32,16 +32,17 @@ from spagate.gate.core.eventlog import EventLog
 from spagate.gate.kernel import bpfsys, pins
 from spagate.gate.kernel.link import LinkState, link_state, pinned_link
 from spagate.gate.kernel.maps import GateMaps
-from spagate.gate.kernel.ringbuf import DropSample, FwknopRing, SampleRing, SpaRing
+from spagate.gate.kernel.ringbuf import FwknopRing, SpaRing
 from spagate.gate.service.admission import Admission
-from spagate.gate.service.journal import journal_emit
+from spagate.gate.service.journal import event_log, journal_emit
 from spagate.gate.service.preflight import capability_names, effective_capabilities
 from spagate.gate.service.state import read_attached, remove_state, take_lock, write_state
 
 CHECK_EVERY_S = 0.5  # links: at least twice a second
 PUBLISH_EVERY_S = 1.0
 HINTS_EVERY_S = 1.0  # tag hints rotate per 30 s step; the table keeps a 2 s margin
-SAMPLES_KEPT = 4096  # drop samples kept for drop_samples() between two readers
+MONITOR_STALE_S = 3.0  # hook figures older than this: the monitor is not reporting
+RECENT_PUBLISHED = 12  # latest accepts and refusals in the state file (`spagate top`)
 MAX_QUEUED = 1_000_000  # requests waiting for the monitor (a few hundred bytes each)
 
 
@@ -53,6 +54,8 @@ class MonitorChannel:
         self._sock, self._path, self._log = sock, path, log
         self._queue: deque[tuple[bytes, list[int]]] = deque()
         self._down_since: float | None = None
+        self.hook_stats: privsep.HookStats | None = None  # the monitor's latest figures
+        self.hook_stats_at = 0.0  # time.monotonic() when they came
         if sock is not None:
             sock.setblocking(False)
 
@@ -126,6 +129,8 @@ class MonitorChannel:
             answer = privsep.decode_answer(data)
             if isinstance(answer, privsep.Linked) and len(fds) == 1:
                 out.append((answer, fds[0]))
+            elif isinstance(answer, privsep.HookStats) and not fds:
+                self.hook_stats, self.hook_stats_at = answer, time.monotonic()
             else:
                 for fd in fds:
                     os.close(fd)
@@ -140,6 +145,22 @@ class MonitorChannel:
                     f"monitor unreachable ({self._path or 'socket'}): {len(self._queue)} "
                     "request(s) wait (hooks, re-attach) until it is back"
                 )
+
+
+@dataclass
+class Snapshot:
+    """What the worker counted, copied by its loop once a second: the metrics thread reads
+    only this, never the worker's live dicts."""
+
+    tally: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    guarded: dict[str, bool] = field(default_factory=dict)
+    link_checks: int = 0
+    links_lost: int = 0
+    monitor_pending: int = 0
+    hooks: dict[str, int] | None = None  # the monitor's last HookStats, None: none yet
+    state_write_errors: int = 0
+    map_write_errors: int = 0
+    samples: int = 0
 
 
 class MonitorHooks:
@@ -171,7 +192,7 @@ class Worker:
         emit=journal_emit,
     ):
         self.config, self.opts, self.monitor = config, opts, monitor
-        self.log = EventLog(emit, time.monotonic)
+        self.log: EventLog = event_log(config.log_format, emit)
         if monitor is not None and monitor._log is None:
             monitor._log = self.log
         self.lock_fd = lock_fd
@@ -184,10 +205,11 @@ class Worker:
         self.modes = read_attached(opts.pin_dir)  # what the loader attached, in which mode
         self.state_errors = 0
         self._state_failing = False
-        self._samples: deque[DropSample] = deque(maxlen=SAMPLES_KEPT)
-        self.samples_seen = 0
-        self._sample_ring: SampleRing | None = None
         self._hints_failing = False
+        self.link_checks = 0
+        self.samples = None  # DropSamples, when the kernel samples drops
+        self.metrics = None  # metrics.Metrics, when `metrics =` is set
+        self._snapshot = None  # what the metrics thread reads (replaced, never mutated)
 
     def _stop(self, _signum, _frame) -> None:
         self.stopping = True
@@ -200,6 +222,10 @@ class Worker:
         intake = Intake(self.config)
         intake.verifier.verify(bytes(96), 0)
         write_state.__module__, privsep.encode(privsep.Reattach("lo"))
+        if self.config.metrics is not None:
+            from spagate.gate.service import metrics
+
+            metrics.Metrics.__init__  # noqa: B018 (imported now, while the code is readable)
 
     def run(self, drop_to=None) -> int:
         """Open the pins, drop privileges if started as root (before reading a packet), then
@@ -241,7 +267,9 @@ class Worker:
             from spagate.gate.service.fleetgate import FleetBridge
 
             fleet = FleetBridge(cfg, maps, None, self.log, opts.interfaces)
-        samples_fd = bpfsys.obj_get(pin_dir / "spa_samples")
+        from spagate.gate.service.samples import open_drop_samples
+
+        self.samples = open_drop_samples(pin_dir, [i.name for i in cfg.identities])
         if drop_to is not None:
             from spagate.gate.service.account import WORKER_CAPS
             from spagate.gate.service.privdrop import drop_to as drop
@@ -271,9 +299,10 @@ class Worker:
         os.close(events_fd)
         fw_ring = FwknopRing(fwknop_fd, admission.handle_fwknop)
         os.close(fwknop_fd)
-        self._sample_ring = SampleRing(samples_fd)
-        os.close(samples_fd)
         self.check_links()
+        self.snapshot(admission)
+        if cfg.metrics is not None:
+            self.start_metrics(maps, admission)
         caps = ",".join(capability_names(effective_capabilities())) or "none"
         self.log.info(
             "attached "
@@ -285,6 +314,8 @@ class Worker:
             + (f"; fwknop on udp/{cfg.fwknop_port}" if access is not None else "")
             + (f"; {restored} nonces restored" if restored else "")
             + f"; worker uid {os.getuid()} caps {caps}"
+            + (f"; metrics on {self.metrics_url()}" if self.metrics else "")
+            + ("; drop samples on" if self.samples else "")
         )
         next_check = next_publish = next_hints = 0.0
         # One wait for both: records in the ring, an answer from the monitor.
@@ -306,7 +337,10 @@ class Worker:
                 admission.flush()
                 if fleet is not None:
                     fleet.drain()
-                self._take_samples()
+                if self.samples is not None:
+                    for sample in self.samples.samples():
+                        self.log.refused(sample)
+                        admission.recent.append((time.time(), sample))
                 if self.monitor is not None:
                     self.monitor.flush()
                     if answers or time.monotonic() >= next_check:
@@ -325,6 +359,7 @@ class Worker:
                     next_check = now + CHECK_EVERY_S
                 if now >= next_publish:
                     self.publish(admission)
+                    self.snapshot(admission)
                     next_publish = now + PUBLISH_EVERY_S
                 if now >= next_hints:
                     self.rotate_hints(admission)
@@ -338,7 +373,8 @@ class Worker:
                 fleet.stop()
             ring.close()
             fw_ring.close()
-            self._sample_ring.close()
+            if self.samples is not None:
+                self.samples.close()
             maps.close()
             for fd in self.links.values():
                 os.close(fd)
@@ -369,21 +405,6 @@ class Worker:
                 f"{names[b].name}'s packets take the untagged path until the next step"
             )
 
-    def _take_samples(self) -> None:
-        if self._sample_ring is not None:
-            got = self._sample_ring.drain()
-            self.samples_seen += len(got)
-            self._samples.extend(got)
-
-    def drop_samples(self) -> list[DropSample]:
-        """The kernel's drop samples (bad MAC or tag, replay, bucket and budget drops, with
-        their source) read since the last call, oldest first; at most SAMPLES_KEPT are kept
-        between two calls (samples_seen counts them all)."""
-        self._take_samples()
-        got = list(self._samples)
-        self._samples.clear()
-        return got
-
     # -- links -------------------------------------------------------------------------------
 
     def take_link(self, name: str, fd: int) -> None:
@@ -412,6 +433,7 @@ class Worker:
         """Each link still on its interface with our program? If not: say so (error), count
         it, and ask the monitor to re-attach; pick up the new link once it is pinned."""
         pin_dir = self.opts.pin_dir
+        self.link_checks += 1
         for name, fd in list(self.links.items()):
             state = link_state(fd)
             try:
@@ -464,6 +486,47 @@ class Worker:
             return "the gate's XDP link was detached: the interface is UNGUARDED"
         return f"the gate's link runs program id {state.prog_id}, not {self.prog_id}"
 
+    # -- metrics -----------------------------------------------------------------------------
+
+    def metrics_url(self) -> str:
+        addr, port = self.config.metrics
+        host = f"[{addr}]" if addr.version == 6 else str(addr)
+        return f"http://{host}:{port}/metrics"
+
+    def start_metrics(self, maps: GateMaps, admission: Admission) -> None:
+        """Serve /metrics from a thread (the worker has dropped root by now). A port that
+        cannot be bound is reported; the gate keeps guarding without metrics."""
+        from spagate.gate.service.metrics import Metrics
+
+        m = Metrics(lambda: self._snapshot, maps.counters, maps.live_windows)
+        addr, port = self.config.metrics
+        try:
+            m.serve(str(addr), port)
+        except OSError as e:
+            self.log.error(f"metrics: cannot listen on {addr} port {port} ({e.strerror}); "
+                           "the gate keeps guarding without metrics")  # fmt: skip
+            return
+        self.metrics = m
+        admission.on_latency = m.observe_ns
+
+    def snapshot(self, admission: Admission) -> None:
+        """Copy what the metrics thread may read (a new object: the thread never sees one
+        being built)."""
+        mon = self.monitor
+        fresh = mon is not None and time.monotonic() - mon.hook_stats_at < MONITOR_STALE_S
+        stats = mon.hook_stats if fresh and mon is not None else None
+        self._snapshot = Snapshot(
+            tally=dict(admission.intake.tally),
+            guarded=dict(self.link_ok),
+            link_checks=self.link_checks,
+            links_lost=self.links_lost,
+            monitor_pending=mon.pending if mon else 0,
+            hooks={f: getattr(stats, f) for f in privsep.HOOK_STATS_FIELDS} if stats else None,
+            state_write_errors=self.state_errors,
+            map_write_errors=admission.write_errors,
+            samples=self.samples.read if self.samples else 0,
+        )
+
     # -- state -------------------------------------------------------------------------------
 
     def publish(self, admission: Admission) -> None:
@@ -488,8 +551,15 @@ class Worker:
             "spa_port": self.config.spa_port,
             "started": self.started,
             "spa": dict(admission.counts),
-            "drop_samples": self.samples_seen,
+            "drop_samples": self.samples.read if self.samples is not None else 0,
             "monitor_pending": self.monitor.pending if self.monitor else 0,
+            "hooks": self._snapshot.hooks if self._snapshot else None,
+            "link_checks": self.link_checks,
+            "metrics": self.metrics_url() if self.metrics else None,
+            "recent": [
+                {"t": round(t, 3), "event": ev.event, **ev.fields()}
+                for t, ev in list(admission.recent)[-RECENT_PUBLISHED:]
+            ],
         }
         if self.fleet is not None:
             state["fleet"] = {

@@ -365,3 +365,56 @@ def test_send_protocol_fwknop_over_loopback_and_its_errors(home, udp):
     m = got.message
     assert m.user == "al" and [str(p) for p in m.ports] == ["tcp/22", "udp/53"]
     assert m.client_timeout == 90 and str(m.ip) == "127.0.0.1"
+
+
+WORK, LAB = generate_keypair(), generate_keypair()
+
+
+def profiles(home: Path, port: int) -> None:
+    (home / ".spagate.ini").write_text(
+        CONFIG
+        + f"\n[work]\nhost = local*\nkey = {WORK.key.hex()}\nhmac-key = {WORK.hmac_key.hex()}\n"
+        + f"\n[lab]\nkey = {LAB.key.hex()}\nhmac-key = {LAB.hmac_key.hex()}\nport = {port}\n"
+        + "ip = 198.51.100.9\n"
+    )
+
+
+def test_send_picks_the_profile_by_host_and_by_name(home, udp):
+    s = udp("127.0.0.1")
+    port = str(s.getsockname()[1])
+    profiles(home, s.getsockname()[1])
+    r = spagate(home, "send", "localhost", "-p", port, "-v")  # host = local*: [work]
+    assert r.returncode == 0, r.stderr
+    assert received(s, WORK).message.ip == IPv4Address("127.0.0.1")
+    assert r.stderr == (
+        f"sent 3 copies of 96 bytes to 127.0.0.1 udp/{port}, opening 127.0.0.1 "
+        f"(keys: {home}/.spagate.ini [work])\n"
+    )
+    assert spagate(home, "send", "127.0.0.1", "-p", port).returncode == 0  # no match: the top
+    assert received(s, KP).message.ip == IPv4Address("127.0.0.1")
+    r = spagate(home, "send", "localhost", "-n", "lab")  # its port and its ip
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert received(s, LAB).message.ip == IPv4Address("198.51.100.9")
+    msg = one_line_error(spagate(home, "send", "localhost", "-n", "nope"))
+    assert msg.endswith("no profile [nope] (profiles: default, work, lab)")
+
+
+def test_connect_picks_the_profile_too(home, udp):
+    s = udp("127.0.0.1")
+    profiles(home, s.getsockname()[1])
+    r = spagate(home, "connect", "-h", "localhost", "-P", "9", "-p", str(s.getsockname()[1]),
+                "--timeout", "0.2", "-v")  # fmt: skip
+    assert received(s, WORK).message.ip == IPv4Address("127.0.0.1")
+    assert "(keys: " in r.stderr and "[work])" in r.stderr  # then nothing listens on 9
+
+
+def test_no_keys_says_where_keys_come_from(tmp_path):
+    msg = one_line_error(spagate(tmp_path, "send", "127.0.0.1"))
+    assert "get the two lines `key = ...` and `hmac-key = ...` from the gate's operator" in msg
+    assert "chmod 600 ~/.spagate.ini" in msg and "keygen >" not in msg
+
+
+def test_unknown_client_key_is_a_file_line_error(home):
+    (home / ".spagate.ini").write_text(CONFIG + "protectd = tcp/22\n")
+    msg = one_line_error(spagate(home, "send", "127.0.0.1"))
+    assert msg.startswith(f"spagate: error: {home}/.spagate.ini:3: unknown key 'protectd'")

@@ -6,6 +6,7 @@ from ipaddress import ip_address
 
 from spagate.gate.core.config import parse_config
 from spagate.gate.core.eventlog import EventLog
+from spagate.gate.kernel.abi import SpaPath
 from spagate.gate.kernel.ringbuf import SpaRecord
 from spagate.gate.service.admission import Admission
 from spagate.gate.service.hooks import Hooks
@@ -231,3 +232,27 @@ def test_a_wrong_source_copy_neither_consumes_the_nonce_nor_opens():
     none, _ = record(1_000_000, ip="0.0.0.0", src="203.0.113.8")
     assert not adm.handle(none)
     assert [c for c in maps.calls if c[0] == "expect"] == [maps.calls[0]]
+
+
+def test_refusals_after_the_mac_name_the_identity_and_are_tallied():
+    maps = Maps()
+    intake, _, lines = make(maps, 1_000_000)
+    stale, _ = record(1_000_000 - 60_000)
+    assert not intake.handle(stale)
+    assert lines[-1] == (
+        "refuse stale from 198.51.100.9:4000 via 2 identity=default: "
+        "sent 60000 ms ago, window is 5000 ms"
+    )
+    rec, _ = record(1_000_000)
+    assert intake.handle(rec._replace(ts_ns=4_999_000_000))
+    latencies = []
+    intake.on_latency = latencies.append
+    assert intake.handle(record(1_000_000)[0]._replace(ts_ns=4_999_000_000, path=SpaPath.TAGGED))
+    assert latencies == [1_000_000]  # the clock says 5 s: 1 ms from the ring to the window
+    assert intake.intake.tally == {
+        ("stale", "default", ""): 1,
+        ("accepted", "default", "untagged"): 1,
+        ("accepted", "default", "tagged"): 1,
+    }
+    kinds = [ev.event for _, ev in intake.recent]
+    assert kinds == ["refuse", "accept", "accept"]
