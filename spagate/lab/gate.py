@@ -138,7 +138,7 @@ class LabGate:
         fd = bpfsys.prog_load_xdp_return(XdpAction.PASS, "lab_port_pass")
         try:
             with in_netns(f"/run/netns/{self.lab.switch}"):
-                set_xdp(f"p{self.lab['gate'].index}", fd, XdpMode.NATIVE)
+                set_xdp(f"p{self.lab[self.host].index}", fd, XdpMode.NATIVE)
         finally:
             os.close(fd)
         self._tx_ready = True
