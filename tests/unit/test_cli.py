@@ -147,7 +147,10 @@ def test_help_shows_flags_as_flags_and_the_defaults():
     assert "[default: (the config's xdp-mode)]" in attach
     assert "[default: /etc/spagate.ini]" in attach
     send = " ".join(plain["send"].split())
-    assert "[default: (the profile's port, else 8484 (fwknop: 62201))]" in send and "-v, --verbose Say" in send
+    assert (
+        "[default: (the profile's port, else 8484 (fwknop: 62201))]" in send
+        and "-v, --verbose Say" in send
+    )
     assert "[default: 60; 1<=x<=31536000]" in " ".join(plain["allow"].split())
 
 

@@ -153,6 +153,7 @@ class FwknopIntake:
         self.tally: Counter[tuple[str, str, str]] = Counter() if tally is None else tally
         self.verifier = FwknopVerifier(access.keys(), max_age_ms=config.fwknop_max_age_ms)
         self.protected = frozenset((p.proto, p.port) for p in config.protected)
+        self.memory_since_ms = 0  # the replay map's memory begins (GateMaps.replay_since)
 
     def handle(self, rec, now_ms: int, mono_ns: int) -> Admit | Refuse:
         from spagate.gate.core.fwknop_access import FwknopGrant, FwknopPolicyReason, decide
@@ -162,6 +163,10 @@ class FwknopIntake:
         res = self.verifier.check(rec.payload, now_ms, self.access.candidates(src, dst))
         if isinstance(res, Rejected):
             return self._refuse(res.reason.value, res.detail, src, rec.sport, via)
+        if (why := before_memory(res.message.timestamp * 1000, self.memory_since_ms)) is not None:
+            who = Identity(name=f"fwknop:{self.access.stanzas[res.key_index].where}", keys=None)  # type: ignore[arg-type]
+            return self._refuse(PolicyReason.BEFORE_REPLAY_MEMORY.value, why, src, rec.sport, via,
+                                who)  # fmt: skip
         g = decide(self.access, res.key_index, res.message, src, now_ms / 1000, dst)
         stanza = self.access.stanzas[getattr(g, "stanza_index", res.key_index)]
         who = Identity(name=f"fwknop:{stanza.where}", keys=None)  # type: ignore[arg-type]
@@ -211,6 +216,7 @@ class Intake:
         )
         self.counts: Counter[str] = Counter()
         self.tally: Counter[tuple[str, str, str]] = Counter()
+        self.memory_since_ms = 0  # the replay map's memory begins (GateMaps.replay_since)
         # Nonces and fwknop digests persisted in the replay map, a heap by expiry (their
         # windows differ: 5 s and up to fwknop's 240 s), so pruning forgets exactly what
         # expired, a few at a time, and a long-lived entry never holds the others back.
@@ -248,6 +254,9 @@ class Intake:
         if isinstance(checked, Rejected):
             return self._rejected(checked, rec, src)
         identity = ids[checked.key_index]
+        if (why := before_memory(checked.message.ts_ms, self.memory_since_ms)) is not None:
+            return self._refuse(Refuse(PolicyReason.BEFORE_REPLAY_MEMORY.value, why, src,
+                                       rec.sport, self.ifnames(rec.ifindex), identity))  # fmt: skip
         msg_ip = unmap(checked.message.ip)
         grant = decide(self.config, identity, msg_ip, src, unmap(rec.dst))
         if isinstance(grant, Refusal):
@@ -299,3 +308,14 @@ def seen_key(rec) -> bytes:
     tagged path, else the first 16 bytes of its MAC."""
     p = rec.payload
     return bytes(p[32:48]) if rec.path == SpaPath.TAGGED else bytes(p[:16])
+
+
+def before_memory(stamp_ms: int, since_ms: int) -> str | None:
+    """Why a packet stamped at stamp_ms may be a replay the gate cannot recognise: the replay
+    map remembers accepted packets only from since_ms on (a reboot emptied it). A client's
+    packet is stamped when it is sent, so one stamped after since_ms was never seen before
+    (but for a client clock running ahead: docs/threat-model.md)."""
+    if stamp_ms >= since_ms:
+        return None
+    return (f"stamped {since_ms - stamp_ms} ms before the gate's replay memory begins "
+            "(a reboot emptied it): it may be a replay")  # fmt: skip

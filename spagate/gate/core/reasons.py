@@ -30,6 +30,8 @@ class PolicyReason(StrEnum):
     SOURCE_MISMATCH = "source-mismatch"
     WRONG_DESTINATION = "wrong-destination"
     UNUSABLE_IP = "unusable-ip"
+    # Stamped before the replay map's memory begins (a reboot emptied it): it may be a replay.
+    BEFORE_REPLAY_MEMORY = "before-replay-memory"
 
 
 class AdmissionPath(StrEnum):

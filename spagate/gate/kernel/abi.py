@@ -394,6 +394,7 @@ MAP_SPECS: dict[str, MapSpec] = {
         MapSpec("fwknop_budget", MapType.ARRAY, U32.size, BUDGET.size),
         MapSpec("counters", MapType.PERCPU_ARRAY, U32.size, U64.size),
         MapSpec("replay", MapType.LRU_HASH, NONCE_KEY.size, U64.size),
+        MapSpec("replay_since", MapType.ARRAY, U32.size, U64.size),
         MapSpec("spa_keys", MapType.ARRAY, U32.size, SPA_KEY.size),
         MapSpec("spa_key_count", MapType.ARRAY, U32.size, U32.size),
         MapSpec("spa_tags", MapType.HASH, U32.size, SPA_TAG.size),

@@ -101,6 +101,7 @@ class GateOptions:
             "fwknop_budget": 1,
             "counters": len(REASONS),
             "replay": self.replay_capacity,
+            "replay_since": 1,
             "spa_keys": SPA_KEYS_MAX,
             "spa_key_count": 1,
             "spa_tags": self.spa_tags_capacity,

@@ -572,6 +572,14 @@ class GateMaps:
     def replay_entries(self) -> dict[bytes, int]:
         return dict(self._u64_items("replay"))
 
+    def replay_since(self) -> int:
+        """Unix ms from which the replay map remembers every accepted packet (0: always)."""
+        raw = bpfsys.lookup(self._fds["replay_since"], U32.pack(0), U64.size)
+        return U64.unpack(raw)[0] if raw else 0
+
+    def set_replay_since(self, unix_ms: int) -> None:
+        bpfsys.update(self._fds["replay_since"], U32.pack(0), U64.pack(int(unix_ms)))
+
     def replay_remember_many(self, items: Sequence[tuple[bytes, int]]) -> None:
         """Persist many (nonce, until_ms) in one syscall."""
         for nonce, _ in items:

@@ -101,6 +101,11 @@ def load_gate(
         # Configured before any new link exists: the first packet meets the right ports.
         gate.maps.set_protected((p.proto, p.port) for p in cfg.protected)
         gate.maps.set_static(cfg.allow)
+        if gate.pin_actions.get("replay") in (pins.PinAction.CREATED, pins.PinAction.REPLACED):
+            # A new replay map remembers nothing (a reboot emptied bpffs, a new pin dir):
+            # packets stamped before now may have been accepted already (Intake refuses them).
+            gate.maps.set_replay_since(time.time_ns() // 1_000_000)
+            log("replay memory begins now: knocks stamped earlier are refused")
         gate.maps.set_spa_keys([i.keys.hmac_key for i in cfg.identities])
         set_tag_hints(cfg, gate.maps, time.time_ns() // 1_000_000)  # the worker rotates them
         gate.pin_extras()

@@ -20,8 +20,8 @@ class Maps:
     """Records calls in order, as the worker's GateMaps would receive them (open_windows is
     GateMaps' extend-only batch write: a knock never shortens a longer window)."""
 
-    def __init__(self, replay=None):
-        self.calls, self.replay = [], dict(replay or {})
+    def __init__(self, replay=None, since_ms=0):
+        self.calls, self.replay, self.since_ms = [], dict(replay or {}), since_ms
 
     def open_windows(self, windows):
         for ip, until_ns, proto, port in windows:
@@ -35,6 +35,9 @@ class Maps:
 
     def replay_entries(self):
         return dict(self.replay)
+
+    def replay_since(self):
+        return self.since_ms
 
     def seen_expect_many(self, items):
         for key, _mac, ip, slot in items:
@@ -256,3 +259,21 @@ def test_refusals_after_the_mac_name_the_identity_and_are_tallied():
     }
     kinds = [ev.event for _, ev in intake.recent]
     assert kinds == ["refuse", "accept", "accept"]
+
+
+def test_a_packet_stamped_before_the_replay_memory_begins_is_refused_both_protocols():
+    # The replay map was created afresh at 1,000,000 ms (a reboot emptied bpffs): a packet
+    # stamped before may have been accepted already; one stamped after cannot have been.
+    maps = Maps(since_ms=1_000_000)
+    adm, clock, lines = make(maps, 1_002_000)
+    adm.restore()
+    old, _ = record(999_000)  # fresh by the clock (1 s of a 5 s skew), older than the memory
+    assert not adm.handle(old)
+    assert adm.counts == {"before-replay-memory": 1} and maps.calls == []
+    assert "refuse before-replay-memory" in lines[-1] and "identity=default" in lines[-1]
+    assert adm.handle(record(1_001_000)[0])  # stamped after: a knock
+    fw, access, _ = fwknop_admission(Maps(since_ms=1_000_000), 1_010_000)
+    fw.restore()
+    assert not fw.handle_fwknop(fw_record(access, "tcp/22", now_s=999))
+    assert fw.handle_fwknop(fw_record(access, "tcp/22", now_s=1_001))
+    assert fw.counts == {"before-replay-memory": 1, "accepted": 1}
