@@ -1,6 +1,8 @@
 /* spagate XDP gate. Verdicts (docs/xdp.md has the full table):
- *   SPA port (UDP)   per-source bucket, tail call to xdp_spa_verify: size, MAC (key ring),
- *                    MAC seen (spa_seen), global budget, copy to spa_events; always XDP_DROP
+ *   SPA port (UDP)   size, tag hint, tail call to xdp_spa_verify: tag, spa_seen, budgets
+ *                    (per identity; untagged: source bucket, untagged budget), one HMAC
+ *                    (tagged) or all (untagged), copy to spa_events; always dropped
+ *   fwknop port      source bucket, fwknop budget, copy to fwknop_events; always dropped
  *   protected TCP    SYN: allow map / static_allow; other segments: kernel socket, allow, static
  *   protected UDP    live flow in udp_flows, allow map (creates the flow), static_allow
  *   everything else  XDP_PASS untouched
@@ -574,7 +576,8 @@ static __always_inline void seen_fill(struct spa_scratch *s, const __u32 *mac, _
  *   tagged   the identity's budget, then the ONE HMAC of the key the hint names
  *   untagged the source's bucket, the untagged budget, the HMAC of every key, then the
  *            identity's budget
- * then spa_seen and the ring record. Always XDP_DROP: nothing answers on the SPA port. */
+ * then spa_seen and the ring record. Always dropped through sg_reject(): silent (filtered) or
+ * a port unreachable (closed), as for a port nobody listens on. */
 int xdp_spa_verify(struct xdp_md *ctx)
 {
 	struct spa_seen_entry *e;
@@ -608,10 +611,13 @@ int xdp_spa_verify(struct xdp_md *ctx)
 			return spa_drop(ctx, s, REASON_SPA_BAD_MAC, e->slot); /* known right MAC: not this */
 		prev = e->state;
 		if (prev == SEEN_QUEUED) {
+			/* The sender's own copies (the client sends 3): counted, never sampled, so
+			 * an accepted knock leaves no refusal in the log. */
+			if (same16(e->src, s->src) || same16(e->alt_src, s->src))
+				return sg_reject(ctx, REASON_SPA_REPLAY_DUP);
 			/* require-source-match: a copy from another source may be the real one (the
 			 * first may be an on-path copy sent from elsewhere); a few may pass. */
-			if (!SPA_SOURCE_MATCH || same16(e->src, s->src) ||
-			    same16(e->alt_src, s->src) || e->alt >= SPA_SEEN_ALT_MAX ||
+			if (!SPA_SOURCE_MATCH || e->alt >= SPA_SEEN_ALT_MAX ||
 			    __sync_fetch_and_add(&e->alt, 1) >= SPA_SEEN_ALT_MAX)
 				return spa_drop(ctx, s, REASON_SPA_REPLAY_DUP, e->slot);
 			__builtin_memcpy(e->alt_src, s->src, 16); /* its own copies: duplicates */

@@ -37,8 +37,8 @@ BPF_TABLE_PINNED("lru_hash", struct addr_key, __u64, fwknop_rate, SPA_RATE_CAPAC
 BPF_TABLE_PINNED("array", __u32, struct budget, fwknop_budget, 1, SG_PIN(fwknop_budget));
 BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, REASON_COUNT, SG_PIN(counters));
 BPF_TABLE_PINNED("lru_hash", struct nonce_key, __u64, replay, REPLAY_CAPACITY, SG_PIN(replay));
-/* replay_since[0]: unix ms from which `replay` remembers every accepted packet (0: always
- * has). The loader sets it when it creates `replay` afresh (a reboot emptied bpffs, a new pin
+/* replay_since[0]: CLOCK_BOOTTIME ns from which `replay` remembers every accepted packet (0:
+ * always has; bpffs and the boot clock both start again at a reboot). The loader sets it when it creates `replay` afresh (a reboot emptied bpffs, a new pin
  * dir): a packet stamped before it may have been accepted already and is refused. Userspace
  * only: the program never reads it. */
 BPF_TABLE_PINNED("array", __u32, __u64, replay_since, 1, SG_PIN(replay_since));

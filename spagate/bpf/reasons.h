@@ -13,7 +13,7 @@ enum spagate_reason {
 	REASON_PASS_UNRELATED = 1,       /* IP but not for the SPA port nor a protected port */
 	REASON_SPA_QUEUED = 2,           /* SPA packet, MAC valid, copied to spa_events, dropped */
 	REASON_SPA_RATE_SOURCE = 3,      /* untagged SPA packet over its source's bucket, dropped */
-	REASON_SPA_RATE_GLOBAL = 4,      /* retired: the global budget became per identity (21) */
+	REASON_SPA_RATE_GLOBAL = 4,      /* retired: the global budget became per identity (26) */
 	REASON_SPA_RINGBUF_FULL = 5,     /* SPA packet within budget but spa_events full, dropped */
 	REASON_PROTECTED_ALLOWED = 6,    /* protected port, source in the allow map: passed */
 	REASON_PROTECTED_STATIC = 7,     /* protected port, source in static_allow: passed */

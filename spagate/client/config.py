@@ -177,9 +177,18 @@ class ClientFile:
                         raise ConfigError(self.path, None, NO_KEYS)
                     raise ConfigError(self.path, line, f"profile {p.name} has no {k}")
             keys = KeyPair(parse_hex_key(vals["key"][0]), parse_hex_key(vals["hmac-key"][0]))
-        protocol = vals.get("protocol", ("fwknop" if keys is None else "sparoid", 0))[0]
+        # The profile's protocol: its own line, else what its own keys speak, else the top's.
+        own = p.values
+        if "protocol" in own:
+            protocol = own["protocol"][0]
+        elif any(k in own for k in KEY_NAMES):
+            protocol = "sparoid"
+        elif "fwknop-key-base64" in own:
+            protocol = "fwknop"
+        else:
+            protocol = vals.get("protocol", ("fwknop" if keys is None else "sparoid", 0))[0]
         if protocol == "sparoid" and keys is None:
-            line = vals["protocol"][1]
+            line = vals.get("protocol", ("", p.line))[1] or None
             raise ConfigError(self.path, line, "protocol = sparoid needs key and hmac-key")
         both = vals.get("public-ip-url", (DEFAULT_PUBLIC_IP_URL, 0))[0]
         port, ip, fw_port = vals.get("port"), vals.get("ip"), vals.get("fwknop-port")

@@ -329,6 +329,8 @@ def test_drops_are_sampled_with_their_source_and_rate_limited(fresh):
     fresh.drain_samples()
     knock = tagged()
     assert run(fresh, spa4(knock, src="192.0.2.61")) == {"spa_queued": 1}
+    # The sender's own copies (the client sends 3): counted, not sampled.
+    assert run(fresh, spa4(knock, src="192.0.2.61")) == {"spa_replay_dup": 1}
     assert run(fresh, spa4(knock, src="192.0.2.62", sport=4242)) == {"spa_replay_dup": 1}
     assert run(fresh, spa6(os.urandom(96), "2001:db8:5::5")) == {"spa_bad_mac": 1}
     got = fresh.drain_samples()

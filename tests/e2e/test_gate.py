@@ -223,7 +223,6 @@ def test_restart_keeps_windows_and_still_refuses_the_replay(gate):
     assert any("nonces restored" in line for line in gate.log)
 
 
-
 def test_after_a_reboot_a_packet_stamped_before_the_gate_started_is_refused(gate):
     # A reboot empties bpffs: the replay map starts empty. A packet captured before (still
     # fresh under a wide skew) must not open the gate again; a knock sent afterwards does.
@@ -245,6 +244,7 @@ def test_after_a_reboot_a_packet_stamped_before_the_gate_started_is_refused(gate
     assert gate.probe("client") == "timeout"
     raw(gate, "client", craft(gate.keys, gate.lab["client"].v4))
     assert wait_for(lambda: gate.probe().startswith("connected"))
+
 
 def test_a_flood_does_not_lock_the_client_out(gate):
     """100,000+ junk packets from the flood host and from spoofed sources; a valid (tagged)

@@ -27,8 +27,12 @@ class Sample:
     reason: str  # a KernelReason label: spa_bad_mac, spa_rate_source ...
     src: IPAddress
     sport: int
-    identity: str | None  # the identity whose key (MAC or tag) matched; None: none did
+    identity: str | None  # the identity the kernel took it for (a tag hint, a known packet)
     ts_ns: int = 0  # CLOCK_MONOTONIC of the drop
+    # The kernel checked this packet's MAC against that identity's key (an untagged packet
+    # over its identity's budget). Otherwise the identity is only claimed: a tag hint or a
+    # copy of a known packet, which anyone who saw one knock can send from any source.
+    verified: bool = False
 
     event = "refuse"
     stage = Stage.KERNEL.value
@@ -37,10 +41,12 @@ class Sample:
 
     @property
     def mac_valid(self) -> bool:
-        return self.identity is not None
+        return self.verified and self.identity is not None
 
     def describe(self) -> str:
-        who = f" identity={self.identity}" if self.identity else ""
+        who = ""
+        if self.identity:
+            who = f" identity={self.identity}" if self.verified else f" hint={self.identity}"
         return f"refuse {self.reason} from {hostport(self.src, self.sport)} via kernel{who}"
 
     def fields(self) -> dict:
@@ -91,4 +97,15 @@ def to_sample(raw: object, identities: Sequence[str]) -> Sample:
         int(raw.sport),  # type: ignore[attr-defined]
         _identity(ident, identities),
         int(ts or 0),
+        _verified(raw),
+    )
+
+
+def _verified(raw: object) -> bool:
+    """Whether the kernel ran the identity's HMAC on the packet before this drop: only the
+    untagged path's identity budget is charged after the MAC (docs/admission.md)."""
+    from spagate.gate.kernel.abi import SpaPath
+
+    return _reason(raw.reason) == "spa_rate_identity" and getattr(raw, "path", None) == (  # type: ignore[attr-defined]
+        SpaPath.UNTAGGED
     )

@@ -62,7 +62,7 @@ DEFAULT_FWKNOP_BUDGET = 500
 FWKNOP_MIN_PAYLOAD = 140
 FWKNOP_MAX_PAYLOAD = 1500
 DEFAULT_FWKNOP_RINGBUF_PAGES = 256
-# max_entries by map (the C macro is <NAME>_CAPACITY); spa_seen is not pinned.
+# max_entries by map (the C macro is <NAME>_CAPACITY).
 DEFAULT_CAPACITIES = {
     "allow": 65536,
     "static_allow": 16384,

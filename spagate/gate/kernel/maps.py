@@ -124,6 +124,10 @@ class Revoked(NamedTuple):
     flows: int  # UDP flows
 
 
+# Pins a gate loaded by an older spagate lacks: the commands still open its maps.
+OPTIONAL_PINS = frozenset({"replay_since"})
+
+
 class GateMaps:
     """The gate's pinned maps. Methods raise OSError (bpf syscalls) or ValueError (arguments)."""
 
@@ -149,6 +153,8 @@ class GateMaps:
                 try:
                     fds[name] = bpfsys.obj_get(pin_dir / name)
                 except OSError as e:
+                    if e.errno == errno.ENOENT and name in OPTIONAL_PINS:
+                        continue  # a gate loaded by an older spagate (until its restart)
                     if e.errno == errno.ENOENT:
                         raise SpagateError(
                             f"no spagate map pinned at {pin_dir / name}: is the gate loaded?"
@@ -573,12 +579,15 @@ class GateMaps:
         return dict(self._u64_items("replay"))
 
     def replay_since(self) -> int:
-        """Unix ms from which the replay map remembers every accepted packet (0: always)."""
+        """CLOCK_BOOTTIME ns when the loader created the replay map afresh: it remembers every
+        accepted packet from then on (0: always has)."""
+        if "replay_since" not in self._fds:
+            return 0
         raw = bpfsys.lookup(self._fds["replay_since"], U32.pack(0), U64.size)
         return U64.unpack(raw)[0] if raw else 0
 
-    def set_replay_since(self, unix_ms: int) -> None:
-        bpfsys.update(self._fds["replay_since"], U32.pack(0), U64.pack(int(unix_ms)))
+    def set_replay_since(self, boottime_ns: int) -> None:
+        bpfsys.update(self._fds["replay_since"], U32.pack(0), U64.pack(int(boottime_ns)))
 
     def replay_remember_many(self, items: Sequence[tuple[bytes, int]]) -> None:
         """Persist many (nonce, until_ms) in one syscall."""

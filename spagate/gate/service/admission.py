@@ -56,6 +56,7 @@ class Admission:
         mono_ns: Callable[[], int] = time.monotonic_ns,
         batch: bool = False,
         fwknop_access=None,
+        boot_ns: Callable[[], int] = lambda: time.clock_gettime_ns(time.CLOCK_BOOTTIME),
     ):
         self.intake = Intake(config, ifnames)
         self.fwknop = None  # the fwknop intake, when the config reads an access.conf
@@ -66,7 +67,9 @@ class Admission:
                 config, fwknop_access, self.intake.counts, ifnames, self.intake.tally
             )
         self.maps, self.log, self.hooks = maps, log, hooks
-        self.wall_ms, self.mono_ns = wall_ms, mono_ns
+        self.wall_ms, self.mono_ns, self.boot_ns = wall_ms, mono_ns, boot_ns
+        self.config = config
+        self._replay_born_ns = 0  # CLOCK_BOOTTIME when the replay map was created afresh
         self.batch = batch  # True: writes wait for flush() (the worker flushes once per poll)
         self._pending: list[Admit] = []
         self.write_errors = 0
@@ -86,18 +89,36 @@ class Admission:
         replays."""
         entries = self.maps.replay_entries()
         now = self.wall_ms()
-        self.memory_since_ms = self.maps.replay_since()
-        self.intake.memory_since_ms = self.memory_since_ms
-        if self.fwknop is not None:
-            self.fwknop.memory_since_ms = self.memory_since_ms
+        self._replay_born_ns = self.maps.replay_since()
+        self.replay_memory()
         if self.fwknop is not None:
             for key, until in entries.items():
                 if until > now:
                     self.fwknop.verifier.remember(key, until)
         return self.intake.restore(entries, now)
 
+    def replay_memory(self) -> int:
+        """Tell the intakes from when (unix ms) the replay map remembers every accepted packet:
+        its creation, measured on CLOCK_BOOTTIME (a wall clock stepped after the boot cannot
+        move it into the future), for as long as a packet stamped before could still be fresh
+        (max-skew, fwknop-max-age); 0 after that. Returns it."""
+        since = 0
+        if self._replay_born_ns:
+            age_ms = max(0, self.boot_ns() - self._replay_born_ns) // 1_000_000
+            horizon = max(self.config.max_skew_ms, self.config.fwknop_max_age_ms)
+            if age_ms <= horizon:
+                since = self.wall_ms() - age_ms
+            else:
+                self._replay_born_ns = 0
+        self.intake.memory_since_ms = since
+        if self.fwknop is not None:
+            self.fwknop.memory_since_ms = since
+        return since
+
     def prune(self) -> int:
-        """Forget the expired nonces in the replay map."""
+        """Forget the expired nonces in the replay map (and follow the replay memory)."""
+        if self._replay_born_ns:
+            self.replay_memory()
         gone = self.intake.expired(self.wall_ms())
         return self.maps.replay_forget_many(gone) if gone else 0
 

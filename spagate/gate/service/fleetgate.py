@@ -193,8 +193,8 @@ class FleetBridge:
         return len(items)
 
     def _decided(self, out: Admit, d: KnockDecision) -> None:
-        self.admission.counts[d.reason] += 1
         if d.admit:
+            self.admission.counts[d.reason] += 1  # how it was admitted (fleet-claimed ...)
             self.admission.open_now([out])
-        else:
+        else:  # counted there, once
             self.admission.refuse_admitted(out, d.reason)

@@ -104,7 +104,7 @@ def load_gate(
         if gate.pin_actions.get("replay") in (pins.PinAction.CREATED, pins.PinAction.REPLACED):
             # A new replay map remembers nothing (a reboot emptied bpffs, a new pin dir):
             # packets stamped before now may have been accepted already (Intake refuses them).
-            gate.maps.set_replay_since(time.time_ns() // 1_000_000)
+            gate.maps.set_replay_since(time.clock_gettime_ns(time.CLOCK_BOOTTIME))
             log("replay memory begins now: knocks stamped earlier are refused")
         gate.maps.set_spa_keys([i.keys.hmac_key for i in cfg.identities])
         set_tag_hints(cfg, gate.maps, time.time_ns() // 1_000_000)  # the worker rotates them

@@ -278,12 +278,22 @@ class Worker:
             drop(drop_to, WORKER_CAPS)
         hooks = MonitorHooks(self.monitor, bool(cfg.open_cmd or cfg.close_cmd))
         names = {socket.if_nametoindex(n): n for n in opts.interfaces}
+
+        def ifname(index: int) -> str:
+            """The interface's name (one guarded later, interface = all: looked up once)."""
+            if index not in names:
+                try:
+                    names[index] = socket.if_indextoname(index)
+                except OSError:
+                    return str(index)
+            return names[index]
+
         admission = Admission(
             cfg,
             maps,
             self.log,
             hooks,
-            ifnames=lambda i: names.get(i, str(i)),
+            ifnames=ifname,
             batch=True,
             fwknop_access=access,
         )

@@ -202,3 +202,15 @@ def test_fwknop_keys_alone_or_with_sparoids():
     ]:
         with pytest.raises(ConfigError, match=f"^f:{line}: .*{words}"):
             parse(bad, "f")
+
+
+def test_a_profile_speaks_what_its_own_keys_speak():
+    fw = "fwknop-key-base64 = " + "QUFB" * 8 + "\nfwknop-hmac-key-base64 = " + "QkJC" * 16 + "\n"
+    text = (f"protocol = fwknop\n{fw}\n[work]\nhost = *.work\nkey = {K}\nhmac-key = {H}\n"
+            f"\n[home]\nhost = *.home\n")  # fmt: skip
+    assert parse(text, host="gw.work").protocol == "sparoid"  # its own sparoid keys
+    assert parse(text, host="gw.home").protocol == "fwknop"  # nothing of its own: the top's
+    assert parse(text).protocol == "fwknop"
+    text = f"key = {K}\nhmac-key = {H}\n\n[fw]\nhost = fw.example\n{fw}"
+    assert parse(text, host="fw.example").protocol == "fwknop"  # only fwknop keys of its own
+    assert parse(text, host="other").protocol == "sparoid"

@@ -64,11 +64,12 @@ def test_every_refusal_of_a_mac_valid_packet_is_a_line_with_source_and_identity(
     assert shown[0] == (
         "refuse stale from 192.0.2.2:4000 via eth0 identity=alice: sent 60000 ms ago"
     )
-    log.refused(Sample("spa_rate_source", ip_address("2001:db8::2"), 99, "alice"))
+    # A kernel drop whose MAC the kernel checked (untagged, over its identity's budget).
+    log.refused(Sample("spa_rate_identity", ip_address("2001:db8::2"), 99, "alice", 0, True))
     clock.t += 10
     log.tick()
     assert lines[-1][1] == (
-        "in the last 10s: refused spa_rate_source=1 [2001:db8::2 identity=alice 1] "
+        "in the last 10s: refused spa_rate_identity=1 [2001:db8::2 identity=alice 1] "
         "stale=8 [192.0.2.2 identity=alice 3]"
     )
 
@@ -148,7 +149,18 @@ def test_kernel_samples_are_normalised_from_what_the_reader_yields():
     assert s == Sample("spa_bad_mac", ip_address("192.0.2.9"), 7, None, 5)
     s = to_sample(Raw(reason="spa_rate_source", src=ip_address("2001:db8::1"), sport=1,
                       identity=1, ts_ns=9), names)  # fmt: skip
-    assert s.identity == "alice" and s.mac_valid and s.stage == "kernel"
+    # The kernel's slot for a packet whose MAC it did not check (a tag hint, a copy of a
+    # known packet) is a claim anyone who saw a knock can make: never MAC-valid.
+    assert s.identity == "alice" and not s.mac_valid and s.stage == "kernel"
+    assert "hint=alice" in s.describe() and "identity=" not in s.describe()
+    from spagate.gate.kernel.abi import SpaPath
+
+    checked = to_sample(Raw(reason="spa_rate_identity", src=mapped, sport=1, key=1,
+                            path=SpaPath.UNTAGGED), names)  # fmt: skip
+    assert checked.mac_valid and "identity=alice" in checked.describe()
+    tagged = to_sample(Raw(reason="spa_rate_identity", src=mapped, sport=1, key=1,
+                           path=SpaPath.TAGGED), names)  # fmt: skip
+    assert not tagged.mac_valid  # charged before the HMAC on the tagged path
     assert to_sample(Raw(reason=3, src=mapped, sport=1, identity="mallory"), names).identity is None
     with pytest.raises(ValueError):
         to_sample(Raw(reason="no_such_reason", src=mapped, sport=1), names)

@@ -20,8 +20,8 @@ class Maps:
     """Records calls in order, as the worker's GateMaps would receive them (open_windows is
     GateMaps' extend-only batch write: a knock never shortens a longer window)."""
 
-    def __init__(self, replay=None, since_ms=0):
-        self.calls, self.replay, self.since_ms = [], dict(replay or {}), since_ms
+    def __init__(self, replay=None, born_ns=0):
+        self.calls, self.replay, self.born_ns = [], dict(replay or {}), born_ns
 
     def open_windows(self, windows):
         for ip, until_ns, proto, port in windows:
@@ -37,7 +37,7 @@ class Maps:
         return dict(self.replay)
 
     def replay_since(self):
-        return self.since_ms
+        return self.born_ns
 
     def seen_expect_many(self, items):
         for key, _mac, ip, slot in items:
@@ -261,18 +261,34 @@ def test_refusals_after_the_mac_name_the_identity_and_are_tallied():
     assert kinds == ["refuse", "accept", "accept"]
 
 
+BORN = 10**12  # CLOCK_BOOTTIME ns when the replay map was created afresh
+
+
 def test_a_packet_stamped_before_the_replay_memory_begins_is_refused_both_protocols():
-    # The replay map was created afresh at 1,000,000 ms (a reboot emptied bpffs): a packet
-    # stamped before may have been accepted already; one stamped after cannot have been.
-    maps = Maps(since_ms=1_000_000)
+    # The replay map was created afresh 2 s ago (a reboot emptied bpffs): a packet stamped
+    # before may have been accepted already; one stamped after cannot have been.
+    maps = Maps(born_ns=BORN)
     adm, clock, lines = make(maps, 1_002_000)
+    boot = {"ns": BORN + 2_000 * 10**6}
+    adm.boot_ns = lambda: boot["ns"]
     adm.restore()
-    old, _ = record(999_000)  # fresh by the clock (1 s of a 5 s skew), older than the memory
+    old, _ = record(999_000)  # fresh by the clock (3 s of a 5 s skew), older than the memory
     assert not adm.handle(old)
     assert adm.counts == {"before-replay-memory": 1} and maps.calls == []
     assert "refuse before-replay-memory" in lines[-1] and "identity=default" in lines[-1]
     assert adm.handle(record(1_001_000)[0])  # stamped after: a knock
-    fw, access, _ = fwknop_admission(Maps(since_ms=1_000_000), 1_010_000)
+    # The wall clock stepped back an hour (NTP after a bad RTC): the memory's start moves
+    # with it (it is measured on the boot clock), a knock stamped now still opens.
+    clock["ms"] -= 3_600_000
+    adm.prune()
+    assert adm.handle(record(clock["ms"])[0])
+    # Past the horizon (max(max-skew, fwknop-max-age)) the check is off: nothing that old
+    # is fresh anyway.
+    boot["ns"] += 121 * 10**9
+    adm.prune()
+    assert adm.intake.memory_since_ms == 0
+    fw, access, _ = fwknop_admission(Maps(born_ns=BORN), 1_010_000)
+    fw.boot_ns = lambda: BORN + 10_000 * 10**6  # created at 1,000 s
     fw.restore()
     assert not fw.handle_fwknop(fw_record(access, "tcp/22", now_s=999))
     assert fw.handle_fwknop(fw_record(access, "tcp/22", now_s=1_001))
