@@ -73,7 +73,8 @@ def test_real_prometheus_counts_the_knock_and_promtool_accepts_the_scrape(gate, 
     assert gate.send("client", "--ip", "source").returncode == 0
     assert wait_for(lambda: gate.probe().startswith("connected"))
     assert wait_for(lambda: value("sum(spagate_spa_admissions_total)") == 1, timeout=15)
-    assert value('spagate_spa_admissions_total{identity="default",path="untagged"}') == 1
+    # spagate send tags its packets (docs/admission.md): the tagged path.
+    assert value('spagate_spa_admissions_total{identity="default",path="tagged"}') == 1
     assert value('spagate_xdp_packets_total{reason="spa_queued"}') == 1
     assert value("spagate_spa_admission_latency_seconds_count") == 1
     assert value("spagate_open_windows") == 1
@@ -160,8 +161,9 @@ def crafted(keys: KeyPair, ip: str, version: int = 1, ahead_ms: int = 0) -> byte
 def test_a_flood_leaves_a_bounded_log_that_names_sources_and_fail2ban_bans_only_key_holders(
     gate, tmp_path
 ):
-    # Limits lifted: every packet reaches the MAC check (the junk) or the worker (MAC-valid).
-    gate.configure("rate = 100000/s burst 100000\nspa-budget = 100000\n")
+    # Limits lifted: every packet reaches the MAC check (the junk) or the worker (MAC-valid);
+    # the crafted packets are untagged, as a deployed sparoid client's.
+    gate.configure("rate = 100000/s burst 100000\nspa-budget = 100000\nuntagged = accept\n")
     gate.start()
     client, flood = gate.lab["client"].v4, gate.lab["flood"].v4
     # Refusals a key holder's (broken) client causes: ahead of the clock, a wrong version.
