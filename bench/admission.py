@@ -104,15 +104,7 @@ def phase_cost(lab, args, log) -> dict:
         junk = frame(lab.mac["client"], lab.mac["gate"], "198.18.0.1", g_ip, 17,
                      udp(40000, SPA_PORT, os.urandom(96)), l4_csum=False)  # fmt: skip
 
-        @contextlib.contextmanager
-        def floor():
-            with in_netns(lab.nspath("gate")):
-                set_xdp("eth0", lab.drop_fd, XdpMode.NATIVE)
-            try:
-                yield
-            finally:
-                with in_netns(lab.nspath("gate")):
-                    set_xdp("eth0", -1, XdpMode.NATIVE)
+        floor = lab.floor
 
         sock = lab.spawn("gate", [sys.executable, "-c",
             "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"

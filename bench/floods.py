@@ -147,6 +147,17 @@ class P2PLab(Lab):
     def nspath(self, host: str) -> str:
         return f"/run/netns/{self[host].netns}"
 
+    @contextlib.contextmanager
+    def floor(self):
+        """The floor of this receive path: an XDP_DROP-only program on the gate's eth0."""
+        with in_netns(self.nspath("gate")):
+            set_xdp("eth0", self.drop_fd, XdpMode.NATIVE)
+        try:
+            yield
+        finally:
+            with in_netns(self.nspath("gate")):
+                set_xdp("eth0", -1, XdpMode.NATIVE)
+
     def close(self) -> None:
         super().close()
         if getattr(self, "drop_fd", None) is not None:
@@ -309,15 +320,7 @@ def phase_syn(lab, gates, args, log) -> dict:
     with LiveSender(tmpl, lab.ifindex["client"], "198.18.0.0", 0x1FFFF) as s:
         small, big = gates
 
-        @contextlib.contextmanager
-        def floor():
-            with in_netns(lab.nspath("gate")):
-                set_xdp("eth0", lab.drop_fd, XdpMode.NATIVE)
-            try:
-                yield
-            finally:
-                with in_netns(lab.nspath("gate")):
-                    set_xdp("eth0", -1, XdpMode.NATIVE)
+        floor = lab.floor
 
         cfgs = {
             "XDP_DROP only (path floor)": (floor, s, None),
