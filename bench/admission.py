@@ -66,7 +66,6 @@ from spagate.gate.kernel.abi import (
     XdpAction,
 )
 from spagate.gate.kernel.build import GateOptions, load
-from spagate.gate.kernel.link import XdpMode, in_netns, set_xdp
 from spagate.gate.kernel.pins import unpin
 from spagate.lab import packets
 from spagate.lab.livesend import PACE_MAX, KnockPlan, LiveSender, frame, tcp_syn, udp
