@@ -49,6 +49,7 @@ def main() -> int:
         try:
             gate.configure(
                 "open-seconds = 600\nrate = 100000/s burst 100000\nspa-budget = 10000000\n"
+                "untagged = accept\n"  # the knocker sends sparoid packets untagged
             )
             gate.start()
             time.sleep(1.5)
