@@ -435,8 +435,9 @@ def main(argv: list[str]) -> int:
         cfg = read_config_fd(a.config_fd, a.config)
     else:
         from spagate.gate.core.config import load_config
+        from spagate.gate.service.account import config_readers
 
-        cfg = load_config(a.config)
+        cfg = load_config(a.config, group_readers=config_readers())
     ifaces = tuple(a.interfaces) or cfg.interfaces
     if not ifaces:
         raise SpagateError("no interface: name one or set 'interface =' in the configuration")
