@@ -34,6 +34,7 @@ SCRIPTS = [
     VAGRANT / "gate-config.sh",
     VAGRANT / "client-ssh-config.sh",
     VAGRANT / "demo-ssh",
+    VAGRANT / "held-session",
     VAGRANT / "build-box",
     VAGRANT / "host-libvirt",
     VAGRANT / "accel",
@@ -42,6 +43,7 @@ SCRIPTS = [
     PACKAGING / "build-deb",
     PACKAGING / "debian" / "manpage",
     PACKAGING / "debian" / "spagate.postinst",
+    PACKAGING / "debian" / "spagate.prerm",
     PACKAGING / "debian" / "spagate.postrm",
     REPO / "setup",
 ]
