@@ -1,5 +1,5 @@
 # spagate: `sudo make demo` shows the gate working, `sudo make test` runs the whole suite.
-.PHONY: setup test lint unit demo bench deb vm-box vm-test clean
+.PHONY: setup test lint unit demo bench deb wheel vm-box vm-test clean
 
 setup:
 	./setup
@@ -25,6 +25,11 @@ bench: setup
 # The Debian package, built in a temporary copy of the tree: build/deb/spagate_<version>_all.deb
 deb:
 	packaging/build-deb
+
+# The client's sdist and wheel (python -m build on a temporary copy, twine check):
+# build/dist/spagate-<version>.tar.gz and spagate-<version>-py3-none-any.whl
+wheel:
+	packaging/build-wheel
 
 # The local Vagrant box (spagate/bookworm64) from Debian's packages, and the host's libvirt.
 vm-box:
