@@ -1,5 +1,5 @@
 # spagate: `sudo make demo` shows the gate working, `sudo make test` runs the whole suite.
-.PHONY: setup test lint unit demo bench deb wheel vm-box vm-test clean
+.PHONY: setup test lint unit demo bench deb wheel vm-box vm-test vm-test-ci clean
 
 setup:
 	./setup
@@ -39,6 +39,10 @@ vm-box:
 # The whole VM scenario (box, package, two VMs, steps, destroy): docs/vagrant.md
 vm-test:
 	vagrant/vm-test
+
+# CI's part of it (.ci/run): box, package, the gate VM alone, the host's knock, purge, destroy
+vm-test-ci:
+	vagrant/vm-test --gate-only
 
 clean:
 	rm -rf .venv .pytest_cache build *.egg-info
