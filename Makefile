@@ -1,5 +1,5 @@
 # spagate: `sudo make demo` shows the gate working, `sudo make test` runs the whole suite.
-.PHONY: setup test lint unit demo bench deb vm-box vm-test clean
+.PHONY: setup test lint unit demo bench deb wheel vm-box vm-test vm-test-ci clean
 
 setup:
 	./setup
@@ -8,10 +8,13 @@ lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 
+# The suite, then the VM lab's CI part (docs/vagrant.md: the package's gate in a real VM, about
+# 13 min under TCG from a clean state; the whole two-VM scenario is `make vm-test`).
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/pytest
+	vagrant/vm-test --gate-only
 
 unit: setup
 	.venv/bin/pytest -m unit
@@ -26,6 +29,11 @@ bench: setup
 deb:
 	packaging/build-deb
 
+# The client's sdist and wheel (python -m build on a temporary copy, twine check):
+# build/dist/spagate-<version>.tar.gz and spagate-<version>-py3-none-any.whl
+wheel:
+	packaging/build-wheel
+
 # The local Vagrant box (spagate/bookworm64) from Debian's packages, and the host's libvirt.
 vm-box:
 	vagrant/host-libvirt --install
@@ -34,6 +42,10 @@ vm-box:
 # The whole VM scenario (box, package, two VMs, steps, destroy): docs/vagrant.md
 vm-test:
 	vagrant/vm-test
+
+# CI's part of it (the last step of `make test`): box, package, the gate VM alone, the host's knock, purge, destroy
+vm-test-ci:
+	vagrant/vm-test --gate-only
 
 clean:
 	rm -rf .venv .pytest_cache build *.egg-info

@@ -72,7 +72,11 @@ def main() -> None:
     # SPA valid packet: a program whose limits never bite (the first copy is queued, the
     # repeats are replays dropped after the MAC check).
     spa_opts = replace(
-        opts, spa_rate_per_s=1e9, spa_burst=10**9, allow_capacity=1024, ringbuf_pages=8192,
+        opts,
+        spa_rate_per_s=1e9,
+        spa_burst=10**9,
+        allow_capacity=1024,
+        ringbuf_pages=8192,
         untagged_budget_per_s=10**9,  # the junk is untagged: every copy reaches the HMAC
     )
     empty = bpfsys.prog_load_xdp_return(XdpAction.PASS)

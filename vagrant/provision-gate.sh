@@ -33,19 +33,29 @@ if [ "${SPAGATE_LAB_GATE:-start}" = skip ]; then
   echo "provision-gate: spagate installed and configured, not started (SPAGATE_LAB_GATE=skip)"
   exit 0
 fi
+# Blocks until the loader (bcc: seconds on a server, minutes in an emulated VM) attached the
+# program and the worker started.
 systemctl enable --now spagate
 
-# Provisioning succeeds only once the program is attached, in native (driver) mode.
-for _ in $(seq 120); do
-  link=$(ip -o link show dev "$iface")
-  case "$link" in
-    *" xdp "*) echo "provision-gate: spagate attached to $iface (native XDP);" \
-                    "ssh on $gate_ip:22 needs SPA now"; exit 0 ;;
-    *" xdpgeneric "*) echo "provision-gate: spagate attached to $iface in generic mode," \
-                           "not native" >&2; exit 1 ;;
-  esac
+# Provisioning succeeds only once the program is on eth1 in native (driver) mode and the
+# worker, as the spagate user, reads the knocks ("attached ...; worker uid ..." in the journal).
+case "$(ip -o link show dev "$iface")" in
+  *" xdp "*) ;;
+  *" xdpgeneric "*) echo "provision-gate: spagate attached to $iface in generic mode, not native" >&2
+                    exit 1 ;;
+  *) echo "provision-gate: no XDP program on $iface after spagate started:" >&2
+     journalctl -u spagate -n 30 --no-pager >&2
+     exit 1 ;;
+esac
+for _ in $(seq 180); do
+  pid=$(systemctl show -p MainPID --value spagate)
+  if [ "$pid" != 0 ] && journalctl -o cat --no-pager "_PID=$pid" | grep -q "worker uid"; then
+    echo "provision-gate: spagate attached to $iface (native XDP), worker pid $pid;" \
+         "ssh on $gate_ip:22 needs SPA now"
+    exit 0
+  fi
   sleep 1
 done
-echo "provision-gate: spagate did not attach to $iface within 120 s:" >&2
+echo "provision-gate: the spagate worker did not start within 180 s:" >&2
 journalctl -u spagate -n 30 --no-pager >&2
 exit 1

@@ -14,11 +14,18 @@ from typing import List, Optional
 import typer
 
 from spagate.errors import SpagateError
-from spagate.gate.core.config import DEFAULT_PATH, XDP_MODES, load_config, parse_port
+from spagate.gate.core.config import DEFAULT_PATH, XDP_MODES, parse_port
+from spagate.gate.core.config import load_config as _load_config
 from spagate.gate.kernel.pins import DEFAULT_PIN_DIR
+from spagate.gate.service.account import config_readers
 from spagate.net import unmap, window_refusal
 
 PIN_DIR = typer.Option(str(DEFAULT_PIN_DIR), "--pin-dir", help="Where the gate's maps are pinned.")
+
+
+def load_config(path: str):
+    """The gate's configuration: root's file, readable by root's and the spagate group."""
+    return _load_config(path, group_readers=config_readers())
 
 
 def _need_root(what: str) -> None:
@@ -134,7 +141,7 @@ def register(app: typer.Typer) -> None:
 
         _need_root("spagate attach")
         cfg = load_config(config)
-        text = read_key_file(config)
+        text = read_key_file(config, group_readers=config_readers())
         mode = _mode(mode or cfg.xdp_mode)
         ifaces, every = _interfaces(interfaces, all_ifaces, cfg)
         opts = LoadOptions(ifaces, mode, force, pin_dir, every)

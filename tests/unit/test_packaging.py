@@ -34,14 +34,18 @@ SCRIPTS = [
     VAGRANT / "gate-config.sh",
     VAGRANT / "client-ssh-config.sh",
     VAGRANT / "demo-ssh",
+    VAGRANT / "held-session",
     VAGRANT / "build-box",
     VAGRANT / "host-libvirt",
     VAGRANT / "accel",
     VAGRANT / "vm-test",
     PACKAGING / "render-unit",
     PACKAGING / "build-deb",
+    PACKAGING / "build-wheel",
+    PACKAGING / "runtime-deps",
     PACKAGING / "debian" / "manpage",
     PACKAGING / "debian" / "spagate.postinst",
+    PACKAGING / "debian" / "spagate.prerm",
     PACKAGING / "debian" / "spagate.postrm",
     REPO / "setup",
 ]
@@ -530,6 +534,35 @@ def test_box_packaging_writes_libvirt_metadata(tmp_path):
     bad = run([str(VAGRANT / "build-box"), "--package", str(raw), str(tmp_path / "bad.box")])
     assert bad.returncode != 0 and "not a qcow2 image" in bad.stderr
     assert not (tmp_path / "bad.box").exists()
+
+
+def test_runtime_deps_lists_the_first_alternative_of_each_depends(tmp_path):
+    r = run([str(PACKAGING / "runtime-deps")])
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.split()) == sorted(RUNTIME_DEPENDS | {"linux-headers-amd64"})
+    # without the control file: one line, no empty list
+    copy = tmp_path / "packaging" / "runtime-deps"
+    copy.parent.mkdir()
+    shutil.copy(PACKAGING / "runtime-deps", copy)
+    r = run([str(copy)])
+    assert r.returncode != 0 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "debian/control not found" in r.stderr
+
+
+TEST_TOOLS = {"vagrant", "vagrant-libvirt", "nmap", "netsniff-ng", "shellcheck", "openssh-server",
+              "fwknop-server", "etcd-server", "lintian", "debhelper", "python3-pip"}  # fmt: skip
+
+
+def test_setup_service_installs_only_the_runtime_dependencies():
+    full = run([str(REPO / "setup"), "--print-packages"])
+    assert full.returncode == 0, full.stderr
+    assert set(full.stdout.split()) >= RUNTIME_DEPENDS | TEST_TOOLS
+    lean = run([str(REPO / "setup"), "--service", "--print-packages"])
+    assert lean.returncode == 0, lean.stderr
+    # the kernel headers: setup's own search (the running kernel's, or the newest flavour)
+    assert sorted(lean.stdout.split()) == sorted(RUNTIME_DEPENDS | {"python3", "python3-venv"})
+    bad = run([str(REPO / "setup"), "--servic"])
+    assert bad.returncode != 0 and "usage: sudo ./setup [--service]" in bad.stderr
 
 
 def test_box_bakes_the_runtime_dependencies_of_debian_control():

@@ -59,3 +59,13 @@ def service_account() -> Account:
     if pw.pw_uid == 0:
         raise SpagateError(f"the '{SERVICE_USER}' user must not be root (uid 0)")
     return Account(pw.pw_uid, gid)
+
+
+def config_readers() -> frozenset[int]:
+    """The groups that may read the gate's configuration besides its owner: root's, and the
+    spagate group (the package installs /etc/spagate.ini root:spagate 0640, so that the worker
+    reads it as the spagate user). Never with write access (inifile.read_key_file)."""
+    try:
+        return frozenset({0, grp.getgrnam(SERVICE_USER).gr_gid})
+    except KeyError:
+        return frozenset({0})

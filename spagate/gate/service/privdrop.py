@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import ctypes as ct
 import os
-from pathlib import Path
 
 from spagate.errors import SpagateError
 from spagate.gate.service.account import CAP_BITS, Account
 
 PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
@@ -45,6 +45,15 @@ def _prctl(libc, option: int, arg: int = 0, arg3: int = 0) -> None:
         raise SpagateError(f"prctl({option}) failed: {os.strerror(err)}")
 
 
+def _last_cap(libc) -> int:
+    """The highest capability this kernel knows: asked with PR_CAPBSET_READ (EINVAL past it),
+    not read from /proc/sys/kernel/cap_last_cap, which systemd's ProcSubset=pid hides."""
+    cap = 0
+    while libc.prctl(PR_CAPBSET_READ, cap + 1, 0, 0, 0) >= 0:
+        cap += 1
+    return cap
+
+
 def _status() -> dict[str, str]:
     with open("/proc/self/status") as f:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
@@ -61,8 +70,7 @@ def drop_to(account: Account, keep: tuple[str, ...]) -> None:
             f"the worker needs {', '.join(missing)} and was started without it "
             "(the unit's CapabilityBoundingSet, or not as root)"
         )
-    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
-    for cap in range(last + 1):
+    for cap in range(_last_cap(libc) + 1):
         if not mask >> cap & 1:
             _prctl(libc, PR_CAPBSET_DROP, cap)
     _prctl(libc, PR_SET_KEEPCAPS, 1)

@@ -46,12 +46,23 @@ def attached_path(pin_dir: str | os.PathLike) -> Path:
 
 
 def write_attached(pin_dir: str | os.PathLike, modes: dict[str, str]) -> None:
-    """What the loader attached, in which mode (the worker shows it; netlink it has not)."""
+    """What the loader attached, in which mode (the worker shows it; netlink it has not).
+    The loader is root and the run directory is writable by the worker's group (systemd's
+    RuntimeDirectory, root:spagate 0770): the file is written into a fresh temp file
+    (O_EXCL, which never follows a link the worker may have planted), then renamed."""
     path = attached_path(pin_dir)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(modes))
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o644)
+            f.write(json.dumps(modes))
+        tmp.replace(path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def read_attached(pin_dir: str | os.PathLike) -> dict[str, str]:

@@ -643,8 +643,9 @@ def main(argv: list[str]) -> int:
         cfg = read_config_fd(a.config_fd, a.config)
     else:
         from spagate.gate.core.config import load_config
+        from spagate.gate.service.account import config_readers
 
-        cfg = load_config(a.config)
+        cfg = load_config(a.config, group_readers=config_readers())
     every = a.all or (not a.interfaces and cfg.all_interfaces)
     ifaces = tuple(a.interfaces) or (() if every else cfg.interfaces)
     if not ifaces and not every:

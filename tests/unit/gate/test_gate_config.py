@@ -137,6 +137,28 @@ def test_load_refuses_a_key_file_others_can_read(tmp_path):
     assert load_config(str(p)).identities[0].name == "default"
 
 
+@pytest.mark.parametrize(
+    ("mode", "ok"), [(0o640, True), (0o600, True), (0o660, False), (0o644, False)]
+)
+def test_gate_commands_read_a_config_the_spagate_group_may_read(tmp_path, monkeypatch, mode, ok):
+    """The package installs /etc/spagate.ini root:spagate 0640 (the worker reads it as the
+    spagate user): the gate's commands accept that group read, never group write."""
+    import grp
+
+    from spagate.gate import cli
+
+    here = grp.getgrgid(os.getgid())
+    monkeypatch.setattr(grp, "getgrnam", lambda name: here if name == "spagate" else None)
+    p = tmp_path / "spagate.ini"
+    p.write_text(f"key = {K1}\nhmac-key = {H1}\n")
+    os.chmod(p, mode)
+    if ok:
+        assert cli.load_config(str(p)).identities[0].name == "default"
+    else:
+        with pytest.raises(ConfigError, match=r"accessible by group or others"):
+            cli.load_config(str(p))
+
+
 def test_load_names_missing_and_non_utf8_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(str(tmp_path / "nope.ini"))
