@@ -38,7 +38,6 @@ from spagate.gate.service.journal import event_log, journal_emit
 from spagate.gate.service.preflight import capability_names, effective_capabilities
 from spagate.gate.service.state import read_attached, remove_state, take_lock, write_state
 
-HOUSEKEEP_EVERY_S = 0.01  # samples, hooks, links, publishing, pruning: at most this often
 CHECK_EVERY_S = 0.5  # links: at least twice a second
 PUBLISH_EVERY_S = 1.0
 HINTS_EVERY_S = 1.0  # tag hints rotate per 30 s step; the table keeps a 2 s margin
@@ -339,24 +338,15 @@ class Worker:
         if fleet is not None:
             waiter.register(fleet.fileno(), select.EPOLLIN)
         try:
-            fleet_fd = fleet.fileno() if fleet is not None else None
-            next_house = 0.0
             while not self.stopping:
-                answers = stored = False
+                answers = False
                 if not ring.consume() + fw_ring.consume():  # nothing: sleep until something
-                    ready = {fd for fd, _ in waiter.poll(0.2)}
-                    answers, stored = mon_fd in ready, fleet_fd in ready
+                    answers = any(fd == mon_fd for fd, _ in waiter.poll(0.2))
                     ring.consume()
                     fw_ring.consume()
                 admission.flush()
-                if fleet is not None and (stored or time.monotonic() >= next_house):
+                if fleet is not None:
                     fleet.drain()
-                # The rest at most every HOUSEKEEP_EVERY_S (or when the monitor answered):
-                # under a stream of knocks the loop then costs two ring reads and the writes.
-                now = time.monotonic()
-                if not answers and now < next_house:
-                    continue
-                next_house = now + HOUSEKEEP_EVERY_S
                 if self.samples is not None:
                     for sample in self.samples.samples():
                         self.log.refused(sample)
