@@ -8,6 +8,7 @@ keys_file=$1 iface=$2
 echo "# Written by vagrant/provision-gate.sh"
 cat "$keys_file"
 echo "interface = $iface"
+echo "unguarded = eth0 # vagrant's management network (vagrant ssh)"
 echo "protected = tcp/22"
 echo "port = 8484"
 echo "open-seconds = 15"

@@ -82,6 +82,11 @@ static __always_inline __u64 sg_sum_packet(struct xdp_md *ctx, __u32 off, __u32 
 		n &= 0x3ff;
 		if (n == 0)
 			break;
+		/* Kernels before 6.8 do not learn n >= 1 from the test above, and the load size
+		 * must not be 0 (ARG_CONST_SIZE): hide n from clang again, then compute a value
+		 * the verifier bounds to 1..1024 itself. */
+		asm volatile("" : "+r"(n));
+		n = ((n - 1) & 0x3ff) + 1;
 		n4 = (n + 3) & 0x3fc; /* bpf_csum_diff takes whole words: zero the pad first */
 		*(__u32 *)(buf + ((n4 - 4) & 0x1fc)) = 0;
 		if (bpf_xdp_load_bytes(ctx, off + done, buf, n) < 0)

@@ -345,6 +345,9 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"UNGUARDED: {i.name}: {i.why}")
         for other in st.others_unguarded:
             typer.echo(f"UNGUARDED: {other}: delivers IP to this host around the gate")
+        if st.unguarded_by_config:
+            typer.echo("outside the gate on purpose (unguarded =): "
+                       + ", ".join(st.unguarded_by_config))  # fmt: skip
         if st.links_lost:
             typer.echo(f"links lost and re-attached since start: {st.links_lost}")
         if st.metrics:

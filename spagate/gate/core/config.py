@@ -92,6 +92,9 @@ class GateConfig:
     path: str
     identities: tuple[Identity, ...]
     interfaces: tuple[str, ...] = ()
+    # IP-carrying interfaces left outside the gate on purpose (a management network): not an
+    # error at start, in the monitor or in status, which still lists them.
+    unguarded: tuple[str, ...] = ()
     spa_port: int = DEFAULT_SPA_PORT
     bind: IPAddress | None = None
     protected: tuple[Port, ...] = (Port("tcp", 22),)
@@ -232,6 +235,13 @@ def _iface(text: str) -> tuple[str, ...]:
     return names
 
 
+def _unguarded(text: str) -> tuple[str, ...]:
+    names = _iface(text)
+    if ALL_INTERFACES in names:
+        raise ValueError("name the interfaces left outside the gate, not 'all'")
+    return names
+
+
 def _key(text: str) -> bytes:
     return parse_hex_key(text)
 
@@ -339,6 +349,7 @@ GLOBAL_KEYS = {
     "bind": (_address, "bind"),
     "port": (lambda t: _int(t, 1, 65535), "spa_port"),
     "interface": (_iface, "interfaces"),  # names, or all (every IP-carrying one, new ones too)
+    "unguarded": (_unguarded, "unguarded"),  # interfaces left outside the gate on purpose
     "protected": (_ports, "protected"),
     "open-seconds": (lambda t: _int(t, 1, 86400), "open_seconds"),
     "allow": (_networks, "allow"),  # never over ::ffff:0:0/96; 0/0 needs allow-everyone

@@ -98,7 +98,10 @@ class Monitor:
             self.check_interfaces()
         else:
             with contextlib.suppress(Exception):
-                self.warned = {i.name for i in hostnet.unguarded(set(self.interfaces))}
+                self.warned = {
+                    i.name
+                    for i in hostnet.unguarded(set(self.interfaces) | set(self.config.unguarded))
+                }
 
     def check_interfaces(self) -> None:
         try:
@@ -106,7 +109,7 @@ class Monitor:
         except Exception as e:
             self.log.error(f"monitor: cannot list interfaces: {e}")
             return
-        for i in hostnet.unguarded(set(self.interfaces), found):
+        for i in hostnet.unguarded(set(self.interfaces) | set(self.config.unguarded), found):
             if self.all_interfaces and i.guardable:
                 self.guard(i.name)
             elif i.name not in self.warned:

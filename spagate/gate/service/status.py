@@ -42,6 +42,7 @@ class GateStatus:
     spa: dict[str, int] = field(default_factory=dict)
     links_lost: int = 0
     others_unguarded: list[str] = field(default_factory=list)  # "vx0 (vxlan)", ...
+    unguarded_by_config: list[str] = field(default_factory=list)  # unguarded = (on purpose)
     hooks: dict | None = None  # the monitor's hook queue figures, as the worker last heard
     metrics: str | None = None  # where the worker serves /metrics
 
@@ -98,8 +99,10 @@ def gate_status(pin_dir: str | os.PathLike) -> GateStatus:
         try:
             from spagate.gate.service import hostnet
 
-            left = hostnet.unguarded({i.name for i in st.interfaces if i.guarded})
+            meant = [str(n) for n in (state or {}).get("unguarded_by_config") or ()]
+            left = hostnet.unguarded({i.name for i in st.interfaces if i.guarded} | set(meant))
             st.others_unguarded = [hostnet.describe(i) for i in left if i.name not in names]
+            st.unguarded_by_config = meant
         except Exception as e:  # say we could not tell, never hide it
             st.others_unguarded = [f"? (cannot list interfaces: {e})"]
     return st

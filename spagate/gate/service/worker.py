@@ -554,6 +554,7 @@ class Worker:
             "worker_pid": os.getpid(),
             "uid": os.getuid(),
             "interfaces": {n: self.mode_of(n) for n in self.opts.interfaces},
+            "unguarded_by_config": list(self.config.unguarded),
             "links": links,
             "links_lost": self.links_lost,
             "pin_dir": str(self.opts.pin_dir),

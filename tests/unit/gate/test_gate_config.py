@@ -299,3 +299,11 @@ def test_disguise_and_interface_all():
     assert not parse_config(f"interface = eth0\n{KEYS}").all_interfaces
     with pytest.raises(ConfigError, match=":1: interface: 'all' stands alone"):
         parse_config(f"interface = eth0 all\n{KEYS}", "/etc/g.ini")
+
+
+def test_unguarded_names_interfaces_left_outside_the_gate_on_purpose():
+    base = f"key = {K1}\nhmac-key = {H1}\ninterface = eth1\n"
+    assert parse_config(base + "unguarded = eth0, mgmt0\n").unguarded == ("eth0", "mgmt0")
+    assert parse_config(base).unguarded == ()
+    with pytest.raises(ConfigError, match=r"^g.ini:4: unguarded: name the interfaces"):
+        parse_config(base + "unguarded = all\n", "g.ini")
