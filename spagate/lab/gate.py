@@ -6,6 +6,7 @@ processes (`spagate attach`, `spagate send`, spagate.lab.probe) inside lab names
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -70,6 +71,7 @@ class LabGate:
         self.log: list[str] = []
         self.proc: subprocess.Popen | None = None
         self._attached = threading.Event()
+        self.memory_began: float | None = None  # wall time the gate said its replay memory began
         self.echo = False
         self.wrapper: list[str] = []  # argv prefix for the daemon (e.g. setpriv in tests)
         self.env: dict[str, str] | None = None  # the daemon's and operator commands' env
@@ -151,8 +153,18 @@ class LabGate:
             self.log.append(line)
             if self.echo:
                 show("gate |", line.split(" ", 2)[-1] if line[:2] == "20" else line)
+            if "replay memory begins now" in line:
+                self.memory_began = time.time()  # later than the gate's own mark: conservative
             if " attached " in f" {line} " or '"msg":"attached ' in line:  # text or json
                 self._attached.set()
+
+    def wait_whole_second(self) -> None:
+        """fwknop stamps its packets in whole seconds: one sent in the second the gate's replay
+        memory began carries a stamp before it and is refused (before-replay-memory). A real
+        operator's fresh gate does the same; a test that knocks with fwknop right after the
+        start waits for the next whole second instead."""
+        if self.memory_began is not None:
+            time.sleep(max(0.0, math.ceil(self.memory_began) - time.time()))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
         if self.proc is None:

@@ -47,6 +47,7 @@ def fwgate(gate, tmp_path):
     for p in PORTS:
         gate.service("tcp", p)
     gate.start()
+    gate.wait_whole_second()  # a fresh replay memory: fwknop's stamps have whole seconds
     gate.alice = alice
     return gate
 
