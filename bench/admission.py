@@ -275,7 +275,7 @@ def _trials(lab, maps, kind, s, flood_of, knock_of, copies, args, log) -> dict:
     at = round(rate * args.lead_s)
     count = at + copies * gap + round(rate * args.tail_s)
     s.set_plan(KnockPlan(at, gap, copies))
-    lat, which, admitted, rx_drop, rates = [], [], 0, [], []
+    lat, which, admitted, rx_drop, rates, net, work = [], [], 0, [], [], [], []
     for trial in range(args.trials):
         n = next(_SEQ)  # a fresh address per knock, all phases together
         ip = f"100.{80 + n // 62500}.{n // 250 % 250}.{n % 250 + 1}"
@@ -303,6 +303,8 @@ def _trials(lab, maps, kind, s, flood_of, knock_of, copies, args, log) -> dict:
         first = seen.first_ns if seen else wrote
         before = [t for t in sent if t <= first] or sent[:1]
         lat.append((wrote - before[-1]) / 1e6)
+        net.append((first - before[-1]) / 1e6)  # departure to the kernel's first sight
+        work.append((wrote - first) / 1e6)  # the kernel's first sight to the worker's write
         which.append(sent.index(before[-1]) + 1)
     res = {
         "admitted": admitted,
@@ -310,12 +312,15 @@ def _trials(lab, maps, kind, s, flood_of, knock_of, copies, args, log) -> dict:
         "p50_ms": pctl(lat, 50) if lat else None,
         "p99_ms": pctl(lat, 99) if lat else None,
         "max_ms": max(lat) if lat else None,
+        "to_kernel_max_ms": max(net) if net else None,
+        "in_worker_max_ms": max(work) if work else None,
         "copy_admitted": {c: which.count(c) for c in sorted(set(which))},
         "ring_drop_pct": statistics.median(rx_drop),
         "flood_mpps": statistics.median(rates) / 1e6,
     }
     p = (f"p50 {res['p50_ms']:.2f} ms  p99 {res['p99_ms']:.2f} ms  max {res['max_ms']:.2f} ms"
-         if lat else "no latency")  # fmt: skip
+         f" (to the kernel at most {res['to_kernel_max_ms']:.2f}, in the worker at most "
+         f"{res['in_worker_max_ms']:.2f})" if lat else "no latency")  # fmt: skip
     log(f"  {kind:<40} admitted {admitted:>2}/{args.trials}  {p}  copy admitted "
         f"{res['copy_admitted']}  ring drops {res['ring_drop_pct']:.1f}%  "
         f"flood {res['flood_mpps']:.2f} Mpps")  # fmt: skip

@@ -253,3 +253,26 @@ def test_interface_all_guards_tunnels_also_those_created_later(gate):
     # a key holder still gets in
     assert gate.send("client", "--ip", "source").returncode == 0
     assert wait_for(lambda: gate.probe("client").startswith("connected"))
+
+
+def test_unguarded_leaves_only_the_named_interface_outside_and_status_still_fails_for_others(
+    gate,
+):
+    lab = gate.lab
+    tunnel(lab, 42, INNER_GATE, INNER_CLIENT, "vx0")  # named: a management tunnel, on purpose
+    vxlan(lab, "gate", "vx1", 43, lab["gate"].v4, "192.0.2.98", "203.0.113.1")  # not named
+    gate.configure("protected = tcp/22\nunguarded = vx0\n")
+    gate.service("tcp", 22)
+    gate.start()
+    assert any("vx0 is left outside the gate on purpose" in ln for ln in gate.log), gate.log
+    warn = [ln for ln in gate.log if "UNGUARDED interfaces" in ln]
+    assert warn and "vx1 (vxlan)" in warn[0] and "vx0" not in warn[0], warn
+    st = gate.spagate("status")
+    assert st.returncode == 1, st.stdout  # vx1 is a hole nobody asked for
+    assert "UNGUARDED: vx1 (vxlan)" in st.stdout and "UNGUARDED: vx0" not in st.stdout
+    assert "outside the gate on purpose (unguarded =): vx0" in st.stdout, st.stdout
+    # without vx1, the named one alone leaves status at 0
+    lab.run("gate", ["ip", "link", "del", "vx1"], timeout=10)
+    st = gate.spagate("status")
+    assert st.returncode == 0, st.stdout
+    assert "vx0" in st.stdout and "UNGUARDED" not in st.stdout
