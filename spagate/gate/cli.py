@@ -21,6 +21,16 @@ from spagate.gate.service.account import config_readers
 from spagate.net import unmap, window_refusal
 
 PIN_DIR = typer.Option(str(DEFAULT_PIN_DIR), "--pin-dir", help="Where the gate's maps are pinned.")
+CONFIG = typer.Option(DEFAULT_PATH, "-c", "--config", help="Gate configuration.")
+MODE = typer.Option(
+    None, "--mode", help="XDP mode: native, generic or auto.", show_default="the config's xdp-mode"
+)
+FORCE = typer.Option(False, "--force", help="Replace another XDP program already on an interface.")
+
+INTERFACES = typer.Argument(
+    None, help="Interfaces to guard.", show_default="the config's interface ="
+)
+GUARDED = typer.Argument(None, help="Guarded interfaces.", show_default="the config's interface =")
 
 
 def load_config(path: str):
@@ -112,22 +122,13 @@ def _links_here(link, pin_dir: Path, name: str) -> bool:
 def register(app: typer.Typer) -> None:
     @app.command()
     def attach(
-        interfaces: Optional[List[str]] = typer.Argument(
-            None, help="Interfaces to guard.", show_default="the config's interface ="
-        ),
-        config: str = typer.Option(DEFAULT_PATH, "-c", "--config", help="Gate configuration."),
-        mode: Optional[str] = typer.Option(
-            None,
-            "--mode",
-            help="XDP mode: native, generic or auto.",
-            show_default="the config's xdp-mode",
-        ),
+        interfaces: Optional[List[str]] = INTERFACES,
+        config: str = CONFIG,
+        mode: Optional[str] = MODE,
         keep_attached: bool = typer.Option(
             False, "--keep-attached", help="Leave the gate guarding after this command stops."
         ),
-        force: bool = typer.Option(
-            False, "--force", help="Replace another XDP program already on an interface."
-        ),
+        force: bool = FORCE,
         all_ifaces: bool = typer.Option(
             False, "--all", help="Guard every IP-carrying interface, new ones too."
         ),
@@ -149,19 +150,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def load(
-        interfaces: Optional[List[str]] = typer.Argument(
-            None, help="Interfaces to guard.", show_default="the config's interface ="
-        ),
-        config: str = typer.Option(DEFAULT_PATH, "-c", "--config", help="Gate configuration."),
-        mode: Optional[str] = typer.Option(
-            None,
-            "--mode",
-            help="native, generic or auto.",
-            show_default="the config's xdp-mode",
-        ),
-        force: bool = typer.Option(
-            False, "--force", help="Replace another XDP program already on an interface."
-        ),
+        interfaces: Optional[List[str]] = INTERFACES,
+        config: str = CONFIG,
+        mode: Optional[str] = MODE,
+        force: bool = FORCE,
         all_ifaces: bool = typer.Option(False, "--all", help="Every IP-carrying interface."),
         pin_dir: str = PIN_DIR,
         lock_fd: Optional[int] = typer.Option(None, "--lock-fd", hidden=True),
@@ -195,19 +187,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def monitor(
-        config: str = typer.Option(DEFAULT_PATH, "-c", "--config", help="Gate configuration."),
+        config: str = CONFIG,
         socket_path: str = typer.Option(
             "/run/spagate-monitor/monitor.sock", "--socket", help="Where the worker connects."
         ),
-        interfaces: Optional[List[str]] = typer.Argument(
-            None, help="Guarded interfaces.", show_default="the config's interface ="
-        ),
-        mode: Optional[str] = typer.Option(
-            None,
-            "--mode",
-            help="native, generic or auto.",
-            show_default="the config's xdp-mode",
-        ),
+        interfaces: Optional[List[str]] = GUARDED,
+        mode: Optional[str] = MODE,
         pin_dir: str = PIN_DIR,
     ) -> None:
         """The privileged monitor for systemd (spagate-monitor.service): runs open-cmd and
