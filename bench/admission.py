@@ -20,11 +20,14 @@ gate's NAPI thread on CPU 1, gate-side ns = NAPI thread + ksoftirqd/1 CPU per pa
   untagged the same junk flood with an untagged knock (a deployed sparoid client: one copy):
            the untagged budget's lottery, shown beside
 
-The worker is pinned to CPU 0 beside the sender at nice -10: the sender stands for the network,
-not for a process competing with the gate's worker (this machine is shared: other load is
-noise). The gate's NAPI thread runs at SCHED_FIFO 1 (as a NIC's softirq would). Admission runs
-twice per flood: paced to what the gate's CPU keeps up with (veth ring drops < 0.5 %: every
-copy reaches XDP) and unpaced (overload: the ring drops copies at random, as a NIC ring would).
+The worker is pinned to CPU 0 beside the sender: the sender stands for the network and for
+any busy task on the worker's CPU. The worker runs as spagate runs it: its ring reader at
+SCHED_FIFO 1 (spagate.gate.service.priority); at capacity the tagged knock is also timed with
+the ring reader at SCHED_OTHER, nice -10 (`attach --no-realtime`, or a unit drop-in with
+CPUSchedulingPolicy=other), side by side. The gate's NAPI thread runs at SCHED_FIFO 1 (as a
+NIC's softirq would). Admission runs twice per flood: paced to what the gate's CPU keeps up
+with (veth ring drops < 0.5 %: every copy reaches XDP) and unpaced (overload: the ring drops
+copies at random, as a NIC ring would).
 
     sudo .venv/bin/python bench/admission.py [--rounds 5] [--trials 20] [--phases ...]
 """
@@ -226,7 +229,8 @@ def _allowed_ns(maps, ip: str) -> int | None:
     return None if raw is None else int.from_bytes(raw, "little")
 
 
-def _pin_worker(gate) -> None:
+def _pin_worker(gate) -> int:
+    """Every thread of the worker onto the sender's CPU, at nice -10; returns its pid."""
     from spagate.gate.service.state import read_state
 
     st = read_state(gate.pin_dir) or {}
@@ -236,6 +240,16 @@ def _pin_worker(gate) -> None:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(int(t), {SEND_CPU})
                 os.setpriority(os.PRIO_PROCESS, int(t), WORKER_NICE)
+    return pid
+
+
+def _ring_reader_policy(pid: int, realtime: bool) -> None:
+    """The worker's main thread (its ring reader) real-time as spagate sets it, or normal."""
+    if realtime:
+        os.sched_setscheduler(pid, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
+    else:
+        os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+        os.setpriority(os.PRIO_PROCESS, pid, WORKER_NICE)
 
 
 def _run(lab, s: LiveSender, count: int) -> tuple[float, float]:
@@ -350,7 +364,8 @@ def phase_admit(lab, work, args, log) -> dict:
         os.sched_setscheduler(napi, os.SCHED_FIFO, os.sched_param(1))
         gate.start()
         time.sleep(1.5)
-        _pin_worker(gate)
+        worker = _pin_worker(gate)
+        assert os.sched_getscheduler(worker) & ~os.SCHED_RESET_ON_FORK == os.SCHED_FIFO
         g_ip, c_mac, g_mac = gate.ip(), lab.mac["client"], lab.mac["gate"]
         knocker = ring[0]
 
@@ -394,10 +409,11 @@ def phase_admit(lab, work, args, log) -> dict:
                     )
                     for regime in regimes:
                         s.set_pace(pace if regime == "capacity" else 0)
-                        for label, knock, copies in (
-                            ("tagged", knock_tagged, COPIES),
-                            ("untagged", knock_untagged, 1),
-                        ):
+                        variants = [("tagged", knock_tagged, COPIES, True),
+                                    ("untagged", knock_untagged, 1, True)]  # fmt: skip
+                        if regime == "capacity" and "normal" in args.worker:
+                            variants.append(("tagged", knock_tagged, COPIES, False))
+                        for label, knock, copies, realtime in variants:
                             if label == "untagged" and (
                                 "untagged" not in args.phases or kind not in args.untagged_floods
                             ):
@@ -405,9 +421,11 @@ def phase_admit(lab, work, args, log) -> dict:
                             if label == "tagged" and "admit" not in args.phases:
                                 continue
                             c0 = maps.counters()
-                            name = f"{label}, {regime}"
+                            name = f"{label}, {regime}" + ("" if realtime else ", worker normal")
+                            _ring_reader_policy(worker, realtime)
                             out[f"{kind}: {name}"] = _trials(lab, maps, name, s, fresh, knock,
                                                             copies, args, log)  # fmt: skip
+                            _ring_reader_policy(worker, True)
                             c1 = maps.counters()
                             moved = {k: c1[k] - c0[k] for k in c1 if c1[k] != c0[k]}
                             log(f"      counters: {moved}")
@@ -434,6 +452,11 @@ def main() -> int:
         help="admission floods paced to the gate's capacity, and unpaced",
     )
     ap.add_argument("--untagged-floods", default="SYN flood,junk flood")
+    ap.add_argument(
+        "--worker",
+        default="realtime,normal",
+        help="realtime: as spagate runs it; normal: also the ring reader at SCHED_OTHER",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/admission.py needs root")
@@ -442,6 +465,7 @@ def main() -> int:
     args.phases = args.phases.split(",")
     args.regimes = args.regimes.split(",")
     args.untagged_floods = args.untagged_floods.split(",")
+    args.worker = args.worker.split(",")
     args.pins = f"/sys/fs/bpf/spagate-bench-adm-{os.getpid()}"
 
     def log(line: str) -> None:

@@ -132,6 +132,12 @@ def register(app: typer.Typer) -> None:
         all_ifaces: bool = typer.Option(
             False, "--all", help="Guard every IP-carrying interface, new ones too."
         ),
+        realtime: bool = typer.Option(
+            True,
+            "--realtime/--no-realtime",
+            help="Run the worker's ring reader at SCHED_FIFO 1 (a knock never waits for a "
+            "busy CPU's next tick).",
+        ),
         pin_dir: str = PIN_DIR,
     ) -> None:
         """Guard interfaces with the XDP gate and open it for valid SPA packets (foreground):
@@ -146,7 +152,7 @@ def register(app: typer.Typer) -> None:
         mode = _mode(mode or cfg.xdp_mode)
         ifaces, every = _interfaces(interfaces, all_ifaces, cfg)
         opts = LoadOptions(ifaces, mode, force, pin_dir, every)
-        raise typer.Exit(Supervisor(cfg, text, opts, keep_attached).run())
+        raise typer.Exit(Supervisor(cfg, text, opts, keep_attached, realtime=realtime).run())
 
     @app.command()
     def load(
@@ -166,8 +172,12 @@ def register(app: typer.Typer) -> None:
         from spagate.gate.service.state import make_run_dir, take_lock, write_attached
 
         _need_root("spagate load")
+        from spagate.gate.service.priority import leave_realtime
+
         cfg = load_config(config)
         log = event_log(cfg.log_format)
+        if (why := leave_realtime()) is not None:  # the unit's CPUSchedulingPolicy is the worker's
+            log.error(f"the loader cannot leave real-time scheduling ({why}); loading anyway")
         ifaces, every = _interfaces(interfaces, all_ifaces, cfg)
         opts = LoadOptions(ifaces, _mode(mode or cfg.xdp_mode), force, pin_dir, every)
         account = service_account()

@@ -65,6 +65,36 @@ def test_the_process_reading_the_ring_is_the_unprivileged_worker(gate):
     assert any("worker uid" in line and "caps CAP_BPF" in line for line in gate.log)
 
 
+def ring_reader(gate) -> int:
+    fd = bpfsys.obj_get(Path(gate.pin_dir) / "spa_events")
+    map_id = bpfsys.map_info(fd).id
+    os.close(fd)
+    (pid,) = [p for p in ring_readers(map_id) if p != os.getpid()]
+    return pid
+
+
+def test_the_ring_reader_runs_real_time_and_its_other_threads_normal(gate):
+    gate.configure("metrics = 127.0.0.1:19848\n")  # a second thread: the exporter's
+    gate.service()
+    gate.start()
+    pid = ring_reader(gate)
+    assert os.sched_getscheduler(pid) == os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
+    assert os.sched_getparam(pid).sched_priority == 1
+    others = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+    assert others and all(os.sched_getscheduler(t) == os.SCHED_OTHER for t in others)
+    assert any("scheduling fifo 1" in line for line in gate.log), gate.log[-3:]
+    # and it takes knocks so
+    assert gate.send("client", "--ip", "source").returncode == 0
+    assert wait_for(lambda: gate.probe().startswith("connected"))
+
+
+def test_attach_no_realtime_leaves_the_worker_normal(gate):
+    gate.configure()
+    gate.start("--no-realtime")
+    assert os.sched_getscheduler(ring_reader(gate)) == os.SCHED_OTHER
+    assert any("scheduling normal" in line for line in gate.log), gate.log[-3:]
+
+
 def test_netlink_cannot_remove_or_replace_the_gate(gate):
     gate.configure()
     gate.service()

@@ -249,6 +249,11 @@ def test_unit_keeps_to_the_documented_privileges():
     assert re.search(r"^SystemCallFilter=@system-service bpf$", text, re.M)
     assert re.search(r"^RestrictAddressFamilies=", text, re.M)
     assert re.search(r"^MemoryMax=\d+M$", text, re.M)
+    # the ring reader real-time (service.priority), nothing else of the unit: set by systemd
+    # before the sandbox, reset on fork, and RestrictRealtime= forbids anything more
+    for line in ("CPUSchedulingPolicy=fifo", "CPUSchedulingPriority=1",
+                 "CPUSchedulingResetOnFork=yes", "RestrictRealtime=yes"):  # fmt: skip
+        assert re.search(rf"^{re.escape(line)}$", text, re.M), line
 
 
 def test_unit_exposure_score_is_at_most_2_5(tmp_path):

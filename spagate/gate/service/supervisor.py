@@ -45,9 +45,11 @@ def _config_memfd(text: str) -> int:
 
 class Supervisor:
     def __init__(self, config: GateConfig, config_text: str, opts: LoadOptions,
-                 keep_attached: bool = False, emit=journal_emit):  # fmt: skip
+                 keep_attached: bool = False, emit=journal_emit,
+                 realtime: bool = True):  # fmt: skip
         self.config, self.config_text, self.opts = config, config_text, opts
         self.keep_attached = keep_attached
+        self.realtime = realtime  # the worker's ring reader at SCHED_FIFO 1 (service.priority)
         self.log: EventLog = event_log(config.log_format, emit)
         self.stopping = False
         self.worker: subprocess.Popen | None = None
@@ -134,6 +136,7 @@ class Supervisor:
         argv = [sys.executable, "-m", "spagate", "worker", "-c", self.config.path,
                 "--pin-dir", opts.pin_dir, "--config-fd", str(cfd), "--monitor-fd",
                 str(theirs.fileno()), "--lock-fd", str(lock_fd), "--drop-privileges",
+                *(["--realtime"] if self.realtime else []),
                 *(["--all"] if opts.all_interfaces else []), *opts.interfaces]  # fmt: skip
         try:
             self.worker = subprocess.Popen(argv, pass_fds=(cfd, theirs.fileno(), lock_fd))

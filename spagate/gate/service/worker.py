@@ -33,6 +33,7 @@ from spagate.gate.kernel import bpfsys, pins
 from spagate.gate.kernel.link import LinkState, link_state, pinned_link
 from spagate.gate.kernel.maps import GateMaps
 from spagate.gate.kernel.ringbuf import FwknopRing, SpaRing
+from spagate.gate.service import priority
 from spagate.gate.service.admission import Admission
 from spagate.gate.service.journal import event_log, journal_emit
 from spagate.gate.service.preflight import capability_names, effective_capabilities
@@ -210,6 +211,7 @@ class Worker:
         self.samples = None  # DropSamples, when the kernel samples drops
         self.metrics = None  # metrics.Metrics, when `metrics =` is set
         self._snapshot = None  # what the metrics thread reads (replaced, never mutated)
+        self.realtime_error: str | None = None  # why --realtime could not be had
 
     def _stop(self, _signum, _frame) -> None:
         self.stopping = True
@@ -326,7 +328,11 @@ class Worker:
             + f"; worker uid {os.getuid()} caps {caps}"
             + (f"; metrics on {self.metrics_url()}" if self.metrics else "")
             + ("; drop samples on" if self.samples else "")
+            + f"; scheduling {priority.describe()}"
         )
+        if self.realtime_error is not None:
+            self.log.error(f"cannot run real-time ({self.realtime_error}): still guarding, but "
+                           "a knock may wait for a busy CPU's next scheduler tick")  # fmt: skip
         next_check = next_publish = next_hints = 0.0
         # One wait for both: records in the ring, an answer from the monitor.
         waiter = select.epoll()
@@ -628,6 +634,11 @@ def main(argv: list[str]) -> int:
         help="started as root: become the spagate user with CAP_BPF only",
     )
     ap.add_argument("--all", action="store_true", help="interface = all (new links come later)")
+    ap.add_argument(
+        "--realtime",
+        action="store_true",
+        help="take SCHED_FIFO 1 for the ring reader (spagate attach; a unit sets it itself)",
+    )
     ap.add_argument("interfaces", nargs="*")
     a = ap.parse_args(argv)
     if a.config_fd is not None:
@@ -654,8 +665,11 @@ def main(argv: list[str]) -> int:
         drop = service_account()
     elif os.geteuid() == 0:
         raise SpagateError("the worker does not run as root: pass --drop-privileges")
+    worker = Worker(cfg, opts, monitor, a.lock_fd)
+    if a.realtime:  # before the drop: root may, the spagate user may not
+        worker.realtime_error = priority.take_realtime()
     try:
-        return Worker(cfg, opts, monitor, a.lock_fd).run(drop)
+        return worker.run(drop)
     except OSError as e:
         if e.errno in (errno.EPERM, errno.EACCES):
             raise SpagateError(f"worker: {e} (does it have CAP_BPF and the pins' group?)") from None
