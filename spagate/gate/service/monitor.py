@@ -98,10 +98,11 @@ class Monitor:
             self.check_interfaces()
         else:
             with contextlib.suppress(Exception):
-                self.warned = {
-                    i.name
-                    for i in hostnet.unguarded(set(self.interfaces) | set(self.config.unguarded))
-                }
+                self.warned = {i.name for i in self._left()}
+
+    def _left(self, found=None) -> list:
+        """IP interfaces neither guarded nor named in `unguarded =`."""
+        return hostnet.unguarded(set(self.interfaces) | set(self.config.unguarded), found)
 
     def check_interfaces(self) -> None:
         try:
@@ -109,7 +110,7 @@ class Monitor:
         except Exception as e:
             self.log.error(f"monitor: cannot list interfaces: {e}")
             return
-        for i in hostnet.unguarded(set(self.interfaces) | set(self.config.unguarded), found):
+        for i in self._left(found):
             if self.all_interfaces and i.guardable:
                 self.guard(i.name)
             elif i.name not in self.warned:
