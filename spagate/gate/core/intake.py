@@ -8,7 +8,6 @@ reads here: the service (spagate.gate.service) does every write and every line o
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from spagate.gate.core.reasons import ACCEPTED, AdmissionPath, PolicyReason, sta
 from spagate.gate.kernel.abi import SpaPath
 from spagate.net import IPAddress, hostport, unmap
 from spagate.protocol import Reason, Rejected, Verifier
+from spagate.protocol.replay import ExpiryWheel
 
 NS = 1_000_000_000
 # Verifier reasons decided before any key's MAC matched: the sender is unknown.
@@ -217,10 +217,11 @@ class Intake:
         self.counts: Counter[str] = Counter()
         self.tally: Counter[tuple[str, str, str]] = Counter()
         self.memory_since_ms = 0  # the replay map's memory begins (GateMaps.replay_since)
-        # Nonces and fwknop digests persisted in the replay map, a heap by expiry (their
-        # windows differ: 5 s and up to fwknop's 240 s), so pruning forgets exactly what
-        # expired, a few at a time, and a long-lived entry never holds the others back.
-        self._persisted: list[tuple[int, bytes]] = []
+        # Nonces and fwknop digests persisted in the replay map, filed by expiry (their
+        # windows differ: 5 s and up to fwknop's 240 s), so pruning forgets what expired a
+        # step at a time (one batched delete per step, not one per knock), and a long-lived
+        # entry never holds the others back.
+        self._persisted = ExpiryWheel()
 
     def restore(self, entries: Mapping[bytes, int], now_ms: int) -> int:
         """Take back nonces accepted before a restart (the replay map), so their packets stay
@@ -229,20 +230,17 @@ class Intake:
         for nonce, until_ms in sorted(entries.items(), key=lambda e: e[1]):
             if until_ms > now_ms and self.verifier.remember(nonce, until_ms):
                 n += 1
-            heapq.heappush(self._persisted, (until_ms, nonce))
+            self._persisted.add(nonce, until_ms)
         return n
 
     def persisted(self, key: bytes, until_ms: int) -> None:
         """Track a replay entry the service persisted (the fwknop intake's digests too)."""
-        heapq.heappush(self._persisted, (until_ms, key))
+        self._persisted.add(key, until_ms)
 
     def expired(self, now_ms: int) -> list[bytes]:
-        """The persisted nonces whose window is over (each is returned once): the service
-        forgets them in the replay map, one syscall per accepted packet however spread."""
-        out = []
-        while self._persisted and self._persisted[0][0] <= now_ms:
-            out.append(heapq.heappop(self._persisted)[1])
-        return out
+        """The persisted nonces whose window is over (each is returned once, up to a step
+        late: spagate.protocol.replay.STEP_MS): the service forgets them in the replay map."""
+        return self._persisted.expired(now_ms)
 
     def handle(self, rec, now_ms: int, mono_ns: int) -> Admit | Refuse:
         """Verify one SPA record (spagate.gate.kernel.ringbuf.SpaRecord) and decide. The nonce
@@ -271,7 +269,7 @@ class Intake:
         if isinstance(res, Rejected):
             return self._rejected(res, rec, src)
         nonce = res.message.nonce
-        heapq.heappush(self._persisted, (res.replay_until_ms, nonce))
+        self._persisted.add(nonce, res.replay_until_ms)
         until = mono_ns + grant.seconds * NS
         ports: tuple[Port | None, ...] = grant.ports or (None,)
         writes: tuple[Write, ...] = (

@@ -82,16 +82,19 @@ def test_accepted_packet_persists_its_nonce_before_opening():
     assert intake.counts == {"accepted": 1, "replay": 1}
 
 
-def test_prune_forgets_exactly_the_expired_nonces():
+def test_prune_forgets_expired_nonces_never_early_at_most_a_step_late():
     maps = Maps()
     intake, clock, _ = make(maps, 1_000_000)
-    for i in range(10):
-        clock["ms"] = 1_000_000 + i
+    for i in range(10):  # remembered until 1,005,000 + 100 i (max-skew 5 s)
+        clock["ms"] = 1_000_000 + 100 * i
         assert intake.handle(record(clock["ms"])[0])
-    clock["ms"] = 1_000_000 + 5000 + 4  # the first five nonces' windows are over
-    assert intake.prune() == 5
+    clock["ms"] = 1_005_400  # four windows are over; the 250 ms step holding the 4th is not
+    assert intake.prune() == 3
+    assert len(maps.replay) == 7
+    clock["ms"] = 1_005_501  # the step ending at 1,005,500 is over: the 4th to 6th go
+    assert intake.prune() == 3
     assert intake.prune() == 0
-    assert len(maps.replay) == 5
+    assert len(maps.replay) == 4
 
 
 def test_restore_refuses_replays_of_packets_accepted_before_a_restart():
