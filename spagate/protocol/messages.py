@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
+from typing import NamedTuple
 
 SPAROID_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """A sparoid SPA message: when it was sent, its nonce and the address it asks to open."""
 
     ts_ms: int
@@ -54,14 +54,12 @@ class Rejected:
         return f"{self.reason}: {self.detail}" if self.detail else str(self.reason)
 
 
-@dataclass(frozen=True, slots=True)
-class Decoded:
+class Decoded(NamedTuple):
     message: Message
     key_index: int
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(NamedTuple):
     message: Message
     key_index: int
     replay_until_ms: int

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from spagate.protocol.keys import KeyPair
 from spagate.protocol.messages import Accepted, Decoded, Message, Reason, Rejected
@@ -11,8 +11,7 @@ from spagate.protocol.replay import ADDED, REPLAY, ReplayCache
 from spagate.protocol.sparoid import decode
 
 
-@dataclass(frozen=True, slots=True)
-class Checked:
+class Checked(NamedTuple):
     """A packet that decodes, is within the time window and is not a replay, its nonce NOT yet
     remembered: commit() does that, once the caller has decided to accept it."""
 

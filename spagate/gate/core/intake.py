@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from spagate.gate.core.config import GateConfig, Identity, Port
 from spagate.gate.core.policy import (
@@ -31,16 +32,14 @@ NS = 1_000_000_000
 _BEFORE_MAC = frozenset({Reason.SIZE.value, Reason.MAC.value})
 
 
-@dataclass(frozen=True, slots=True)
-class RememberNonce:
+class RememberNonce(NamedTuple):
     """Persist an accepted nonce (replay map) until until_ms (unix ms)."""
 
     nonce: bytes
     until_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class OpenWindow:
+class OpenWindow(NamedTuple):
     """Open ip on (proto, port) until until_ns (CLOCK_MONOTONIC); proto None: every protected
     port. Never shortens a longer window (extend only)."""
 
@@ -50,8 +49,7 @@ class OpenWindow:
     port: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class ExpectSource:
+class ExpectSource(NamedTuple):
     """Tell the kernel's duplicate filter (spa_seen) that the packet whose entry is `seen_key`
     was refused for its source only: a copy from `ip`, the address it names, may still pass
     (require-source-match; docs/admission.md). mac: the packet's MAC, slot: its identity."""
@@ -65,8 +63,7 @@ class ExpectSource:
 Write = RememberNonce | OpenWindow
 
 
-@dataclass(frozen=True, slots=True)
-class Admit:
+class Admit(NamedTuple):
     grant: Grant
     writes: tuple[Write, ...]
     src: IPAddress

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import NamedTuple
 
 from spagate.gate.core.config import GateConfig, Identity, Port
 from spagate.gate.core.reasons import PolicyReason
@@ -15,8 +16,7 @@ from spagate.net import IPAddress, unmap, window_refusal
 ANY_V4 = IPv4Address("0.0.0.0")
 
 
-@dataclass(frozen=True)
-class Grant:
+class Grant(NamedTuple):
     ip: IPAddress
     identity: Identity
     ports: tuple[Port, ...] | None  # None: every protected port
