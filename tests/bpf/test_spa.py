@@ -289,3 +289,24 @@ def test_ipv4_bucket_stays_per_address(fresh):
     # Neighbours (same /24, same /64 once mapped) keep their own buckets.
     for last in (0, 2, 255):
         assert run(fresh, spa4(spa_payload(), src=f"198.51.100.{last}")) == {"spa_queued": 1}
+
+
+def test_ring_reader_takes_at_most_its_limit_in_order(fresh):
+    """The worker decides at most BATCH_RECORDS per flush: the ring's reader stops at its limit,
+    leaves the rest in the ring, and the next read resumes with the next record."""
+    from spagate.gate.kernel.ringbuf import SpaRing
+
+    sources = [f"198.51.100.{i}" for i in range(10, 15)]
+    for src in sources:
+        assert run(fresh, spa4(spa_payload(), src=src)) == {"spa_queued": 1}
+    got = []
+    ring = SpaRing(fresh.internal["spa_events"], got.append)
+    try:
+        assert ring.consume(2) == 2
+        assert [str(r.src) for r in got] == sources[:2]
+        assert ring.consume(2) == 2
+        assert ring.consume(0) == 1  # 0: every record left
+        assert ring.consume(2) == 0
+    finally:
+        ring.close()
+    assert [str(r.src) for r in got] == sources

@@ -147,13 +147,15 @@ class RingReader:
         self._epoll = select.epoll()
         self._epoll.register(self._fd, select.EPOLLIN)
 
-    def consume(self) -> int:
-        """Read every record published so far; returns how many were delivered."""
+    def consume(self, limit: int = 0) -> int:
+        """Read the records published so far, at most limit of them (0: every one); returns
+        how many were delivered."""
         cons = _U64.unpack_from(self._cons, 0)[0]
         prod = _U64.unpack_from(self._prod, 0)[0]
         data, mask, on_record, n = self._data, self._mask, self._on_record, 0
+        limit = limit or -1
         try:
-            while cons < prod:
+            while cons < prod and n != limit:
                 off = cons & mask
                 length, _ = _REC_HDR.unpack_from(data, off)
                 if length & _BUSY:
@@ -199,8 +201,8 @@ class FwknopRing:
     def __init__(self, map_fd: int, on_record: Callable[[FwknopRecord], None]):
         self._ring = RingReader(map_fd, lambda raw: on_record(decode_fwknop_event(raw)))
 
-    def consume(self) -> int:
-        return self._ring.consume()
+    def consume(self, limit: int = 0) -> int:
+        return self._ring.consume(limit)
 
     def map_fd(self) -> int:
         return self._ring.map_fd()
@@ -222,8 +224,8 @@ class SpaRing:
     def poll(self, timeout_ms: int = -1) -> int:
         return self._ring.poll(timeout_ms)
 
-    def consume(self) -> int:
-        return self._ring.consume()
+    def consume(self, limit: int = 0) -> int:
+        return self._ring.consume(limit)
 
     def map_fd(self) -> int:
         return self._ring.map_fd()
