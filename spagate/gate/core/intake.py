@@ -28,6 +28,9 @@ from spagate.protocol import Reason, Rejected, Verifier
 from spagate.protocol.replay import ExpiryWheel
 
 NS = 1_000_000_000
+# The accept path's constants, looked up once (an enum member's .value is a descriptor call).
+_TAGGED, _UNTAGGED = AdmissionPath.TAGGED.value, AdmissionPath.UNTAGGED.value
+_SPA_TAGGED = SpaPath.TAGGED
 # Verifier reasons decided before any key's MAC matched: the sender is unknown.
 _BEFORE_MAC = frozenset({Reason.SIZE.value, Reason.MAC.value})
 
@@ -249,7 +252,8 @@ class Intake:
         if isinstance(checked, Rejected):
             return self._rejected(checked, rec, src)
         identity = ids[checked.key_index]
-        if (why := before_memory(checked.message.ts_ms, self.memory_since_ms)) is not None:
+        if checked.message.ts_ms < self.memory_since_ms:
+            why = before_memory(checked.message.ts_ms, self.memory_since_ms)
             return self._refuse(Refuse(PolicyReason.BEFORE_REPLAY_MEMORY.value, why, src,
                                        rec.sport, self.ifnames(rec.ifindex), identity))  # fmt: skip
         msg_ip = unmap(checked.message.ip)
@@ -265,22 +269,20 @@ class Intake:
         res = self.verifier.commit(checked, now_ms)
         if isinstance(res, Rejected):
             return self._rejected(res, rec, src)
-        nonce = res.message.nonce
-        self._persisted.add(nonce, res.replay_until_ms)
+        nonce, until_ms = res.message.nonce, res.replay_until_ms
+        self._persisted.add(nonce, until_ms)
         until = mono_ns + grant.seconds * NS
-        ports: tuple[Port | None, ...] = grant.ports or (None,)
-        writes: tuple[Write, ...] = (
-            RememberNonce(nonce, res.replay_until_ms),
-            *(
-                OpenWindow(grant.ip, until, p.proto, p.port) if p else OpenWindow(grant.ip, until)
-                for p in ports
-            ),
-        )
+        writes: tuple[Write, ...]
+        if grant.ports:  # the identity's ports, each its own window
+            windows = [OpenWindow(grant.ip, until, p.proto, p.port) for p in grant.ports]
+            writes = (RememberNonce(nonce, until_ms), *windows)
+        else:  # every protected port: one whole-host window
+            writes = (RememberNonce(nonce, until_ms), OpenWindow(grant.ip, until))
         self.counts[ACCEPTED] += 1
-        path = AdmissionPath.TAGGED if rec.path == SpaPath.TAGGED else AdmissionPath.UNTAGGED
-        self.tally[ACCEPTED, identity.name, path.value] += 1
+        path = _TAGGED if rec.path == _SPA_TAGGED else _UNTAGGED
+        self.tally[ACCEPTED, identity.name, path] += 1
         return Admit(grant, writes, src, rec.sport, self.ifnames(rec.ifindex), rec.payload,
-                     path=path.value, received_ns=rec.ts_ns)  # fmt: skip
+                     "sparoid", path, rec.ts_ns)  # fmt: skip
 
     def _rejected(self, res: Rejected, rec, src: IPAddress) -> Refuse:
         """A verifier refusal. After the MAC (stale, replay, padding ...) the kernel's key slot

@@ -32,6 +32,8 @@ class Refusal:
 
 def destination_refusal(config: GateConfig, dst: IPAddress) -> Refusal | None:
     """`bind`: a knock sent to another address of the gate is not taken (both protocols)."""
+    if config.bind is None:
+        return None
     dst = unmap(dst)
     if config.bind is not None and not config.bind.is_unspecified and unmap(config.bind) != dst:
         return Refusal(
