@@ -36,7 +36,10 @@ class KeyPair:
                 raise ValueError(f"{name} must be {KEY_BYTES} bytes, got {got}")
         object.__setattr__(self, "key", bytes(self.key))
         object.__setattr__(self, "hmac_key", bytes(self.hmac_key))
-        object.__setattr__(self, "_mac", hmac.new(self.hmac_key, digestmod="sha256"))
+        mac = hmac.new(self.hmac_key, digestmod="sha256")
+        # The keyed state to copy per packet: OpenSSL's own HMAC object where the hmac module
+        # wraps one (its copy, update and digest are then C calls only), else the wrapper.
+        object.__setattr__(self, "_mac", getattr(mac, "_hmac", None) or mac)
         # ECB over whole blocks is stateless between update() calls, so one decryptor serves
         # every packet; CBC chaining is a XOR done by the codec.
         ecb = Cipher(algorithms.AES(self.key), modes.ECB()).decryptor()
