@@ -2,9 +2,9 @@
 
 Its one concern is doing what an Admit or a Refuse says, in order: the nonces before the
 windows, then the open hooks, then one log line each. The decisions themselves are
-spagate.gate.core.intake's; the clocks are read here and passed in. The worker batches: every
-record of one ring poll is decided, then flush() writes all their nonces in one syscall and
-all their windows in two, so the cost per accept falls with the load.
+spagate.gate.core.intake's; the clocks are read here and passed in. The worker batches: the
+records of one turn of its loop (up to 256) are decided, then flush() writes all their nonces
+in one syscall and all their windows in two, so the cost per accept falls with the load.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class Admission:
         self.wall_ms, self.mono_ns, self.boot_ns = wall_ms, mono_ns, boot_ns
         self.config = config
         self._replay_born_ns = 0  # CLOCK_BOOTTIME when the replay map was created afresh
-        self.batch = batch  # True: writes wait for flush() (the worker flushes once per poll)
+        self.batch = batch  # True: writes wait for flush() (the worker flushes once per turn)
         self._pending: list[Admit] = []
         self.write_errors = 0
         self.fleet = None  # fleet mode: a FleetBridge claims each admission first
