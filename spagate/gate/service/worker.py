@@ -15,6 +15,7 @@ a monitor that is away gets its requests later, a lost link is reported and re-a
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import select
@@ -150,6 +151,18 @@ class MonitorChannel:
                     f"monitor unreachable ({self._path or 'socket'}): {len(self._queue)} "
                     "request(s) wait (hooks, re-attach) until it is back"
                 )
+
+
+def heap_trimmer():
+    """glibc's malloc_trim, or None where there is none. The worker calls it once a second:
+    the nonces of a busy second are freed seconds later, amid newer ones, and without it the
+    heap keeps those pages (a plateau that rises with every burst: docs/performance.md)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
 
 
 @dataclass
@@ -338,6 +351,7 @@ class Worker:
             self.log.error(f"cannot run real-time ({self.realtime_error}): still guarding, but "
                            "a knock may wait for a busy CPU's next scheduler tick")  # fmt: skip
         next_check = next_publish = next_hints = next_samples = 0.0
+        trim = heap_trimmer()
         # One wait for both: records in the ring, an answer from the monitor.
         waiter = select.epoll()
         waiter.register(ring.map_fd(), select.EPOLLIN)
@@ -382,6 +396,8 @@ class Worker:
                 if now >= next_publish:
                     self.publish(admission)
                     self.snapshot(admission)
+                    if trim is not None:
+                        trim(0)  # tens of us (measured): free pages back to the kernel
                     next_publish = now + PUBLISH_EVERY_S
                 if now >= next_hints:
                     self.rotate_hints(admission)
