@@ -17,6 +17,7 @@ import json
 import secrets
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,10 +195,14 @@ def interfaces() -> list[Interface]:
         return classify([link_record(m) for m in ipr.get_links()])
 
 
-def unguarded(guarded: set[str], ifaces: list[Interface] | None = None) -> list[Interface]:
-    """IP-carrying interfaces without the gate."""
+def unguarded(
+    guarded: Iterable[str], exempt: Iterable[str] = (), *, ifaces: list[Interface] | None = None
+) -> list[Interface]:
+    """IP-carrying interfaces without the gate, but for those exempt (`unguarded =`: left
+    outside on purpose). The one rule the loader, the monitor and `status` apply."""
     ifaces = interfaces() if ifaces is None else ifaces
-    return [i for i in ifaces if i.carries_ip and i.name not in guarded]
+    outside = {*guarded, *exempt}
+    return [i for i in ifaces if i.carries_ip and i.name not in outside]
 
 
 def describe(i: Interface) -> str:

@@ -130,7 +130,7 @@ def load_gate(
             if udp_listening(port):
                 log(f"warning: a socket listens on udp/{port}, the {what} port: the gate takes "
                     "every packet to it, that service gets none")  # fmt: skip
-        left = hostnet.unguarded(set(attached) | set(cfg.unguarded))
+        left = hostnet.unguarded(attached, cfg.unguarded)
         for name in cfg.unguarded:
             log(f"{name} is left outside the gate on purpose (unguarded = {name})")
         if left:

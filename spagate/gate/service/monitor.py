@@ -102,7 +102,7 @@ class Monitor:
 
     def _left(self, found=None) -> list:
         """IP interfaces neither guarded nor named in `unguarded =`."""
-        return hostnet.unguarded(set(self.interfaces) | set(self.config.unguarded), found)
+        return hostnet.unguarded(self.interfaces, self.config.unguarded, ifaces=found)
 
     def check_interfaces(self) -> None:
         try:

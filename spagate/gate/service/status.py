@@ -100,7 +100,7 @@ def gate_status(pin_dir: str | os.PathLike) -> GateStatus:
             from spagate.gate.service import hostnet
 
             meant = [str(n) for n in (state or {}).get("unguarded_by_config") or ()]
-            left = hostnet.unguarded({i.name for i in st.interfaces if i.guarded} | set(meant))
+            left = hostnet.unguarded([i.name for i in st.interfaces if i.guarded], meant)
             st.others_unguarded = [hostnet.describe(i) for i in left if i.name not in names]
             st.unguarded_by_config = meant
         except Exception as e:  # say we could not tell, never hide it

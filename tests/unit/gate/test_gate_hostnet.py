@@ -46,7 +46,9 @@ def test_which_interfaces_carry_ip_and_which_the_program_can_parse():
     assert carry == {"eth0", "br0", "vx0", "wg0", "ppp0", "bond0", "gre1", "tun0", "vrf0", "eth2"}
     assert {n for n in carry if not found[n].guardable} == {"wg0", "ppp0", "gre1", "tun0"}
     assert found["ppp0"].kind == "ppp" and found["eth0"].kind == "ethernet"
-    left = hostnet.unguarded({"eth0", "br0", "bond0", "vrf0", "eth2"}, list(found.values()))
+    guarded, exempt = {"eth0", "br0", "bond0", "vrf0"}, {"eth2"}  # eth2: unguarded = eth2
+    left = hostnet.unguarded(guarded, exempt, ifaces=list(found.values()))
+    assert "eth2" not in {i.name for i in left} and "vx0" in {i.name for i in left}
     msg = hostnet.unguarded_warning(left)
     assert "vx0 (vxlan)" in msg and "wg0 (wireguard) (not Ethernet-framed" in msg
     assert "lo" not in {i.name for i in left} and "veth1" not in msg
