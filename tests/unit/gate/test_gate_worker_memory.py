@@ -5,6 +5,8 @@ import subprocess
 import sys
 
 CHILD = r"""
+import re
+
 from spagate.gate.service.worker import heap_trimmer
 
 def anon_kib():
