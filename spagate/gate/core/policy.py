@@ -35,7 +35,7 @@ def destination_refusal(config: GateConfig, dst: IPAddress) -> Refusal | None:
     if config.bind is None:
         return None
     dst = unmap(dst)
-    if config.bind is not None and not config.bind.is_unspecified and unmap(config.bind) != dst:
+    if not config.bind.is_unspecified and unmap(config.bind) != dst:
         return Refusal(
             PolicyReason.WRONG_DESTINATION, f"sent to {dst}, the gate is bound to {config.bind}"
         )
