@@ -12,6 +12,7 @@ python -m spagate.lab.probe udp HOST PORT [-t S]      send lines from stdin, pri
 from __future__ import annotations
 
 import argparse
+import base64
 import ipaddress
 import os
 import random
@@ -79,9 +80,12 @@ def raw(host: str, port: int, payloads: list[bytes], wait: float) -> str:
         return "silent"
 
 
-def flood(host: str, port: int, count: int, spoof: str | None) -> None:
-    """Bounded junk flood: count packets, then stop. Spoofed sources need IPv4 raw sockets."""
-    junk = os.urandom(96)
+def flood(
+    host: str, port: int, count: int, spoof: str | None, size: int = 96, text: bool = False
+) -> None:
+    """Bounded junk flood: count packets of size bytes (text: base64 characters, as fwknop's
+    are), then stop. Spoofed sources need IPv4 raw sockets."""
+    junk = base64.b64encode(os.urandom(size))[:size] if text else os.urandom(size)
     if spoof is None:
         s = socket.socket(_family(host), socket.SOCK_DGRAM)
         for _ in range(count):
@@ -106,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-t", "--timeout", type=float, default=2.0)
     ap.add_argument("--count", type=int, default=100_000)
     ap.add_argument("--spoof")
+    ap.add_argument("--size", type=int, default=96, help="flood: payload bytes")
+    ap.add_argument("--text", action="store_true", help="flood: base64 characters")
     args = ap.parse_args(argv)
     if args.cmd == "serve":
         serve(args.a, int(args.b))
@@ -116,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "flood":
         t = time.monotonic()
-        flood(host, port, args.count, args.spoof)
+        flood(host, port, args.count, args.spoof, args.size, args.text)
         print(f"sent {args.count} in {time.monotonic() - t:.2f}s", flush=True)
         return 0
     if args.cmd == "udp":

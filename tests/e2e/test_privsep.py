@@ -17,7 +17,8 @@ from spagate.gate.kernel import abi, bpfsys, link, pins
 from spagate.gate.service.account import WORKER_CAPS, service_account
 from spagate.gate.service.preflight import capability_names
 from spagate.gate.service.state import state_path
-from spagate.lab.util import wait_for, xdp_counters
+from spagate.lab.fwknop import keygen
+from spagate.lab.util import spa_verdicts, wait_for, xdp_counters
 
 PY = sys.executable
 
@@ -86,6 +87,63 @@ def test_the_ring_reader_runs_real_time_and_its_other_threads_normal(gate):
     # and it takes knocks so
     assert gate.send("client", "--ip", "source").returncode == 0
     assert wait_for(lambda: gate.probe().startswith("connected"))
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of every thread of pid so far, ns (schedstat)."""
+    return sum(int(t.read_text().split()[0]) for t in Path(f"/proc/{pid}/task").glob("*/schedstat"))
+
+
+def test_a_flood_cannot_make_the_real_time_worker_a_cpu_hog(gate, tmp_path):
+    """The ring reader runs above every normal task, so only the kernel's budgets bound its
+    CPU. The most a stranger can feed it: fwknop junk (no MAC in the kernel, so up to
+    fwknop-budget a second reach the worker) and untagged sparoid junk (which must pass an
+    HMAC in the kernel first). Both, from spoofed sources, far over the budgets: the worker
+    takes a small share of one CPU, decides every fwknop record it got, and a key holder's
+    knock during the flood still opens."""
+    tmp_path.chmod(0o700)
+    keygen(tmp_path / "fw.keys")
+    access = tmp_path / "access.conf"
+    access.write_text(f"SOURCE ANY\nOPEN_PORTS tcp/22\n%include_keys {tmp_path}/fw.keys\n")
+    access.chmod(0o600)
+    gate.configure(f"fwknop-access = {access}\n")
+    gate.service()
+    gate.start()
+    pid = ring_reader(gate)
+    assert os.sched_getscheduler(pid) & ~os.SCHED_RESET_ON_FORK == os.SCHED_FIFO
+    before, c0, t0 = xdp_counters(gate), cpu_ns(pid), time.monotonic()
+
+    def flood(port: int, size: int, count: int):
+        argv = [PY, "-m", "spagate.lab.probe", "flood", gate.ip(), str(port), "--count",
+                str(count), "--size", str(size), "--text", "--spoof", "198.18.0.0/15"]  # fmt: skip
+        return gate.lab.spawn("flood", argv, stdout=subprocess.PIPE, text=True)
+
+    floods = [flood(62201, 200, 150_000), flood(62201, 1400, 150_000), flood(8484, 96, 100_000)]
+    time.sleep(1)
+    sent = gate.send("client", "--ip", "source")
+    assert sent.returncode == 0, sent.stderr
+    opened = wait_for(lambda: gate.probe(timeout=0.2).startswith("connected"), timeout=1.5)
+    running = [f.poll() is None for f in floods]
+    for f in floods:
+        assert f.wait(120) == 0
+    elapsed, used = time.monotonic() - t0, cpu_ns(pid) - c0
+    after = xdp_counters(gate)
+    queued = after["fwknop_queued"] - before["fwknop_queued"]
+    over = after["fwknop_rate_global"] - before["fwknop_rate_global"]
+    assert any(running), "the floods were over before the knock landed"
+    assert opened, "a key holder's knock did not open during the flood"
+    assert over > 10 * queued > 0, (queued, over)  # far over fwknop's budget (500/s)
+    assert queued <= 500 * (elapsed + 1), (queued, elapsed)
+    assert after["spa_untagged_budget"] > before["spa_untagged_budget"]
+    share = used / 1e9 / elapsed
+    print(f"{queued} queued, {over} over budget in {elapsed:.1f}s; worker {share:.2%} of a CPU,"
+          f" {used / 1000 / max(queued, 1):.1f} us per record; {spa_verdicts(gate)}")  # fmt: skip
+    # fwknop-budget (500/s) records, each waking the worker: about 80 us each, 4 % of a CPU;
+    # were the budget gone, the flood's 30,000 records a second would take it over 40 %
+    assert share < 0.15, f"the worker took {share:.1%} of a CPU for {queued} fwknop records"
+    # and it decided every record it was given: none is left waiting
+    assert wait_for(lambda: spa_verdicts(gate).get("mac", 0) == queued, 5), (
+        spa_verdicts(gate), queued)  # fmt: skip
 
 
 def test_attach_no_realtime_leaves_the_worker_normal(gate):

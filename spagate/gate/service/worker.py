@@ -208,6 +208,7 @@ class Worker:
         monitor: MonitorChannel | None,
         lock_fd: int | None = None,
         emit=journal_emit,
+        realtime_error: str | None = None,
     ):
         self.config, self.opts, self.monitor = config, opts, monitor
         self.log: EventLog = event_log(config.log_format, emit)
@@ -228,7 +229,7 @@ class Worker:
         self.samples = None  # DropSamples, when the kernel samples drops
         self.metrics = None  # metrics.Metrics, when `metrics =` is set
         self._snapshot = None  # what the metrics thread reads (replaced, never mutated)
-        self.realtime_error: str | None = None  # why --realtime could not be had
+        self.realtime_error = realtime_error  # why --realtime could not be had, if asked
 
     def _stop(self, _signum, _frame) -> None:
         self.stopping = True
@@ -687,9 +688,9 @@ def main(argv: list[str]) -> int:
         drop = service_account()
     elif os.geteuid() == 0:
         raise SpagateError("the worker does not run as root: pass --drop-privileges")
-    worker = Worker(cfg, opts, monitor, a.lock_fd)
-    if a.realtime:  # before the drop: root may, the spagate user may not
-        worker.realtime_error = priority.take_realtime()
+    # real-time before the drop: root may, the spagate user may not
+    rt_error = priority.take_realtime() if a.realtime else None
+    worker = Worker(cfg, opts, monitor, a.lock_fd, realtime_error=rt_error)
     try:
         return worker.run(drop)
     except OSError as e:
