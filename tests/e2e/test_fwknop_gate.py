@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import os
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,37 @@ def test_spagate_send_speaks_fwknop_to_the_gate(fwgate):
     sent = g.send("client", "-A", "tcp/22", "--ip", "source", env={**os.environ, "HOME": str(home)})
     assert sent.returncode == 0, sent.stderr
     assert wait_for(lambda: open_ports(g) == {22}, 5), g.log[-5:]
+
+
+def test_a_knock_stamped_in_the_second_the_replay_memory_began_is_refused_the_next_opens(fwgate):
+    """fwknop stamps whole seconds, so a knock sent in the second a fresh replay memory began
+    carries a stamp before it and may be a replay the gate cannot recognise: refused, saying
+    by how many ms; one stamped the second after opens. The real client, with its own
+    --time-offset-minus to pick the stamp's second."""
+    from spagate.gate.kernel.maps import GateMaps
+
+    g = fwgate
+    with GateMaps.from_pin_dir(g.pin_dir) as maps:
+        since_ns = maps.replay_since()
+    assert since_ns, "the gate's replay memory began with this start"
+    began_ms = int(
+        (time.time() - (time.clock_gettime_ns(time.CLOCK_BOOTTIME) - since_ns) / 1e9) * 1000
+    )
+    first = began_ms // 1000  # the second it began in
+
+    def knock_stamped(second: int) -> None:
+        while time.time() % 1 > 0.3:  # early in a second: the client stamps in this one
+            time.sleep(0.05)
+        back = int(time.time()) - second
+        fwknop(g, "-A", "tcp/22", "-s", *([f"--time-offset-minus={back}sec"] if back else []))
+
+    if began_ms % 1000:  # (a memory begun on a whole second has no such knock)
+        knock_stamped(first)
+        assert wait_for(lambda: verdict_count(g, "before-replay-memory") == 1, 5), g.log[-5:]
+        line = next(x for x in reversed(g.log) if "before the gate's replay memory" in x)
+        ms = int(re.search(r"stamped (\d+) ms before", line)[1])
+        assert abs(ms - began_ms % 1000) <= 20, (line, began_ms)
+        assert open_ports(g) == set()
+    knock_stamped(first + 1)
+    assert wait_for(lambda: open_ports(g) == {22}, 5), g.log[-5:]
+    assert verdict_count(g, "before-replay-memory") == int(began_ms % 1000 != 0)
