@@ -273,6 +273,39 @@ def test_unit_exposure_score_is_at_most_2_5(tmp_path):
     assert float(re.search(r"exposure level for spagate.service: ([\d.]+)", out.stdout)[1]) > 2.5
 
 
+def test_gate_unit_never_gives_up_but_does_not_spin():
+    text = (PACKAGING / "spagate.service").read_text()
+    unit = text.split("[Service]")[0]  # start limits belong in [Unit]
+    # a unit that stops restarting locks every key holder out: no start limit
+    assert re.search(r"^StartLimitIntervalSec=0$", unit, re.M)
+    assert re.search(r"^Restart=always$", text, re.M)
+    assert int(re.search(r"^RestartSec=(\d+)s$", text, re.M)[1]) >= 5
+
+
+def test_monitor_unit_is_sandboxed_where_no_hook_can_care(tmp_path):
+    r = render(fake_repo(tmp_path), "spagate-monitor.service")
+    text = r.stdout
+    for line in ("ProtectKernelLogs=yes", "ProtectClock=yes", "ProtectHostname=yes",
+                 "LockPersonality=yes", "RestrictRealtime=yes", "SystemCallArchitectures=native",
+                 "KeyringMode=private", "NoNewPrivileges=yes"):  # fmt: skip
+        assert re.search(rf"^{re.escape(line)}$", text, re.M), line
+    # room for the 16 hooks the monitor runs at once (spagate.gate.service.hooks)
+    assert int(re.search(r"^TasksMax=(\d+)$", text, re.M)[1]) >= 4 * 16
+    assert int(re.search(r"^MemoryMax=(\d+)M$", text, re.M)[1]) >= 256
+    # still root with every capability, for the hooks: nothing that could break nft or ip
+    for key in ("User", "CapabilityBoundingSet", "SystemCallFilter", "ProtectSystem",
+                "PrivateDevices", "PrivateNetwork", "RestrictAddressFamilies",
+                "RestrictNamespaces", "ProtectKernelTunables", "ProtectKernelModules"):  # fmt: skip
+        assert not re.search(rf"^{key}=", text, re.M), key
+    unit = tmp_path / "units" / "spagate-monitor.service"
+    unit.parent.mkdir(exist_ok=True)
+    unit.write_text(text)
+    out = run(["systemd-analyze", "security", "--offline=yes", str(unit)])
+    m = re.search(r"Overall exposure level for spagate-monitor.service: ([\d.]+)", out.stdout)
+    assert m, out.stdout[-500:] + out.stderr
+    assert float(m[1]) <= 8.1, out.stdout  # 9.0 without the lines above
+
+
 @pytest.mark.parametrize(
     ("repo", "message"),
     [
@@ -499,6 +532,106 @@ def test_deb_installs_the_command_bpf_sources_unit_config_and_docs(deb, tmp_path
     for command in ("attach", "keygen", "send", "connect", "status", "top", "allow", "revoke"):
         assert f"spagate {command}" in man.stdout
     assert "Traceback" not in man.stdout
+
+
+STUBS = {
+    # name: what the stub does besides logging its arguments to $LOG
+    "adduser": "",
+    "py3compile": "",
+    "chown": "",
+    "chmod": "",
+    "chgrp": "",
+    "sleep": "",
+    "stat": 'echo "$FAKE_OWNER"',
+    "dpkg-statoverride": '[ -n "$FAKE_OVERRIDE" ] && echo "$FAKE_OVERRIDE"',
+    "deb-systemd-helper": 'case "$*" in *is-enabled*) [ -n "$FAKE_ENABLED" ];; esac',
+    "deb-systemd-invoke": "",
+    "systemctl": 'case "$*" in *is-active*) [ -n "$FAKE_ACTIVE" ];; esac',
+}
+
+
+def run_postinst(deb: Path, tmp: Path, *args: str, conf: bool = True, systemd: bool = False,
+                 **fake: str) -> tuple[subprocess.CompletedProcess, list[str]]:  # fmt: skip
+    """The built postinst with its two host paths moved into tmp and every command it runs
+    (adduser, chown, systemctl, ...) a stub that logs its arguments."""
+    ctrl = tmp / "ctrl"
+    if not ctrl.exists():
+        assert run(["dpkg-deb", "-e", str(deb), str(ctrl)]).returncode == 0
+    root = tmp / "root"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "etc").mkdir(parents=True)
+    if conf:
+        (root / "etc/spagate.ini").write_text("key = x\n")
+    if systemd:
+        (root / "run/systemd/system").mkdir(parents=True)
+    script = (ctrl / "postinst").read_text()
+    for path in ("/etc/spagate.ini", "/run/systemd/system"):
+        assert path in script, path
+        script = script.replace(path, f"{root}{path}")
+    postinst = tmp / "postinst"
+    postinst.write_text(script)
+    stubs = tmp / "stubs"
+    stubs.mkdir(exist_ok=True)
+    for name, body in STUBS.items():
+        (stubs / name).write_text(f'#!/bin/sh\necho "{name} $*" >> "$LOG"\n{body}\n')
+        (stubs / name).chmod(0o755)
+    log = tmp / "log"
+    log.write_text("")
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "LOG": str(log), "FAKE_OWNER": "root:spagate",
+           "FAKE_OVERRIDE": "", "FAKE_ENABLED": "", "FAKE_ACTIVE": "", **fake}  # fmt: skip
+    r = run(["sh", str(postinst), *args], env=env)
+    return r, log.read_text().splitlines()
+
+
+def perms(calls: list[str]) -> list[str]:
+    return [c for c in calls if c.split()[0] in ("chown", "chmod", "chgrp")]
+
+
+def test_postinst_sets_the_config_owner_only_where_it_should(deb, tmp_path):
+    conf = f"{tmp_path}/root/etc/spagate.ini"
+    # a fresh install: root:spagate 0640, and the user made with bookworm's adduser options
+    r, calls = run_postinst(deb, tmp_path, "configure", "")
+    assert r.returncode == 0, r.stderr
+    assert perms(calls) == [f"chown root:spagate {conf}", f"chmod 0640 {conf}"]
+    assert any(c.startswith("adduser --system --group") and "--comment" in c for c in calls)
+    # the administrator deleted the conffile: configure still succeeds, touching nothing
+    for version in ("", "0.0.9"):
+        r, calls = run_postinst(deb, tmp_path, "configure", version, conf=False)
+        assert r.returncode == 0, r.stderr
+        assert perms(calls) == [], calls
+    # an upgrade keeps the administrator's owner and mode (a chmod 0600 survives)
+    r, calls = run_postinst(deb, tmp_path, "configure", "0.0.9")
+    assert r.returncode == 0 and perms(calls) == [], calls
+    # ... but a new root:root copy from the package gets its group back, not a mode
+    r, calls = run_postinst(deb, tmp_path, "configure", "0.0.9", FAKE_OWNER="root:root")
+    assert r.returncode == 0 and perms(calls) == [f"chgrp spagate {conf}"], calls
+    # a dpkg-statoverride wins, on a fresh install too
+    for version in ("", "0.0.9"):
+        r, calls = run_postinst(deb, tmp_path, "configure", version, FAKE_OWNER="root:root",
+                                FAKE_OVERRIDE=f"root root 0600 {conf}")  # fmt: skip
+        assert r.returncode == 0 and perms(calls) == [], calls
+
+
+def test_postinst_warns_of_a_gate_that_did_not_come_back(deb, tmp_path):
+    warning = "spagate: warning: spagate.service is not running after the package restarted"
+    # an upgrade with systemd, the gate enabled and failing after the restart: said, not fatal
+    r, calls = run_postinst(deb, tmp_path, "configure", "0.0.9", systemd=True, FAKE_ENABLED="1")
+    assert r.returncode == 0, r.stderr
+    assert "deb-systemd-invoke restart spagate-monitor.service spagate.service" in calls
+    assert calls.index("systemctl --quiet is-active spagate.service") > calls.index(
+        "deb-systemd-invoke restart spagate-monitor.service spagate.service"
+    )
+    assert warning in r.stderr and "journalctl -u spagate.service" in r.stderr
+    assert "spagate-monitor.service is not running" in r.stderr
+    # running after the restart: quiet
+    r, _ = run_postinst(deb, tmp_path, "configure", "0.0.9", systemd=True, FAKE_ENABLED="1",
+                        FAKE_ACTIVE="1")  # fmt: skip
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    # not enabled (a fresh install), or no systemd running: no question asked
+    for kw in ({"systemd": True}, {"FAKE_ENABLED": "1"}):
+        r, calls = run_postinst(deb, tmp_path, "configure", "", **kw)
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        assert not any("is-active" in c for c in calls), calls
 
 
 def test_deb_build_fails_on_a_lintian_error(tmp_path):
