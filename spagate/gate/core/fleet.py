@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import heapq
 import json
 import math
 import re
@@ -45,6 +46,11 @@ ROOT = "/spagate/"
 MAX_VALUE = 4096  # bytes; a larger value is ignored before it is parsed
 MAX_KNOCK_WINDOW_S = 86_400.0  # no knock grant is believed beyond a day, whatever it says
 MAX_OPERATOR_WINDOW_S = 366 * 86_400.0  # `allow --for` is capped at a year
+# Live nonces (per kind) the fleet may have one gate remember: far below the Verifier's replay
+# cache (1,000,000) and the kernel's replay map (65,536, persistence), so a flood of claims
+# can never make this gate refuse its own fresh knocks (REPLAY_FULL) nor push its own nonces
+# out. At sparoid's 2 x max-skew that is > 1,600 knocks/s fleet-wide (default skew 5 s).
+MAX_REMEMBERED = 16_384
 _CLUSTER_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 _MEMBER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _CLAIM_RE = re.compile(r"(s\.[0-9a-f]{32}|f\.[0-9a-f]{64})")
@@ -282,12 +288,28 @@ def encode_member(rec: MemberRecord) -> bytes:
     )
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number here")
+
+
+def _finite(v: object) -> float | None:
+    """v as a finite float, or None (bool, not a number, inf/nan, an int beyond a float)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
 def _load(raw: bytes) -> dict | str:
     if len(raw) > MAX_VALUE:
         return "value-too-large"
     try:
-        d = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        # NaN/Infinity refused; deep nesting raises RecursionError; 1e999 is checked by _finite
+        d = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return "bad-value"
     if not isinstance(d, dict) or d.get("v") != SCHEMA:
         return "bad-value"
@@ -321,13 +343,13 @@ def decode_claim(raw: bytes) -> ClaimRecord | str:
         src = usable_address(d["src"]) if isinstance(d["src"], str) else "bad"
         if isinstance(src, str):
             return "bad-value"
-    hz = d.get("hz", 0.0)
-    if isinstance(hz, bool) or not isinstance(hz, int | float) or not 0 <= hz <= MAX_KNOCK_WINDOW_S:
+    hz = _finite(d.get("hz", 0.0))
+    if hz is None or not 0 <= hz <= MAX_KNOCK_WINDOW_S:
         return "bad-value"
     tok = d.get("tok", "")
     if not isinstance(tok, str) or not re.fullmatch(r"[0-9a-f]{0,32}", tok):
         return "bad-value"
-    return ClaimRecord(gate, kind, packet, src, float(hz), tok)
+    return ClaimRecord(gate, kind, packet, src, hz, tok)
 
 
 def _parse_grant_key(keys: Keys, key: str) -> tuple[str, IPAddress, str | None, int, str] | str:
@@ -357,8 +379,8 @@ def decode_grant(keys: Keys, key: str, raw: bytes) -> GrantRecord | str:
     d = _load(raw)
     if isinstance(d, str):
         return d
-    rem, origin, gate = d.get("rem"), _str(d, "origin"), _str(d, "gate", _MEMBER_RE)
-    if isinstance(rem, bool) or not isinstance(rem, int | float) or gate is None:
+    rem, origin, gate = _finite(d.get("rem")), _str(d, "origin"), _str(d, "gate", _MEMBER_RE)
+    if rem is None or gate is None:
         return "bad-value"
     if origin is None or not origin:
         return "no-origin"
@@ -366,7 +388,7 @@ def decode_grant(keys: Keys, key: str, raw: bytes) -> GrantRecord | str:
         return "no-origin"  # a knock grant names exactly the claim in its key
     if kind == "o" and not re.fullmatch(r"operator:[\x21-\x7e]{1,64}", origin):
         return "no-origin"
-    return GrantRecord(ip, proto, port, float(rem), origin, gate)
+    return GrantRecord(ip, proto, port, rem, origin, gate)
 
 
 def decode_member(raw: bytes) -> MemberRecord | str:
@@ -379,14 +401,10 @@ def decode_member(raw: bytes) -> MemberRecord | str:
         return "bad-value"
     if not all(isinstance(i, str) and len(i) < 16 for i in ifaces):
         return "bad-value"
-    return MemberRecord(
-        name,
-        state,
-        tuple(ifaces),
-        str(d.get("fallback", "")),
-        str(d.get("store", "")),
-        str(d.get("version", ""))[:32],
-    )
+    fallback, store, version = (d.get(n, "") for n in ("fallback", "store", "version"))
+    if not all(isinstance(v, str) for v in (fallback, store, version)):
+        return "bad-value"
+    return MemberRecord(name, state, tuple(ifaces), fallback, store, version[:32])
 
 
 # --- re-verification -----------------------------------------------------------------------------
@@ -446,11 +464,19 @@ class Allow:
     remaining_s: float
 
 
+# A grant deleted with more than this left was revoked (by an operator, fleet-wide); one
+# deleted later simply ended (its lease ran out)
+REVOKED_BEFORE_END_S = 1.0
+
+
 @dataclass(frozen=True)
 class Revoke:
     ip: IPAddress
     proto: str | None
     port: int
+    # revoked before its end: cut the UDP flows it let in too (an ended window keeps them, as
+    # connections opened in a window keep working)
+    flows: bool = False
 
 
 @dataclass(frozen=True)
@@ -487,9 +513,14 @@ Event = Put | Delete
 class Trust:
     """What this gate believes from the store.
 
-    protected: the gate's protected ports. reverify: re-verify each knock grant's packet with
-    this gate's keys (None: trust any writer of the prefix that names an existing claim).
-    operator_grants: accept grants/o/ entries (they cannot be re-verified: see docs/fleet.md).
+    protected: the gate's protected ports. reverify: re-verify each claim's and knock grant's
+    packet with this gate's keys (None: trust any writer of the prefix that names an existing
+    claim). operator_grants: accept grants/o/ entries (they cannot be re-verified: see
+    docs/fleet.md). max_skew_s: this gate's max-skew (how long a sparoid nonce needs
+    remembering: until its own timestamp + max-skew). fwknop_max_age_s: this gate's fwknop
+    max age (None: no fwknop here, so no fwknop digest to remember). max_remembered: the most
+    nonces (per kind) the fleet may have this gate remember at once; past it a claim is not
+    remembered (counted remember-full), so the store can never fill the local replay cache.
     """
 
     protected: frozenset[tuple[str, int]]
@@ -498,12 +529,18 @@ class Trust:
     max_knock_window_s: float = MAX_KNOCK_WINDOW_S
     max_operator_window_s: float = MAX_OPERATOR_WINDOW_S
     max_entries: int = 200_000
+    max_skew_s: float = 5.0
+    fwknop_max_age_s: float | None = None
+    max_remembered: int = MAX_REMEMBERED
 
     @classmethod
     def for_config(cls, config: GateConfig, reverify: bool = True, **kw) -> Trust:
         protected = frozenset((p.proto, p.port) for p in config.protected)
         windows = [config.window(i) for i in config.identities] or [config.open_seconds]
         kw.setdefault("max_knock_window_s", float(max(windows)))
+        kw.setdefault("max_skew_s", config.max_skew_ms / 1000)
+        if config.fwknop_access:
+            kw.setdefault("fwknop_max_age_s", config.fwknop_max_age_ms / 1000)
         return cls(protected, sparoid_reverifier(config) if reverify else None, **kw)
 
 
@@ -514,30 +551,51 @@ class _Entry:
 
 
 @dataclass
+class _Remembered:
+    """The nonces the fleet had this gate remember that are still live, per kind (bounded)."""
+
+    until: dict[str, float] = field(default_factory=dict)  # claim id -> local deadline
+    heap: list[tuple[float, str]] = field(default_factory=list)
+
+    def live(self, claim_id: str, now: float) -> bool:
+        return self.until.get(claim_id, -math.inf) > now
+
+    def prune(self, now: float) -> None:
+        while self.heap and self.heap[0][0] <= now:
+            deadline, cid = heapq.heappop(self.heap)
+            if self.until.get(cid) == deadline:
+                del self.until[cid]
+
+    def add(self, claim_id: str, deadline: float) -> None:
+        self.until[claim_id] = deadline
+        heapq.heappush(self.heap, (deadline, claim_id))
+
+
+@dataclass
 class Mirror:
     """This gate's view of the fleet's claims and grants, fed by the watch (apply) or a full
-    listing (resync); each returns the actions for the local maps. Single-threaded."""
+    listing (resync); each returns the actions for the local maps. Single-threaded.
+
+    Every event is taken on its own: one that cannot be used (or that fails in any way) is
+    counted in `ignored` and the rest of its batch still applies."""
 
     keys: Keys
     trust: Trust
-    claims: dict[str, tuple[ClaimRecord, float]] = field(default_factory=dict)  # id -> deadline
+    # id -> (record, deadline, facts of its packet re-verified here; None without reverify)
+    claims: dict[str, tuple[ClaimRecord, float, KnockFacts | None]] = field(default_factory=dict)
     grants: dict[str, _Entry] = field(default_factory=dict)
     ignored: Counter[str] = field(default_factory=Counter)
     applied: Counter[str] = field(default_factory=Counter)
     revision: int = 0
     _by_tuple: dict[tuple, set[str]] = field(default_factory=dict)  # (ip, proto, port) -> keys
+    # knock grant key -> the local deadline it was first opened with; kept across resyncs so
+    # neither a re-put nor a re-listing can stretch a knock's window (pruned once past)
+    _opened: dict[str, float] = field(default_factory=dict)
+    _remembered: dict[str, _Remembered] = field(default_factory=dict)  # kind -> live nonces
 
     def apply(self, events: Sequence[Event], now: float, now_wall_ms: int) -> list[Action]:
         """One watch response (all events of one or more revisions, in order)."""
-        out: list[Action] = []
-        # Claims first: a knock's claim and grant share one transaction (one revision).
-        for ev in sorted(events, key=lambda e: (e.revision, not self._is_claim(e.key))):
-            self.revision = max(self.revision, ev.revision)
-            if isinstance(ev, Put):
-                out.extend(self._put(ev, now, now_wall_ms))
-            else:
-                out.extend(self._delete(ev.key, now))
-        return out
+        return self._apply(events, now, now_wall_ms, relist=False)
 
     def resync(self, events: Iterable[Put], revision: int, now: float, now_wall_ms: int):
         """Replace the whole view with a listing taken at `revision` (start, compaction,
@@ -546,8 +604,8 @@ class Mirror:
         self.claims.clear()
         self.grants.clear()
         self._by_tuple.clear()
-        out = self.apply(list(events), now, now_wall_ms)
-        self.revision = revision
+        out = self._apply(list(events), now, now_wall_ms, relist=True)
+        self.revision = max(self.revision, revision)
         after = {self._tuple(e.grant) for e in self.grants.values()}
         out.extend(Revoke(*t) for t in sorted(before - after, key=str))
         return out
@@ -555,7 +613,29 @@ class Mirror:
     def live_grants(self, now: float) -> list[tuple[GrantRecord, float]]:
         return [(e.grant, e.deadline - now) for e in self.grants.values() if e.deadline > now]
 
+    def remembered(self, kind: str, now: float) -> int:
+        """How many nonces of kind the fleet has this gate remember now."""
+        r = self._remembered.get(kind)
+        if r is None:
+            return 0
+        r.prune(now)
+        return len(r.until)
+
     # -- internals --------------------------------------------------------------------------
+
+    def _apply(self, events, now: float, now_wall_ms: int, relist: bool) -> list[Action]:
+        out: list[Action] = []
+        # Claims first: a knock's claim and grant share one transaction (one revision).
+        for ev in sorted(events, key=lambda e: (e.revision, not self._is_claim(e.key))):
+            self.revision = max(self.revision, ev.revision)
+            try:
+                if isinstance(ev, Put):
+                    out.extend(self._put(ev, now, now_wall_ms, relist))
+                else:
+                    out.extend(self._delete(ev.key, now))
+            except Exception:  # a value we did not foresee: it spoils this event only
+                self._ignore("bad-event")
+        return out
 
     def _is_claim(self, key: str) -> bool:
         return key.startswith(self.keys.claims)
@@ -568,31 +648,72 @@ class Mirror:
         self.ignored[reason] += 1
         return []
 
-    def _put(self, ev: Put, now: float, now_wall_ms: int) -> list[Action]:
+    def _put(self, ev: Put, now: float, now_wall_ms: int, relist: bool) -> list[Action]:
         k = self.keys
         if self._is_claim(ev.key):
-            claim_id = ev.key[len(k.claims) :]
-            if not _CLAIM_RE.fullmatch(claim_id):
-                return self._ignore("bad-key")
-            rec = decode_claim(ev.value)
-            if isinstance(rec, str):
-                return self._ignore(rec)
-            if len(self.claims) >= self.trust.max_entries:
-                return self._ignore("mirror-full")
-            remaining = rec.horizon_s - max(0.0, ev.elapsed_s)
-            if ev.lease_s is not None:
-                remaining = min(remaining, ev.lease_s)
-            self.claims[claim_id] = (rec, now + max(remaining, 0.0))
-            self.applied["claim"] += 1
-            kind, key = replay_key(claim_id)
-            return [Remember(kind, key, remaining)] if remaining > 0 else []
+            return self._claim(ev, now, now_wall_ms)
         if ev.key.startswith(k.grants):
-            return self._grant(ev, now, now_wall_ms)
+            return self._grant(ev, now, now_wall_ms, relist)
         if ev.key.startswith(k.members):
             return []
         return self._ignore("bad-key")
 
-    def _grant(self, ev: Put, now: float, now_wall_ms: int) -> list[Action]:
+    def _claim(self, ev: Put, now: float, now_wall_ms: int) -> list[Action]:
+        """A claim is remembered (its nonce refused here too) only for as long as its packet
+        could still verify here, and only if it is what it says: with re-verification a
+        sparoid claim's packet must verify with this gate's keys and carry the claim's nonce;
+        an fwknop claim's packet must hash to the claim's id. The writer's `hz` can shorten
+        that, never lengthen it; and the number remembered at once is bounded per kind."""
+        t = self.trust
+        claim_id = ev.key[len(self.keys.claims) :]
+        if not _CLAIM_RE.fullmatch(claim_id):
+            return self._ignore("bad-key")
+        rec = decode_claim(ev.value)
+        if isinstance(rec, str):
+            return self._ignore(rec)
+        kind, nonce = replay_key(claim_id)
+        if rec.kind != kind:
+            return self._ignore("claim-mismatch")
+        if claim_id not in self.claims and len(self.claims) >= t.max_entries:
+            return self._ignore("mirror-full")
+        facts: KnockFacts | None = None
+        if kind == "sparoid":
+            if t.reverify is not None:
+                if not rec.packet:
+                    return self._ignore("no-packet")
+                checked = t.reverify(kind, rec.packet)
+                if isinstance(checked, str):
+                    return self._ignore("claim-reverify-failed")
+                if checked.claim_id != claim_id:
+                    return self._ignore("claim-mismatch")  # a valid packet under another nonce
+                facts = checked
+                # this gate's verifier refuses the packet as stale after sent + max-skew
+                horizon = (facts.sent_ms + facts.max_skew_ms - now_wall_ms) / 1000
+            else:
+                horizon = 2 * t.max_skew_s  # sent is unknown: at most +-skew of its admission
+        else:
+            if t.reverify is not None and claim_id_fwknop(rec.packet) != claim_id:
+                return self._ignore("claim-mismatch")  # the digest of another (or no) packet
+            # its timestamp is encrypted: at most +-age of its admission; no fwknop here: none
+            age = t.fwknop_max_age_s
+            horizon = 0.0 if age is None else 2 * age
+        remaining = min(rec.horizon_s - max(0.0, ev.elapsed_s), horizon)
+        if ev.lease_s is not None:
+            remaining = min(remaining, ev.lease_s)
+        self.claims[claim_id] = (rec, now + max(remaining, 0.0), facts)
+        self.applied["claim"] += 1
+        if remaining <= 0:
+            return []
+        live = self._remembered.setdefault(kind, _Remembered())
+        if live.live(claim_id, now):
+            return []  # remembered already (a re-put or a re-listing): never for longer
+        live.prune(now)
+        if len(live.until) >= t.max_remembered:
+            return self._ignore("remember-full")
+        live.add(claim_id, now + remaining)
+        return [Remember(kind, nonce, remaining)]
+
+    def _grant(self, ev: Put, now: float, now_wall_ms: int, relist: bool) -> list[Action]:
         t = self.trust
         rec = decode_grant(self.keys, ev.key, ev.value)
         if isinstance(rec, str):
@@ -602,7 +723,8 @@ class Mirror:
         remaining = rec.remaining_s - max(0.0, ev.elapsed_s)
         if rec.proto is not None and rec.port and (rec.proto, rec.port) not in t.protected:
             return self._ignore("unprotected-port")
-        if rec.origin.startswith("operator:"):
+        knock = not rec.origin.startswith("operator:")
+        if not knock:
             if not t.operator_grants:
                 return self._ignore("operator-grant-refused")
             if rec.remaining_s > t.max_operator_window_s:
@@ -610,14 +732,28 @@ class Mirror:
         else:
             if rec.remaining_s > t.max_knock_window_s:
                 return self._ignore("window-too-long")
+            opened = self._opened.get(ev.key)
+            if opened is not None and opened <= now:
+                del self._opened[ev.key]  # its window is over: it may not open again either
+                return self._ignore("expired")
+            if opened is not None and not relist:
+                return self._ignore("re-put")  # a knock's grant is written once, with its claim
             bound = self._check_knock(rec, now_wall_ms)
             if isinstance(bound, str):
                 return self._ignore(bound)
             remaining = min(remaining, bound)
+            if opened is not None:
+                remaining = min(remaining, opened - now)
         if remaining <= 0:
             return self._ignore("expired")
         if ev.key not in self.grants and len(self.grants) >= t.max_entries:
             return self._ignore("mirror-full")
+        if knock and ev.key not in self._opened:
+            if len(self._opened) >= t.max_entries:
+                self._opened = {k: d for k, d in self._opened.items() if d > now}
+            if len(self._opened) >= t.max_entries:
+                return self._ignore("mirror-full")
+            self._opened[ev.key] = now + remaining
         self.grants[ev.key] = _Entry(rec, now + remaining)
         self._by_tuple.setdefault(self._tuple(rec), set()).add(ev.key)
         self.applied["grant"] += 1
@@ -625,23 +761,20 @@ class Mirror:
 
     def _check_knock(self, rec: GrantRecord, now_wall_ms: int) -> float | str:
         """The origin claim of a knock grant must exist; with re-verification its packet must
-        verify here and authorize exactly this address and port. Returns the upper bound on
-        the remaining window, or the reason to ignore the grant."""
+        have verified here and authorize exactly this address and port. Returns the upper bound
+        on the remaining window, or the reason to ignore the grant."""
         claim_id = rec.origin.removeprefix("claim:")
+        reverify = self.trust.reverify
+        if reverify is not None and not claim_id.startswith("s."):
+            return "reverify-failed"  # no fwknop re-verifier: an fwknop grant opens nothing here
         held = self.claims.get(claim_id)
         if held is None:
             return "no-origin"
-        claim = held[0]
-        reverify = self.trust.reverify
+        facts = held[2]
         if reverify is None:
             return math.inf
-        if not claim.packet:
-            return "no-packet"
-        facts = reverify(claim.kind, claim.packet)
-        if isinstance(facts, str):
+        if facts is None:
             return "reverify-failed"
-        if facts.claim_id != claim_id:
-            return "claim-mismatch"  # a valid packet filed under another nonce
         if facts.ip is None:
             return "unverifiable-address"  # `--ip source`: the store would choose the address
         if facts.ip != rec.ip:
@@ -652,12 +785,13 @@ class Mirror:
             return "port-not-allowed"
         if facts.sent_ms > now_wall_ms + facts.max_skew_ms:
             return "future"
-        # The knock's window can have lasted at most until sent + skew + window (this gate's
-        # wall clock within the skew of the client's, as the accepting gate checked).
+        # The knock's gate opened the window when it accepted the packet, at the latest at
+        # sent + skew (its clock within the skew of the client's): it ends by sent + skew +
+        # window, and never has more than one window left (skew counted once).
         bound = (facts.sent_ms + facts.max_skew_ms - now_wall_ms) / 1000 + facts.window_s
         if bound <= 0:
             return "expired"
-        return min(bound, facts.window_s + facts.max_skew_ms / 1000)
+        return min(bound, facts.window_s)
 
     def _delete(self, key: str, now: float) -> list[Action]:
         if self._is_claim(key):
@@ -674,7 +808,7 @@ class Mirror:
         if any(self.grants[k].deadline > now for k in others):
             return []  # another live grant still covers this address and port
         self.applied["revoke"] += 1
-        return [Revoke(*t)]
+        return [Revoke(*t, flows=entry.deadline - now > REVOKED_BEFORE_END_S)]
 
 
 # --- knocks, outages and fallback ----------------------------------------------------------------

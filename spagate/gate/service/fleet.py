@@ -106,8 +106,9 @@ class LocalGate(Protocol):
     def allow(self, ip: IPAddress, proto: str | None, port: int, remaining_s: float) -> None:
         """Open ip for remaining_s (from now, this host's clock); extend only, never shorten."""
 
-    def revoke(self, ip: IPAddress, proto: str | None, port: int) -> None:
-        """Close that one entry (proto None, port 0: the whole-host entry)."""
+    def revoke(self, ip: IPAddress, proto: str | None, port: int, flows: bool = False) -> None:
+        """Close that one entry (proto None, port 0: the whole-host entry); flows: it was
+        revoked before its end, so the UDP flows it let in close too."""
 
     def remember(self, kind: str, key: bytes, remaining_s: float) -> None:
         """A nonce (sparoid) or digest (fwknop) claimed in the fleet: refuse it here too."""
@@ -546,8 +547,12 @@ class FleetSync:
         """Load the fleet's state, then watch and heartbeat in threads. True when synced
         (else the watch thread keeps trying; admit() says what the gate may do meanwhile)."""
         self._started = self.clock()
-        with contextlib.suppress(SpagateError):
+        try:
             self._resync()
+        except SpagateError:
+            pass  # the store is away: the caller says so; the watch thread keeps trying
+        except Exception as e:  # never a traceback at start: one line, then go on (fallback)
+            self._log("error", f"fleet: initial sync failed: {type(e).__name__}: {_detail(e)}")
         for name, fn in (("fleet-watch", self._watch_loop), ("fleet-beat", self._beat_loop)):
             t = threading.Thread(target=fn, name=name, daemon=True)
             t.start()
@@ -663,7 +668,7 @@ class FleetSync:
                 if isinstance(a, Allow):
                     self.gate.allow(a.ip, a.proto, a.port, a.remaining_s)
                 elif isinstance(a, Revoke):
-                    self.gate.revoke(a.ip, a.proto, a.port)
+                    self.gate.revoke(a.ip, a.proto, a.port, flows=a.flows)
                 elif isinstance(a, Remember):
                     self.gate.remember(a.kind, a.key, a.remaining_s)
                 self.counts[f"action-{type(a).__name__.lower()}"] += 1

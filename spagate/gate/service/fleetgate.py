@@ -38,7 +38,10 @@ from spagate.gate.core.fleet import (
     parse_fallback,
 )
 from spagate.gate.core.intake import Admit, OpenWindow, RememberNonce
+from spagate.gate.kernel import bpfsys
+from spagate.gate.kernel.abi import FLOW_KEY
 from spagate.inifile import read_key_file
+from spagate.net import addr16
 
 NS = 1_000_000_000
 
@@ -63,6 +66,21 @@ def fleet_options(config: GateConfig):
         timeout_s=f.timeout_s,
         fallback=parse_fallback(f.fallback),
     )
+
+
+def revoke_udp_flows(maps, ip, proto: str | None, port: int) -> int:
+    """Close the live UDP flows of ip to port (0: every port) when a peer revokes a UDP (or
+    whole-host) grant: XDP passes a live flow before it looks at the allow map, so deleting
+    the allow entry alone would leave the flow open here. Any flow that another live grant
+    still covers is re-created by its next packet. Returns how many flows went."""
+    if proto not in (None, "udp"):
+        return 0
+    fd, a, n = maps.fd("udp_flows"), addr16(ip), 0
+    for key in list(bpfsys.keys(fd, FLOW_KEY.size)):
+        addr, _sport, dport = FLOW_KEY.unpack(key)
+        if addr == a and (port == 0 or dport == port):
+            n += bool(bpfsys.delete(fd, key))
+    return n
 
 
 class FleetBridge:
@@ -101,8 +119,8 @@ class FleetBridge:
     def allow(self, ip, proto, port, remaining_s: float) -> None:
         self._put(Allow(ip, proto, port, remaining_s))
 
-    def revoke(self, ip, proto, port) -> None:
-        self._put(Revoke(ip, proto, port))
+    def revoke(self, ip, proto, port, flows: bool = False) -> None:
+        self._put(Revoke(ip, proto, port, flows))
 
     def remember(self, kind: str, key: bytes, remaining_s: float) -> None:
         self._put(Remember(kind, key, remaining_s))
@@ -127,7 +145,11 @@ class FleetBridge:
     def start(self) -> bool:
         """Load the fleet's grants into the maps before the first knock (FleetSync.start
         resyncs synchronously; the queue it filled is applied here)."""
-        synced = self.sync.start()
+        try:
+            synced = self.sync.start()
+        except Exception as e:  # never stop the gate for its fleet: one line, the fallback
+            self.log.error(f"fleet: start: {type(e).__name__}: {str(e)[:200]}")
+            synced = False
         self.drain()
         self.state = "attached"
         if not synced:
@@ -147,7 +169,8 @@ class FleetBridge:
         """Claim an admitted knock fleet-wide; its windows open when the answer comes."""
         nonce = next(w for w in out.writes if isinstance(w, RememberNonce))
         # fwknop: the claim makes it exactly-once fleet-wide; peers cannot re-verify it yet
-        # (no fwknop re-verifier: they ignore its grants, counted reverify-failed).
+        # (no fwknop re-verifier: they ignore its grants, counted reverify-failed; a peer with
+        # fwknop remembers its digest for at most 2 x fwknop-max-age).
         fw = out.protocol == "fwknop"
         cid = claim_id_fwknop(payload) if fw else claim_id_sparoid(nonce.nonce)
         now_ms = time.time_ns() // 1_000_000
@@ -177,17 +200,26 @@ class FleetBridge:
         windows, decided = [], []
         now = self.mono_ns()
         for item in items:
-            if isinstance(item, Allow):
-                windows.append((item.ip, now + int(item.remaining_s * NS), item.proto, item.port))
-            elif isinstance(item, Revoke):
-                self.maps.revoke(item.ip, item.proto, item.port or 0)
-            elif isinstance(item, Remember):
-                until_ms = time.time_ns() // 1_000_000 + int(item.remaining_s * 1000)
-                self.admission.remember(item.key, until_ms, item.kind)
-            elif isinstance(item, tuple):
-                decided.append(item)
+            try:
+                if isinstance(item, Allow):
+                    until = now + int(item.remaining_s * NS)
+                    windows.append((item.ip, until, item.proto, item.port))
+                elif isinstance(item, Revoke):
+                    self.maps.revoke(item.ip, item.proto, item.port or 0)
+                    if item.flows:  # revoked, not ended: its UDP flows go too
+                        revoke_udp_flows(self.maps, item.ip, item.proto, item.port or 0)
+                elif isinstance(item, Remember):
+                    until_ms = time.time_ns() // 1_000_000 + int(item.remaining_s * 1000)
+                    self.admission.remember(item.key, until_ms, item.kind)
+                elif isinstance(item, tuple):
+                    decided.append(item)
+            except Exception as e:  # a map error must not stop the worker's loop
+                self.log.error(f"fleet: {type(item).__name__}: {type(e).__name__}: {e}")
         if windows:
-            self.maps.open_windows(windows)
+            try:
+                self.maps.open_windows(windows)
+            except Exception as e:  # fail closed: the peers' windows stay shut here
+                self.log.error(f"fleet: opening {len(windows)} peer window(s): {e}")
         for out, d in decided:
             self._decided(out, d)
         return len(items)

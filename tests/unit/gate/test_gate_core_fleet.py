@@ -47,6 +47,8 @@ from spagate.gate.core.fleet import (
     usable_address,
 )
 from spagate.protocol import KeyPair, decode, make_packet
+from spagate.protocol.messages import Accepted
+from spagate.protocol.verifier import Verifier
 
 CLIENT = ip_address("198.51.100.7")
 OTHER = ip_address("203.0.113.9")
@@ -155,7 +157,10 @@ def test_a_peer_knock_opens_here(gate):
     mirror, keys = gate
     cid, claim, grant = _knock(keys)
     actions = mirror.apply(_events(cid, claim, [grant]), now=100.0, now_wall_ms=now_ms())
-    assert actions[0] == Remember("sparoid", bytes.fromhex(cid[2:]), 5.0)
+    # remembered until the packet's own timestamp + max-skew (5 s), on this gate's clock
+    rem = actions[0]
+    assert isinstance(rem, Remember) and (rem.kind, rem.key) == ("sparoid", bytes.fromhex(cid[2:]))
+    assert 4.9 <= rem.remaining_s <= 5.0
     (allow,) = actions[1:]
     assert isinstance(allow, Allow) and (allow.ip, allow.proto, allow.port) == (CLIENT, "tcp", 22)
     assert 14.9 <= allow.remaining_s <= 15.0
@@ -228,13 +233,15 @@ def test_reverification_binds_the_grant_to_the_packet(gate):
     g5 = GrantRecord(CLIENT, "tcp", 22, 15.0, f"claim:{cid5}", "a")
     mirror.apply(_events(cid5, claim5, [g5]), 1.0, wall)
     assert not [e for e in mirror.grants.values()]
+    # a claim that does not re-verify is not kept: its grants have no origin here
     assert mirror.ignored == {
-        "reverify-failed": 1,
+        "claim-reverify-failed": 1,
         "address-mismatch": 1,
         "claim-mismatch": 1,
         "expired": 1,
         "no-packet": 1,
         "unverifiable-address": 1,
+        "no-origin": 3,
     }
 
 
@@ -286,10 +293,24 @@ def test_delete_revokes_unless_another_grant_covers(gate):
     c2, cl2, g2 = _knock(keys)
     mirror.apply(_events(c1, cl1, [g1], rev=3) + _events(c2, cl2, [g2], rev=4), 0.0, wall)
     assert mirror.apply([Delete(K.grant(CLIENT, "tcp", 22, c1), 5)], 1.0, wall) == []
+    # deleted long before its end: revoked, its UDP flows too
     assert mirror.apply([Delete(K.grant(CLIENT, "tcp", 22, c2), 6)], 1.0, wall) == [
-        Revoke(CLIENT, "tcp", 22)
+        Revoke(CLIENT, "tcp", 22, flows=True)
     ]
     assert mirror.apply([Delete(K.grant(CLIENT, "tcp", 22, c2), 7)], 1.0, wall) == []
+
+
+def test_a_grant_that_ended_is_revoked_without_its_flows(gate):
+    """Its lease ran out: connections opened in the window keep working, UDP flows too."""
+    mirror, keys = gate
+    wall = now_ms()
+    c1, cl1, g1 = _knock(keys)
+    (allow,) = [a for a in mirror.apply(_events(c1, cl1, [g1], rev=3), 0.0, wall)
+                if isinstance(a, Allow)]  # fmt: skip
+    end = allow.remaining_s
+    assert mirror.apply([Delete(K.grant(CLIENT, "tcp", 22, c1), 5)], end - 0.5, wall) == [
+        Revoke(CLIENT, "tcp", 22, flows=False)
+    ]
 
 
 def test_resync_revokes_what_vanished(gate):
@@ -301,6 +322,163 @@ def test_resync_revokes_what_vanished(gate):
     acts = mirror.resync(_events(c2, cl2, [g2], rev=20), 21, 1.0, wall)
     assert Revoke(CLIENT, "tcp", 22) in acts
     assert any(isinstance(a, Allow) and a.ip == OTHER for a in acts)
+
+
+# --- red-team findings: what a store writer without SPA keys cannot do ------------------------
+
+BOGUS_CLAIM = b'{"v":1,"gate":"x","kind":"sparoid","hz":86400}'
+
+
+def _feed(verifier: Verifier, actions, wall: int) -> int:
+    """Apply Remember actions as the worker does (the Verifier's replay cache)."""
+    n = 0
+    for a in actions:
+        if isinstance(a, Remember):
+            verifier.remember(a.key, wall + int(a.remaining_s * 1000))
+            n += 1
+    return n
+
+
+def test_claims_without_a_valid_packet_cannot_lock_out_a_fresh_knock(gate):
+    """A writer without the SPA keys floods claims/ (no packet, a stranger's packet, a packet
+    filed under another nonce, all asking for a day): nothing is remembered, so the gate's
+    replay cache never fills and a fresh valid knock is still accepted."""
+    mirror, keys = gate
+    verifier = Verifier([keys], replay_capacity=50)
+    wall = now_ms()
+    stranger = KeyPair(os.urandom(32), os.urandom(32))
+    remembered = 0
+    for i in range(200):
+        pkt = make_packet(stranger if i % 2 else keys, CLIENT, wall)
+        forged = [
+            Put(K.claim("s." + os.urandom(16).hex()), BOGUS_CLAIM, 2 * i + 1),
+            Put(K.claim("s." + os.urandom(16).hex()),
+                encode_claim(ClaimRecord("x", "sparoid", pkt, CLIENT, 86_400.0)), 2 * i + 1),
+        ]  # fmt: skip
+        remembered += _feed(verifier, mirror.apply(forged, 1.0, wall), wall)
+        mirror.apply([Delete(e.key, 2 * i + 2) for e in forged], 1.0, wall)
+    assert remembered == 0
+    assert mirror.ignored == {"no-packet": 200, "claim-reverify-failed": 100,
+                              "claim-mismatch": 100}  # fmt: skip
+    assert type(verifier.verify(make_packet(keys, CLIENT, now_ms()), now_ms())) is Accepted
+    # a real claim asking for a day is remembered only until its packet's ts + max-skew
+    cid, claim, _ = _knock(keys, now_ms=wall - 3000)
+    long = ClaimRecord("a", "sparoid", claim.packet, CLIENT, 86_400.0)
+    (rem,) = mirror.apply([Put(K.claim(cid), encode_claim(long), 900)], 1.0, wall)
+    assert rem == Remember("sparoid", bytes.fromhex(cid[2:]), 2.0)
+    # ... once: a re-put (or a re-listing) does not remember it again, nor for longer
+    assert mirror.apply([Put(K.claim(cid), encode_claim(long), 901)], 1.5, wall) == []
+    assert mirror.resync([Put(K.claim(cid), encode_claim(long), 901)], 902, 1.5, wall) == []
+    # a stale packet (older than max-skew) needs no remembering: this gate refuses it anyway
+    cid, claim, _ = _knock(keys, now_ms=wall - 60_000)
+    assert mirror.apply([Put(K.claim(cid), encode_claim(claim), 903)], 1.0, wall) == []
+
+
+def test_fleet_remembered_nonces_are_bounded_per_kind():
+    """Even without re-verification (trusting every writer) a claim is remembered at most 2 x
+    max-skew, and no more than max_remembered at once: the rest is counted, not remembered."""
+    config, keys = _config("max-skew = 2s\n")
+    mirror = Mirror(K, Trust.for_config(config, reverify=False, max_remembered=3))
+    acts = []
+    for i in range(5):
+        acts += mirror.apply([Put(K.claim(f"s.{i:032x}"), BOGUS_CLAIM, i + 1)], 10.0, now_ms())
+    assert [a.remaining_s for a in acts] == [4.0, 4.0, 4.0]
+    assert mirror.ignored == {"remember-full": 2} and mirror.remembered("sparoid", 10.0) == 3
+    # once those expire, there is room again
+    (a,) = mirror.apply([Put(K.claim("s." + "e" * 32), BOGUS_CLAIM, 9)], 14.5, now_ms())
+    assert isinstance(a, Remember) and mirror.remembered("sparoid", 14.5) == 1
+
+
+def test_fwknop_claims_must_hash_to_their_id_and_last_at_most_twice_the_age():
+    config, keys = _config("fwknop-access = /etc/fwknop/access.conf\nfwknop-max-age = 30s\n")
+    fw = Mirror(K, Trust.for_config(config))
+    pkt = os.urandom(120)
+    cid = claim_id_fwknop(pkt)
+    day = encode_claim(ClaimRecord("a", "fwknop", pkt, CLIENT, 86_400.0))
+    other = encode_claim(ClaimRecord("a", "fwknop", os.urandom(120), CLIENT, 86_400.0))
+    assert fw.apply([Put(K.claim(cid), other, 1)], 1.0, now_ms()) == []
+    assert fw.apply([Put(K.claim(cid), day, 2)], 1.0, now_ms()) == [
+        Remember("fwknop", bytes.fromhex(cid[2:]), 60.0)
+    ]
+    assert fw.ignored == {"claim-mismatch": 1}
+    # a gate without fwknop has nothing to refuse: nothing remembered
+    plain = Mirror(K, Trust.for_config(_config()[0]))
+    assert plain.apply([Put(K.claim(cid), day, 2)], 1.0, now_ms()) == []
+
+
+POISON = [
+    b"[" * 2000 + b"]" * 2000,  # RecursionError in json.loads
+    b'{"v":1,"gate":"x","kind":"sparoid","hz":1' + b"0" * 400 + b"}",  # int beyond a float
+    b'{"v":1,"gate":"x","kind":"sparoid","hz":1e999}',  # inf
+    b'{"v":1,"gate":"x","kind":"sparoid","hz":Infinity}',
+]
+
+
+def _poison_grant(cid: str) -> bytes:
+    return b'{"v":1,"rem":1' + b"0" * 400 + b',"origin":"claim:' + cid.encode() + b'","gate":"x"}'
+
+
+def test_one_malformed_value_spoils_only_itself(gate):
+    """Malformed values are ignored and counted by the decoders (never raised), and a batch
+    with one still applies every good event of it, in apply as in resync."""
+    mirror, keys = gate
+    wall = now_ms()
+    for raw in POISON:
+        assert decode_claim(raw) == "bad-value"
+        assert decode_member(raw) == "bad-value"
+    grant_key = K.grant(CLIENT, "tcp", 22, "s." + "a" * 32)
+    for rem in (b"1" + b"0" * 400, b"1e999", b"-Infinity", b"NaN"):
+        raw = b'{"v":1,"rem":' + rem + b',"origin":"claim:s.' + b"a" * 32 + b'","gate":"x"}'
+        assert decode_grant(K, grant_key, raw) == "bad-value"
+    deep_member = b'{"v":1,"name":"m","state":"attached","fallback":' + b"[" * 900 + b"]" * 900
+    assert decode_member(deep_member + b"}") == "bad-value"
+    cid, claim, grant = _knock(keys)
+    batch = [Put(K.claim("s." + "b" * 32), raw, 10) for raw in POISON]
+    batch += [Put(grant_key, _poison_grant("s." + "a" * 32), 10)]
+    batch += _events(cid, claim, [grant], rev=10)
+    acts = mirror.apply(batch, 1.0, wall)
+    assert [type(a) for a in acts] == [Remember, Allow]
+    assert mirror.ignored == {"bad-value": 5} and mirror.revision == 10
+    cid2, claim2, grant2 = _knock(keys, ip=OTHER)
+    acts = mirror.resync(batch + _events(cid2, claim2, [grant2], rev=11), 12, 2.0, wall)
+    assert {a.ip for a in acts if isinstance(a, Allow)} == {CLIENT, OTHER}
+    assert len(mirror.grants) == 2 and mirror.revision == 12
+
+
+def test_a_knock_grant_opens_once_for_at_most_its_window():
+    """A store writer cannot stretch a knock's window: a re-put of its grant is ignored, a
+    re-listing cannot extend it past its first deadline, a revoked one does not come back,
+    and a peer never opens it for more than the identity's window (skew counted once)."""
+    ops = KeyPair(os.urandom(32), os.urandom(32))
+    config, keys = _config(
+        "protected = tcp/22\nopen-seconds = 15\n"
+        f"[ops]\nkey = {ops.key.hex()}\nhmac-key = {ops.hmac_key.hex()}\nopen-seconds = 30\n"
+    )
+    mirror = Mirror(K, Trust.for_config(config))
+    t0 = now_ms()
+    cid, claim, grant = _knock(keys, now_ms=t0)
+    evs = _events(cid, claim, [grant], rev=20)
+    (a0,) = [a for a in mirror.apply(evs, 0.0, t0) if isinstance(a, Allow)]
+    assert 14.9 <= a0.remaining_s <= 15.0
+    # the same grant put again near its end: ignored (before: 5 s more, up to max-skew)
+    assert mirror.apply([Put(evs[1].key, evs[1].value, 21)], 14.9, t0 + 14_900) == []
+    assert mirror.ignored == {"re-put": 1}
+    # a re-listing with a fresh value: allowed only up to the first deadline
+    acts = mirror.resync([evs[0], Put(evs[1].key, evs[1].value, 22)], 22, 14.9, t0 + 14_900)
+    (a1,) = [a for a in acts if isinstance(a, Allow)]
+    assert a1.remaining_s <= 0.1 + 1e-9
+    # revoked, then put back by a writer: stays closed
+    assert mirror.apply([Delete(evs[1].key, 23)], 10.0, t0 + 10_000) == [
+        Revoke(CLIENT, "tcp", 22, flows=True)
+    ]
+    assert mirror.apply([Put(evs[1].key, evs[1].value, 24)], 10.0, t0 + 10_000) == []
+    # the client's clock 4 s ahead (within max-skew) and a writer asking for 20 s: 15, the
+    # identity's window, not window + skew (20 is below the longest identity's 30)
+    cid, claim, _ = _knock(keys, now_ms=now_ms() + 4000)
+    long = GrantRecord(CLIENT, "tcp", 22, 20.0, f"claim:{cid}", "a")
+    (a2,) = [a for a in mirror.apply(_events(cid, claim, [long], 30), 50.0, now_ms())
+             if isinstance(a, Allow)]  # fmt: skip
+    assert a2.remaining_s == 15.0
 
 
 # --- knocks, outages, leases ----------------------------------------------------------------
