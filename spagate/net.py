@@ -23,12 +23,18 @@ def unmap(ip: IPAddress) -> IPAddress:
 
 
 def parse_address(text: str | IPAddress) -> IPAddress:
-    """An address from text (or an address), unmapped. Raises ValueError on a bad address."""
+    """An address from text (or an address), unmapped. Raises ValueError on a bad address,
+    and on a scoped one (fe80::1%eth0): the zone is not part of the address a window or a
+    rule names, and its text (anything after the %) must never reach a hook or a log."""
     if isinstance(text, IPv4Address | IPv6Address):
-        return unmap(text)
-    if not isinstance(text, str):
+        ip = text
+    elif isinstance(text, str):
+        ip = ip_address(text.strip())
+    else:
         raise ValueError(f"not an IP address: {text!r}")
-    return unmap(ip_address(text.strip()))
+    if isinstance(ip, IPv6Address) and ip.scope_id is not None:
+        raise ValueError("a scoped address (with a %zone) is not an address spagate takes")
+    return unmap(ip)
 
 
 def addr16(ip: str | IPAddress) -> bytes:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from ipaddress import ip_address
 
 from spagate.net import IPAddress, parse_address, window_refusal
 
@@ -122,6 +123,8 @@ def _opened(ip: object, seconds: object) -> Opened | Malformed:
         addr = parse_address(ip)
     except ValueError:
         return Malformed("ip is not an address")
+    # Rebuilt from its bytes: what reaches a hook is the address alone, in its canonical form
+    addr = ip_address(addr.packed)
     if window_refusal(addr) is not None:
         return Malformed(f"{addr} is not an address a window opens for")
     if not 1 <= seconds <= MAX_SECONDS:

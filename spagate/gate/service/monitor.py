@@ -32,6 +32,12 @@ from spagate.gate.service.hooks import Hooks
 
 MAX_FDS = 1  # a Repin carries one link fd
 STATS_EVERY_S = 1.0  # HookStats to the worker (it exports them as metrics)
+# Requests taken from one socket per serve(): a worker that floods requests cannot hold off
+# the hooks' bookkeeping or the interface events (the rest wait in the socket for the next turn)
+REQUESTS_PER_TURN = 256
+# Worker connections at once (systemd mode; one worker runs): a newer one replaces the oldest,
+# so connections cannot pile up to the monitor's file limit
+MAX_CONNECTIONS = 2
 
 
 class Monitor:
@@ -133,7 +139,7 @@ class Monitor:
     def allowed_interface(self, ifname: str) -> bool:
         if ifname in self.interfaces:
             return True
-        if not self.all_interfaces:
+        if not self.all_interfaces or ifname in self.config.unguarded:
             return False
         try:
             return any(i.name == ifname and i.carries_ip and i.guardable
@@ -153,25 +159,30 @@ class Monitor:
         """One request; reply(answer, fd) sends an answer back (a new link after Reattach)."""
         req = privsep.decode(data)
         try:
-            if isinstance(req, privsep.Malformed):
-                self._refuse(req.reason)
-            elif isinstance(req, privsep.Opened):
-                self.hooks.opened(req.ip, req.seconds)
-            elif not self.allowed_interface(req.ifname):
-                self._refuse(f"{req.ifname} is not a guarded interface")
-            elif isinstance(req, privsep.Reattach):
-                fd = self.reattach(req.ifname)
-                if fd is not None:
-                    try:
-                        if reply is not None:
-                            reply(privsep.Linked(req.ifname), fd)
-                    finally:
-                        os.close(fd)
-            elif isinstance(req, privsep.Repin):
-                self.repin(req.ifname, fds[0] if fds else -1)
+            self._dispatch(req, fds, reply)
+        except Exception as e:  # a request that fails is refused: the monitor goes on
+            self._refuse(f"{type(req).__name__} failed: {type(e).__name__}: {str(e)[:120]}")
         finally:
             for fd in fds:
                 os.close(fd)
+
+    def _dispatch(self, req, fds: list[int], reply) -> None:
+        if isinstance(req, privsep.Malformed):
+            self._refuse(req.reason)
+        elif isinstance(req, privsep.Opened):
+            self.hooks.opened(req.ip, req.seconds)
+        elif not self.allowed_interface(req.ifname):
+            self._refuse(f"{req.ifname} is not a guarded interface")
+        elif isinstance(req, privsep.Reattach):
+            fd = self.reattach(req.ifname)
+            if fd is not None:
+                try:
+                    if reply is not None:
+                        reply(privsep.Linked(req.ifname), fd)
+                finally:
+                    os.close(fd)
+        elif isinstance(req, privsep.Repin):
+            self.repin(req.ifname, fds[0] if fds else -1)
 
     def _refuse(self, why: str) -> None:
         self.refused += 1
@@ -232,16 +243,13 @@ class Monitor:
         closed = []
         self.peers = list(socks)
         watch = [self.watcher] if self.watcher is not None else []
-        waits = [*socks, *watch]
-        ready, _, _ = select.select(waits, [], [], timeout) if waits else ([], [], [])
-        if not waits:
-            time.sleep(timeout)
+        ready = _wait([*socks, *watch], timeout)
         if self.watcher is not None and self.watcher in ready:
             self.link_events()
         for s in ready:
             if s is self.watcher:
                 continue
-            while True:
+            for _ in range(REQUESTS_PER_TURN):
                 try:
                     data, fds, _flags, _addr = socket.recv_fds(s, privsep.MAX_MESSAGE + 1, MAX_FDS)
                 except BlockingIOError:
@@ -296,6 +304,47 @@ def listen(path: str, account: Account) -> socket.socket:
     return s
 
 
+def _wait(objs: list, timeout: float) -> list:
+    """Those of objs (sockets, or anything with fileno()) readable within timeout seconds.
+    poll(), not select(): no limit on fd numbers."""
+    if not objs:
+        time.sleep(timeout)
+        return []
+    poller = select.poll()
+    by_fd = {}
+    for o in objs:
+        by_fd[o.fileno()] = o
+        poller.register(o.fileno(), select.POLLIN)
+    return [by_fd[fd] for fd, _ in poller.poll(timeout * 1000)]
+
+
+def accept_worker(monitor: Monitor, server: socket.socket, conns: list[socket.socket]) -> None:
+    """One pending connection, if any: kept if it is the spagate user's or root's (replacing
+    the oldest beyond MAX_CONNECTIONS), refused otherwise. An error (out of file descriptors)
+    is logged: the monitor goes on serving the connections it has."""
+    try:
+        conn, _ = server.accept()
+    except BlockingIOError:
+        return
+    except OSError as e:
+        monitor.log.error(f"monitor: cannot accept a connection: {e}")
+        time.sleep(0.1)  # (not a busy loop while the error lasts)
+        return
+    try:
+        uid = peer_uid(conn)
+    except OSError:
+        conn.close()
+        return
+    if uid not in (0, monitor.account.uid):
+        monitor._refuse(f"a connection from uid {uid}")
+        conn.close()
+        return
+    conn.setblocking(False)
+    conns.append(conn)
+    while len(conns) > MAX_CONNECTIONS:
+        conns.pop(0).close()
+
+
 def serve_forever(monitor: Monitor, path: str, stopping) -> None:
     """`spagate monitor` under systemd: accept the worker's connections (the spagate user or
     root only) and serve them until stopping() is true."""
@@ -303,16 +352,8 @@ def serve_forever(monitor: Monitor, path: str, stopping) -> None:
     conns: list[socket.socket] = []
     try:
         while not stopping():
-            ready, _, _ = select.select([server], [], [], 0)
-            if ready:
-                with contextlib.suppress(BlockingIOError):
-                    conn, _ = server.accept()
-                    if peer_uid(conn) not in (0, monitor.account.uid):
-                        monitor._refuse(f"a connection from uid {peer_uid(conn)}")
-                        conn.close()
-                    else:
-                        conn.setblocking(False)
-                        conns.append(conn)
+            if _wait([server], 0):
+                accept_worker(monitor, server, conns)
             for c in monitor.serve(conns, 0.2):
                 conns.remove(c)
                 c.close()

@@ -61,7 +61,7 @@ class Supervisor:
         cfg, opts = self.config, self.opts
         for note in cfg.notes:
             self.log.info(note)
-        opts = self.opts = expand_interfaces(opts)
+        opts = self.opts = expand_interfaces(opts, cfg.unguarded)
         account = preflight(cfg, opts)
         make_run_dir(account.uid, account.gid)
         lock_fd = take_lock(opts.pin_dir)
@@ -76,6 +76,7 @@ class Supervisor:
         monitor = Monitor(cfg, opts.pin_dir, opts.interfaces, opts.mode, self.log, account,
                           all_interfaces=opts.all_interfaces)  # fmt: skip
         monitor.start()
+        orderly = False  # stopped by a signal; an error on the way out leaves the gate guarding
         try:
             while not self.stopping:
                 rc = self._run_worker(monitor, account, lock_fd)
@@ -86,11 +87,17 @@ class Supervisor:
                     f"{RESTART_AFTER_S:g}s; {', '.join(opts.interfaces)} stay guarded meanwhile"
                 )
                 time.sleep(RESTART_AFTER_S)
+            orderly = True
         finally:
             self._stop_worker()
             ifaces = ", ".join(opts.interfaces)
             if self.keep_attached:
                 self.log.info(f"stopping; {ifaces} stay guarded (--keep-attached)")
+            elif not orderly:  # fail closed: the pinned program keeps the ports shut
+                self.log.error(
+                    f"stopping on an error; {ifaces} stay guarded: nobody takes knocks "
+                    "until spagate runs again (spagate detach removes it)"
+                )
             else:
                 if opts.all_interfaces:  # the monitor guarded new ones meanwhile
                     opts.interfaces = tuple(link.pinned_interfaces(opts.pin_dir))

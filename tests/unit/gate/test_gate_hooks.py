@@ -3,8 +3,11 @@
 import time
 from ipaddress import ip_address
 
+import pytest
+
 from spagate.gate.core.eventlog import EventLog
-from spagate.gate.service.hooks import Hooks, expand, hook_arg
+from spagate.gate.service import hooks as hooks_mod
+from spagate.gate.service.hooks import Hooks, HooksFull, expand, hook_arg
 
 
 def wait_for(pred, timeout=5.0):
@@ -89,3 +92,43 @@ def test_no_hook_is_ever_skipped_and_at_most_n_run_at_once(tmp_path):
 def test_templates_expand_as_sparoids_sprintf():
     assert expand("date +%%T; echo %s", "192.0.2.1") == "date +%T; echo 192.0.2.1"
     assert expand("%d %s %%s", "x") == "%d x %s"
+
+
+def test_an_open_waiting_is_not_queued_twice_but_one_after_a_close_is():
+    now = [0.0]
+    log = EventLog(lambda lvl, line: None, time.monotonic)
+    hooks = Hooks("true open %s", "true close %s", log, clock=lambda: now[0], max_running=0)
+    a = ip_address("203.0.113.7")
+    for _ in range(1000):  # a worker repeating itself: one open waits, one close is due
+        hooks.opened(a, 10)
+    assert hooks.depth == 1
+    now[0] = 10
+    hooks.poll()
+    assert hooks.depth == 2  # open, close
+    hooks.opened(a, 10)  # opened again after its close was queued: runs after that close
+    hooks.opened(a, 10)
+    assert hooks.depth == 3
+    assert [k for k, _, _ in hooks._queue] == ["open", "close", "open"]
+    hooks.shutdown(timeout=0.05)
+
+
+def test_beyond_max_addresses_a_window_s_hooks_are_refused_whole(monkeypatch):
+    monkeypatch.setattr(hooks_mod, "MAX_ADDRESSES", 3)
+    now = [0.0]
+    log = EventLog(lambda lvl, line: None, time.monotonic)
+    hooks = Hooks("true open %s", "true close %s", log, clock=lambda: now[0], max_running=0)
+    for i in range(3):
+        hooks.opened(ip_address(f"192.0.2.{i}"), 10)
+    with pytest.raises(HooksFull):
+        hooks.opened(ip_address("192.0.2.9"), 10)
+    assert hooks.depth == 3 and "192.0.2.9" not in hooks._closes  # neither open nor close
+    hooks.opened(ip_address("192.0.2.1"), 20)  # one already waiting may still be extended
+    assert hooks._closes["192.0.2.1"] == 20
+    now[0] = 10
+    hooks.poll()  # two closes due; 192.0.2.1's window was extended to 20
+    assert sorted(a for k, _, a in hooks._queue if k == "close") == ["192.0.2.0", "192.0.2.2"]
+    now[0] = 20
+    hooks.poll()
+    assert [a for k, _, a in hooks._queue if k == "close"][-1] == "192.0.2.1"
+    assert not hooks._closes
+    hooks.shutdown(timeout=0.05)

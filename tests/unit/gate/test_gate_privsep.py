@@ -1,6 +1,13 @@
 """The monitor's answers to the worker: typed, checked, nothing else gets through."""
 
+import json
+from ipaddress import IPv6Address, ip_address
+
+import pytest
+
 from spagate.gate.core import privsep
+from spagate.gate.service.hooks import hook_arg
+from spagate.net import parse_address
 
 
 def test_hook_stats_round_trip_and_are_answers_only():
@@ -19,3 +26,30 @@ def test_malformed_hook_stats_are_refused():
         b'{"op":"hooks","queued":0}',
     ):
         assert isinstance(privsep.decode_answer(bad), privsep.Malformed), bad
+
+
+def opened(ip, seconds=5) -> bytes:
+    return json.dumps({"op": "opened", "ip": ip, "seconds": seconds}).encode()
+
+
+def test_opened_carries_a_plain_address_and_nothing_else():
+    req = privsep.decode(opened("2001:db8::1"))
+    assert req == privsep.Opened(ip_address("2001:db8::1"), 5)
+    assert privsep.decode(privsep.encode(req)) == req
+    assert privsep.decode(opened("::ffff:192.0.2.7")).ip == ip_address("192.0.2.7")
+    # A zone (scope id) is text after a %: it must never reach a hook's shell command.
+    for bad in ("2001:db8::1%;id>/tmp/pwned;", "fe80::1%eth0", "0.0.0.0", "ff02::1",
+                "255.255.255.255", "192.0.2.1; id", "192.0.2.1\n;id", 7, None):  # fmt: skip
+        assert isinstance(privsep.decode(opened(bad)), privsep.Malformed), bad
+    for seconds in (0, -1, privsep.MAX_SECONDS + 1, 1.5, True, "5"):
+        assert isinstance(privsep.decode(opened("192.0.2.1", seconds)), privsep.Malformed)
+
+
+def test_no_scoped_address_is_taken_anywhere():
+    with pytest.raises(ValueError, match="scoped"):
+        parse_address("fe80::1%eth0")
+    with pytest.raises(ValueError, match="scoped"):
+        parse_address(IPv6Address("fe80::1%1"))
+    with pytest.raises(ValueError):  # (which words depends on the Python: never the text)
+        hook_arg(IPv6Address("2001:db8::1%;id;"))
+    assert hook_arg(ip_address("2001:db8::1")) == "2001:0db8:0000:0000:0000:0000:0000:0001"
