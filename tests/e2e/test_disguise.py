@@ -9,6 +9,7 @@ one from the gate host's firewall.
 from __future__ import annotations
 
 import sys
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -231,15 +232,21 @@ def test_a_vxlan_tunnel_is_reported_unguarded_and_bypasses_an_eth0_gate(gate):
     assert wait_for(lambda: any("vx1 (vxlan)" in ln for ln in gate.log), 10)
 
 
-def test_interface_all_guards_tunnels_also_those_created_later(gate):
-    lab = gate.lab
-    tunnel(lab, 42, INNER_GATE, INNER_CLIENT, "vx0")
+def start_interface_all(gate, extra: str = ""):
+    """A tunnel vx0, then the gate with `interface = all` (and extra); returns its status."""
+    tunnel(gate.lab, 42, INNER_GATE, INNER_CLIENT, "vx0")
     gate.interfaces = []
-    gate.configure("interface = all\nprotected = tcp/22\n")
+    gate.configure(f"interface = all\n{extra}protected = tcp/22\n")
     gate.service("tcp", 22)
     gate.start()
     st = gate.spagate("status")
     assert st.returncode == 0, st.stdout
+    return st
+
+
+def test_interface_all_guards_tunnels_also_those_created_later(gate):
+    lab = gate.lab
+    st = start_interface_all(gate)
     assert "eth0 (native)" in st.stdout and "vx0 (generic)" in st.stdout
     assert gate.probe("client") == "timeout"
     assert inner_probe(lab, INNER_GATE) == "timeout"
@@ -253,6 +260,23 @@ def test_interface_all_guards_tunnels_also_those_created_later(gate):
     # a key holder still gets in
     assert gate.send("client", "--ip", "source").returncode == 0
     assert wait_for(lambda: gate.probe("client").startswith("connected"))
+
+
+def test_interface_all_leaves_an_unguarded_interface_outside(gate):
+    """`interface = all` with `unguarded = vx0` (the operator's management path): the gate
+    guards eth0 and leaves vx0 alone, at start and when asked to re-attach; status is 0."""
+    lab = gate.lab
+    st = start_interface_all(gate, "unguarded = vx0\n")
+    assert "eth0 (native)" in st.stdout and "vx0 (" not in st.stdout.split("\n")[0], st.stdout
+    assert "outside the gate on purpose (unguarded =): vx0" in st.stdout, st.stdout
+    assert "xdp" not in lab.sh("gate", "ip -d link show vx0").stdout
+    assert gate.probe("client") == "timeout"  # eth0 is guarded
+    assert inner_probe(lab, INNER_GATE).startswith("connected")  # the way in stays open
+    # a link change on vx0 (the monitor re-checks every interface): still left alone
+    lab.sh("gate", "ip link set vx0 down && ip link set vx0 up")
+    time.sleep(1.5)
+    assert "xdp" not in lab.sh("gate", "ip -d link show vx0").stdout
+    assert not any("vx0: guarded it" in ln for ln in gate.log), gate.log[-5:]
 
 
 def test_unguarded_leaves_only_the_named_interface_outside_and_status_still_fails_for_others(

@@ -36,11 +36,13 @@ class LoadOptions:
     all_interfaces: bool = False  # interface = all / attach --all: every IP-carrying one
 
 
-def expand_interfaces(opts: LoadOptions) -> LoadOptions:
-    """With all_interfaces: the IP-carrying interfaces the program can parse, now."""
+def expand_interfaces(opts: LoadOptions, exempt: tuple[str, ...] = ()) -> LoadOptions:
+    """With all_interfaces: the IP-carrying interfaces the program can parse, now, but for
+    those exempt (`unguarded =`: left outside the gate on purpose, e.g. a management path)."""
     if not opts.all_interfaces:
         return opts
-    names = tuple(i.name for i in hostnet.interfaces() if i.carries_ip and i.guardable)
+    names = tuple(i.name for i in hostnet.interfaces()
+                  if i.carries_ip and i.guardable and i.name not in exempt)  # fmt: skip
     return LoadOptions(names, opts.mode, opts.force, opts.pin_dir, True)
 
 
@@ -89,7 +91,7 @@ def load_gate(
 
     from spagate.gate.kernel.build import load  # bcc: imported only here
 
-    opts = expand_interfaces(opts)
+    opts = expand_interfaces(opts, cfg.unguarded)
     account = preflight(cfg, opts)
     pins.make_pin_dir(opts.pin_dir, account.gid)
     disguise, why = hostnet.decide_disguise(cfg.disguise)
