@@ -334,7 +334,8 @@ def register(app: typer.Typer) -> None:
                 f"gate: running (pid {st.pid}, worker pid {st.worker_pid}), attached to {ifs}"
             )
         else:
-            typer.echo(f"gate: NOT RUNNING (no worker takes knocks); interfaces: {ifs or 'none'}")
+            typer.echo(f"gate: NOT RUNNING (no worker takes knocks: {st.worker_why}); "
+                       f"interfaces: {ifs or 'none'}")  # fmt: skip
         for i in st.interfaces:
             if not i.guarded:
                 typer.echo(f"UNGUARDED: {i.name}: {i.why}")

@@ -3,8 +3,13 @@ nothing removes silently, status that asks the kernel, and no lock-out from a si
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import re
+import select
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -376,3 +381,100 @@ def test_a_restart_never_opens_the_ports_and_keeps_windows(gate):
     assert gate.probe().startswith("connected")  # the window survived the restarts
     assert xdp_counters(gate)["tcp_dropped_new"] > 0
     assert re.search(r"gate: running", status(gate).stdout)
+
+
+def worker_monitor_socket(gate) -> socket.socket:
+    """The worker's own end of its connection to the monitor (pidfd_getfd): what an attacker
+    who owns the worker holds."""
+    pid = ring_reader(gate)
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    fd = int(argv[argv.index(b"--monitor-fd") + 1])
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        mine = libc.syscall(438, pidfd, fd, 0)  # SYS_pidfd_getfd
+        if mine < 0:
+            raise OSError(ctypes.get_errno(), "pidfd_getfd")
+    finally:
+        os.close(pidfd)
+    return socket.socket(fileno=mine)
+
+
+def test_a_compromised_worker_can_neither_stop_the_gate_nor_reach_a_shell(gate, tmp_path):
+    """Requests a worker in an attacker's hands could send: a scoped IPv6 address whose zone
+    is a shell command, garbage, an interface it does not guard, and a flood of windows for
+    distinct addresses. The monitor refuses what is not a request, runs the hooks of the rest
+    with plain addresses only, and the gate stays up, attached and guarding."""
+    out = tmp_path / "hooks.log"
+    out.touch()
+    out.chmod(0o666)
+    pwned = tmp_path / "pwned"
+    gate.configure(f"open-cmd = echo open %s >> {out}\n")
+    gate.service()
+    gate.start()
+    s = worker_monitor_socket(gate)
+    out_ready = select.poll()
+    out_ready.register(s, select.POLLOUT)
+
+    def send(data: bytes) -> None:  # the description is the worker's, non-blocking: keep it so
+        while True:
+            try:
+                s.send(data)
+                return
+            except BlockingIOError:
+                out_ready.poll(1000)
+
+    try:
+        evil = [
+            # a zone cannot hold a "/": this one crashed the monitor (its hook's address
+            # raised), and a Python whose .exploded keeps the zone would run it in sh -c
+            {"op": "opened", "ip": "2001:db8::1%;id>pwned;", "seconds": 5},
+            {"op": "opened", "ip": f"192.0.2.1;touch {pwned}", "seconds": 5},
+            {"op": "reattach", "ifname": "lo"},
+            {"op": "repin", "ifname": "eth0"},  # without the link's fd
+        ]
+        for msg in evil:
+            send(json.dumps(msg).encode())
+        send(b"\xff" * 100)
+        for i in range(2000):  # more than the monitor takes in one turn
+            send(json.dumps({"op": "opened", "ip": f"2001:db8::{i:x}", "seconds": 60}).encode())
+    finally:
+        s.close()
+
+    def opened() -> int:
+        return sum(1 for x in out.read_text().splitlines() if x.startswith("open 2001:0db8"))
+
+    assert wait_for(lambda: opened() == 2000, timeout=60, step=0.5), opened()
+    assert not pwned.exists()
+    refused = [x for x in gate.log if "refused a request from the worker" in x]
+    assert len(refused) >= 5, gate.log[-8:]
+    assert gate.proc.poll() is None
+    st = status(gate)
+    assert st.returncode == 0, st.stdout
+    assert gate.probe("flood") == "timeout"  # still guarded
+    assert gate.send("client", "--ip", "source").returncode == 0  # and still taking knocks
+    assert wait_for(lambda: gate.probe().startswith("connected"))
+
+
+def test_status_says_so_when_the_worker_is_stopped_or_dead_under_a_live_supervisor(gate):
+    """The supervisor holds the gate's lock across worker restarts: the lock alone cannot
+    tell whether a worker takes knocks. A stopped worker (hung) stops reporting; a dead one
+    is gone; status says which and exits 3 until a worker reports again."""
+    gate.configure()
+    gate.start()
+    pid = ring_reader(gate)
+    assert status(gate).returncode == 0
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert wait_for(lambda: status(gate).returncode == 3, timeout=10, step=0.5)
+        st = status(gate)
+        assert "NOT RUNNING" in st.stdout and "has not reported for" in st.stdout, st.stdout
+        assert "UNGUARDED" not in st.stdout  # the ports stay shut meanwhile
+        assert gate.probe("flood") == "timeout"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert wait_for(lambda: status(gate).returncode == 0, timeout=5, step=0.2)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: "is gone" in status(gate).stdout, timeout=3, step=0.1)
+    assert wait_for(lambda: status(gate).returncode == 0, timeout=20, step=0.5)
+    assert ring_reader(gate) != pid

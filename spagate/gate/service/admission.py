@@ -73,6 +73,7 @@ class Admission:
         self.batch = batch  # True: writes wait for flush() (the worker flushes once per turn)
         self._pending: list[Admit] = []
         self.write_errors = 0
+        self._prune_failing = False  # said once per streak of failed replay-map prunes
         self.fleet = None  # fleet mode: a FleetBridge claims each admission first
         # Set by the worker when metrics are on: called with each admission's latency (ns
         # from the kernel queueing the packet to its windows written).
@@ -117,10 +118,18 @@ class Admission:
 
     def prune(self) -> int:
         """Forget the expired nonces in the replay map (and follow the replay memory)."""
-        if self._replay_born_ns:
-            self.replay_memory()
-        gone = self.intake.expired(self.wall_ms())
-        return self.maps.replay_forget_many(gone) if gone else 0
+        try:
+            if self._replay_born_ns:
+                self.replay_memory()
+            gone = self.intake.expired(self.wall_ms())
+            n = self.maps.replay_forget_many(gone) if gone else 0
+        except OSError as e:  # kept in the map longer (the safe way); never stops intake
+            if not self._prune_failing:
+                self.log.error(f"cannot prune the replay map ({e.strerror or e}); still guarding")
+            self._prune_failing = True
+            return 0
+        self._prune_failing = False
+        return n
 
     def remember(self, nonce: bytes, until_ms: int, kind: str = "sparoid") -> None:
         """A nonce (or an fwknop packet's SHA-256) accepted elsewhere (a fleet peer): refuse

@@ -17,6 +17,8 @@ import errno
 import fcntl
 import json
 import os
+import stat
+import time
 from pathlib import Path
 
 from spagate.errors import SpagateError
@@ -34,6 +36,22 @@ def gate_name(pin_dir: str | os.PathLike) -> str:
     except ValueError:
         return p.name
     return str(rel).replace("/", "-")
+
+
+def _open_regular(path: str | os.PathLike, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:
+    """An fd of path if it is a regular file (the run directory is the worker's: a FIFO or a
+    link planted there must not hang or redirect root's `status`, loader or supervisor)."""
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    return fd
+
+
+def _read_regular(path: str | os.PathLike) -> str:
+    fd = _open_regular(path)
+    with os.fdopen(fd, "rb") as f:
+        return f.read(1 << 20).decode()
 
 
 def state_path(pin_dir: str | os.PathLike) -> Path:
@@ -67,7 +85,7 @@ def write_attached(pin_dir: str | os.PathLike, modes: dict[str, str]) -> None:
 
 def read_attached(pin_dir: str | os.PathLike) -> dict[str, str]:
     try:
-        modes = json.loads(attached_path(pin_dir).read_text())
+        modes = json.loads(_read_regular(attached_path(pin_dir)))
     except (OSError, ValueError):
         return {}
     return modes if isinstance(modes, dict) else {}
@@ -121,7 +139,7 @@ def take_lock(pin_dir: str | os.PathLike) -> int:
     """Take the gate's lock for pin_dir (exclusive, not waiting); returns its fd (keep it open,
     pass it on to a child to share it). SpagateError when another gate holds it."""
     path = lock_path(pin_dir)
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    fd = _open_regular(path, os.O_RDONLY | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -140,7 +158,7 @@ def take_lock(pin_dir: str | os.PathLike) -> int:
 def lock_held(pin_dir: str | os.PathLike) -> bool:
     """True while some process holds the gate's lock for pin_dir (the worker is alive)."""
     try:
-        fd = os.open(lock_path(pin_dir), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = _open_regular(lock_path(pin_dir))
     except OSError:
         return False
     try:
@@ -171,10 +189,25 @@ def remove_state(pin_dir: str | os.PathLike) -> None:
         state_path(pin_dir).unlink()
 
 
+def state_age(pin_dir: str | os.PathLike) -> float | None:
+    """Seconds since the worker last published (the state file's mtime: it rewrites the
+    file once a second and, when it cannot, touches it), or None without a state file."""
+    try:
+        return max(0.0, time.time() - os.stat(state_path(pin_dir)).st_mtime)
+    except OSError:
+        return None
+
+
+def touch_state(pin_dir: str | os.PathLike) -> None:
+    """The heartbeat alone (a full /run takes no new state file, but still a new mtime)."""
+    with contextlib.suppress(OSError):
+        os.utime(state_path(pin_dir))
+
+
 def read_state(pin_dir: str | os.PathLike) -> dict | None:
     """The state file, with "stale": True when no gate holds the lock."""
     try:
-        state = json.loads(state_path(pin_dir).read_text())
+        state = json.loads(_read_regular(state_path(pin_dir)))
     except (OSError, ValueError):
         return None
     if not isinstance(state, dict):

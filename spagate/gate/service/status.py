@@ -17,9 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from spagate.gate.kernel import bpfsys, link, pins
-from spagate.gate.service.state import lock_held, read_attached, read_state
+from spagate.gate.service.state import lock_held, read_attached, read_state, state_age
 
 OK, UNGUARDED, NO_WORKER = 0, 1, 3
+# The worker publishes once a second: silent this long, it takes no knocks (stopped, hung,
+# or dead while its supervisor still holds the gate's lock, restarting it)
+WORKER_SILENT_S = 5.0
 
 
 @dataclass
@@ -45,6 +48,7 @@ class GateStatus:
     unguarded_by_config: list[str] = field(default_factory=list)  # unguarded = (on purpose)
     hooks: dict | None = None  # the monitor's hook queue figures, as the worker last heard
     metrics: str | None = None  # where the worker serves /metrics
+    worker_why: str = ""  # why no worker takes knocks ("" while one does)
 
     @property
     def exit_code(self) -> int:
@@ -68,10 +72,37 @@ def _netns_of(state: dict | None) -> str | None:
     return path if os.path.exists(path) else None
 
 
+def _pid_alive(pid) -> bool:
+    try:
+        pid = int(pid)
+        os.kill(pid, 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+def worker_liveness(pin_dir: Path, state: dict | None) -> str:
+    """Why no worker takes knocks for pin_dir, or "" when one does: the gate's lock is held,
+    the worker the state file names lives, and it published within WORKER_SILENT_S."""
+    if not lock_held(pin_dir):
+        return "no gate holds the lock"
+    if not state:
+        return "no worker has reported yet"
+    if not _pid_alive(state.get("worker_pid")):
+        return f"worker pid {state.get('worker_pid')} is gone"
+    age = state_age(pin_dir)
+    if age is None or age > WORKER_SILENT_S:
+        return f"the worker has not reported for {age or 0:.0f}s (stopped or hung)"
+    return ""
+
+
 def gate_status(pin_dir: str | os.PathLike) -> GateStatus:
     pin_dir = Path(pin_dir)
     state = read_state(pin_dir)
-    running = lock_held(pin_dir)
+    why = worker_liveness(pin_dir, state)
+    running = not why
     names = sorted(
         set(link.pinned_interfaces(pin_dir))
         | set(read_attached(pin_dir))
@@ -86,6 +117,7 @@ def gate_status(pin_dir: str | os.PathLike) -> GateStatus:
         links_lost=(state or {}).get("links_lost", 0),
         hooks=(state or {}).get("hooks") if running else None,
         metrics=(state or {}).get("metrics") if running else None,
+        worker_why=why,
     )
     try:
         fd = bpfsys.obj_get(pin_dir / pins.PROG_PIN)
@@ -93,7 +125,8 @@ def gate_status(pin_dir: str | os.PathLike) -> GateStatus:
         os.close(fd)
     except OSError:
         ours = None
-    with link.in_netns(_netns_of(state) if running else None):
+    # the worker's namespace while a gate holds the lock (its pid may be stopped, not gone)
+    with link.in_netns(_netns_of(state) if lock_held(pin_dir) else None):
         for name in names:
             st.interfaces.append(_interface(pin_dir, name, ours))
         try:

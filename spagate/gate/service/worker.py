@@ -38,7 +38,13 @@ from spagate.gate.service import priority
 from spagate.gate.service.admission import Admission
 from spagate.gate.service.journal import event_log, journal_emit
 from spagate.gate.service.preflight import capability_names, effective_capabilities
-from spagate.gate.service.state import read_attached, remove_state, take_lock, write_state
+from spagate.gate.service.state import (
+    read_attached,
+    remove_state,
+    take_lock,
+    touch_state,
+    write_state,
+)
 
 CHECK_EVERY_S = 0.5  # links: at least twice a second
 PUBLISH_EVERY_S = 1.0
@@ -49,7 +55,10 @@ SAMPLES_EVERY_S = 0.1  # drop samples: read ten times a second (they come withou
 HINTS_EVERY_S = 1.0  # tag hints rotate per 30 s step; the table keeps a 2 s margin
 MONITOR_STALE_S = 3.0  # hook figures older than this: the monitor is not reporting
 RECENT_PUBLISHED = 12  # latest accepts and refusals in the state file (`spagate top`)
-MAX_QUEUED = 1_000_000  # requests waiting for the monitor (a few hundred bytes each)
+# Requests waiting for the monitor (a few hundred bytes each). Beyond it, while the monitor
+# stays away, new hook requests are dropped and counted (the windows open all the same: only
+# their hooks are lost), never the worker stopped over it.
+MAX_QUEUED = 1_000_000
 
 
 class MonitorChannel:
@@ -59,6 +68,8 @@ class MonitorChannel:
     def __init__(self, sock: socket.socket | None = None, path: str | None = None, log=None):
         self._sock, self._path, self._log = sock, path, log
         self._queue: deque[tuple[bytes, list[int]]] = deque()
+        self._links_asked: set[bytes] = set()  # Reattach/Repin queued: each once, not per check
+        self.dropped = 0  # hook requests dropped: the queue was full
         self._down_since: float | None = None
         self.hook_stats: privsep.HookStats | None = None  # the monitor's latest figures
         self.hook_stats_at = 0.0  # time.monotonic() when they came
@@ -66,9 +77,18 @@ class MonitorChannel:
             sock.setblocking(False)
 
     def send(self, req: privsep.Request, fds: list[int] | None = None) -> None:
-        if len(self._queue) >= MAX_QUEUED:
-            raise SpagateError("monitor unreachable for too long: requests would be lost")
-        self._queue.append((privsep.encode(req), [os.dup(fd) for fd in fds or ()]))
+        data = privsep.encode(req)
+        if not isinstance(req, privsep.Opened):
+            if data in self._links_asked:  # already waiting: asked again at every check
+                return
+            self._links_asked.add(data)
+        elif len(self._queue) >= MAX_QUEUED:
+            if not self.dropped and self._log:
+                self._log.error(f"monitor unreachable for too long: {MAX_QUEUED} requests wait;"
+                                " the hooks of newer windows are dropped (counted)")  # fmt: skip
+            self.dropped += 1
+            return
+        self._queue.append((data, [os.dup(fd) for fd in fds or ()]))
         self.flush()
 
     @property
@@ -114,6 +134,7 @@ class MonitorChannel:
                     raise SpagateError("the monitor went away") from None
                 return
             self._queue.popleft()
+            self._links_asked.discard(data)
             for fd in fds:
                 os.close(fd)
             if self._down_since is not None and self._log:
@@ -331,6 +352,7 @@ class Worker:
         os.close(fwknop_fd)
         self.check_links()
         self.snapshot(admission)
+        self.publish(admission)  # before "attached": from then on `status` finds a live worker
         if cfg.metrics is not None:
             self.start_metrics(maps, admission)
         caps = ",".join(capability_names(effective_capabilities())) or "none"
@@ -614,6 +636,7 @@ class Worker:
             write_state(self.opts.pin_dir, state)
         except OSError as e:
             self.state_errors += 1
+            touch_state(self.opts.pin_dir)  # still the heartbeat `status` looks for
             if not self._state_failing:  # once per failure streak: a full /run must not flood
                 self.log.error(f"cannot write the state file ({e.strerror}); still guarding")
             self._state_failing = True

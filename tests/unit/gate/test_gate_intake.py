@@ -1,6 +1,7 @@
 """The intake (core decisions) carried out by the service's Admission: verified packets open
 the map, nonces persist first, pruning is incremental."""
 
+import errno
 import os
 from ipaddress import ip_address
 
@@ -95,6 +96,27 @@ def test_prune_forgets_expired_nonces_never_early_at_most_a_step_late():
     assert intake.prune() == 3
     assert intake.prune() == 0
     assert len(maps.replay) == 4
+
+
+def test_a_failing_prune_is_said_once_and_never_stops_intake():
+    class Failing(Maps):
+        fail = True
+
+        def replay_forget_many(self, nonces):
+            if self.fail:
+                raise OSError(errno.EPERM, "Operation not permitted")
+            return super().replay_forget_many(nonces)
+
+    maps = Failing()
+    intake, clock, lines = make(maps, 1_000_000)
+    assert intake.handle(record(clock["ms"])[0])
+    clock["ms"] = 1_010_000
+    assert intake.prune() == 0 and intake.prune() == 0  # kept longer: the safe way
+    assert sum("cannot prune the replay map" in x for x in lines) == 1, lines
+    assert intake.handle(record(clock["ms"])[0])  # still taking knocks
+    maps.fail = False
+    clock["ms"] = 1_020_000
+    assert intake.prune() == 1  # the second nonce; the first stays until the LRU drops it
 
 
 def test_restore_refuses_replays_of_packets_accepted_before_a_restart():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import time
 
 import pytest
 
@@ -38,3 +39,19 @@ def test_write_attached_replaces_a_planted_link_and_never_writes_through_it(stat
     assert oct(path.stat().st_mode & 0o777) == "0o644"
     assert state.read_attached("/sys/fs/bpf/spagate") == {"eth1": "native"}
     assert not (path.parent / f".{path.name}.{os.getpid()}.tmp").exists()
+
+
+def test_fifos_planted_in_the_run_dir_never_hang_root_s_tools(state, tmp_path):
+    """The worker's user can write the run directory: a FIFO in place of the lock, the state
+    or the attached file must not block `status`, the loader or the supervisor (open() of a
+    FIFO waits for a writer)."""
+    pin = "/sys/fs/bpf/spagate"
+    for path in (state.lock_path(pin), state.state_path(pin), state.attached_path(pin)):
+        os.mkfifo(path)
+    t0 = time.monotonic()
+    assert state.read_state(pin) is None
+    assert state.read_attached(pin) == {}
+    assert state.lock_held(pin) is False  # not a lock: `status` says no gate holds it
+    with pytest.raises(OSError, match="not a regular file"):
+        state.take_lock(pin)
+    assert time.monotonic() - t0 < 2
