@@ -72,6 +72,9 @@ class FleetConfig:
     password_file: str | None = None
     fallback: str = "local"  # local | refuse (the store unreachable)
     timeout_s: float = 0.3
+    # grants/o/ from the store (`spagate allow` fleet-wide): no packet proves them, so a gate
+    # may refuse them all (docs/fleet.md, "Give the gates a role without write access")
+    operator_grants: bool = True
 
 
 FLEET_FIELDS = {
@@ -84,6 +87,7 @@ FLEET_FIELDS = {
     "fleet-password-file": "password_file",
     "fleet-fallback": "fallback",
     "fleet-timeout": "timeout_s",
+    "fleet-operator-grants": "operator_grants",
 }
 
 
@@ -315,6 +319,7 @@ FLEET_KEYS = {
     "fleet-password-file": _path,
     "fleet-fallback": _fleet("fallback"),
     "fleet-timeout": lambda t: _seconds(t, 0.01, 10),
+    "fleet-operator-grants": _bool,
 }
 
 

@@ -105,7 +105,8 @@ class FleetBridge:
         self.store = store or service_fleet.FleetStore(opts)
         self.member = opts.member
         self.interfaces = interfaces
-        self.mirror = Mirror(Keys(opts.cluster), Trust.for_config(config))
+        trust = Trust.for_config(config, operator_grants=config.fleet.operator_grants)
+        self.mirror = Mirror(Keys(opts.cluster), trust)
         self._queue: deque = deque()
         self._lock = threading.Lock()
         self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)

@@ -525,3 +525,15 @@ def test_lease_pool_shares_leases_safely():
     assert pool.pick(15.0, now=0.5) == 7  # expires no earlier than 16 >= 15.5
     assert pool.pick(15.0, now=1.5) is None  # 16 < 16.5: would die too early
     assert pool.pick(5.0, now=0.5) is None  # would keep a 5 s key 10 s longer
+
+
+def test_fleet_operator_grants_no_refuses_every_operator_grant_from_the_store():
+    text = (f"key = {'11' * 32}\nhmac-key = {'22' * 32}\nprotected = tcp/22\n"
+            "cluster = http://127.0.0.1:2379\ncluster-name = lab\n")  # fmt: skip
+    assert parse_config(text).fleet.operator_grants is True  # (the default: RBAC decides)
+    cfg = parse_config(text + "fleet-operator-grants = no\n")
+    mirror = Mirror(K, Trust.for_config(cfg, operator_grants=cfg.fleet.operator_grants))
+    op = GrantRecord(CLIENT, "tcp", 22, 3600.0, "operator:root@a", "a")
+    put = Put(K.grant(CLIENT, "tcp", 22, "op.0123456789abcdef"), encode_grant(op), 5)
+    assert mirror.apply([put], now=1.0, now_wall_ms=now_ms()) == []
+    assert mirror.ignored == {"operator-grant-refused": 1}
