@@ -276,8 +276,10 @@ def test_unit_exposure_score_is_at_most_2_5(tmp_path):
 def test_gate_unit_never_gives_up_but_does_not_spin():
     text = (PACKAGING / "spagate.service").read_text()
     unit = text.split("[Service]")[0]  # start limits belong in [Unit]
-    # a unit that stops restarting locks every key holder out: no start limit
+    # a unit that stops restarting locks every key holder out: no start limit, for either
     assert re.search(r"^StartLimitIntervalSec=0$", unit, re.M)
+    monitor = (PACKAGING / "spagate-monitor.service").read_text().split("[Service]")[0]
+    assert re.search(r"^StartLimitIntervalSec=0$", monitor, re.M)
     assert re.search(r"^Restart=always$", text, re.M)
     assert int(re.search(r"^RestartSec=(\d+)s$", text, re.M)[1]) >= 5
 
