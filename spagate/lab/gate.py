@@ -6,6 +6,8 @@ processes (`spagate attach`, `spagate send`, spagate.lab.probe) inside lab names
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import math
 import os
 import shutil
@@ -240,3 +242,10 @@ class LabGate:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.pin_root, ignore_errors=True)
+        # the run directory's files of every pin dir under pin_root (lock, state, attached)
+        from spagate.gate.service import state
+
+        name = glob.escape(state.gate_name(self.pin_root))
+        for f in [*state.STATE_DIR.glob(f"{name}-*"), *state.STATE_DIR.glob(f"{name}.*")]:
+            with contextlib.suppress(OSError):
+                f.unlink()

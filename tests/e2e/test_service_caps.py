@@ -6,6 +6,7 @@ a restart (loader again, worker again) keeps the window."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -76,6 +77,7 @@ class Roles:
             if p is not None and p.poll() is None:
                 p.terminate()
                 p.wait(15)
+        shutil.rmtree(Path(self.sock).parent, ignore_errors=True)
 
 
 def test_the_units_roles_run_knock_and_restart(gate, tmp_path):

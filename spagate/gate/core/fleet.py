@@ -600,14 +600,19 @@ class Mirror:
     def resync(self, events: Iterable[Put], revision: int, now: float, now_wall_ms: int):
         """Replace the whole view with a listing taken at `revision` (start, compaction,
         long outage): allow what is live, revoke what vanished while we were not watching."""
-        before = {self._tuple(e.grant) for e in self.grants.values()}
+        before: dict[tuple, float] = {}  # (ip, proto, port) -> its latest deadline
+        for e in self.grants.values():
+            t = self._tuple(e.grant)
+            before[t] = max(before.get(t, -math.inf), e.deadline)
         self.claims.clear()
         self.grants.clear()
         self._by_tuple.clear()
         out = self._apply(list(events), now, now_wall_ms, relist=True)
         self.revision = max(self.revision, revision)
         after = {self._tuple(e.grant) for e in self.grants.values()}
-        out.extend(Revoke(*t) for t in sorted(before - after, key=str))
+        gone = sorted(set(before) - after, key=str)
+        # revoked while we were not watching, unless it had ended anyway: its flows go too
+        out.extend(Revoke(*t, flows=before[t] - now > REVOKED_BEFORE_END_S) for t in gone)
         return out
 
     def live_grants(self, now: float) -> list[tuple[GrantRecord, float]]:

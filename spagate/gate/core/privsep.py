@@ -91,6 +91,13 @@ def decode_answer(data: bytes) -> Linked | HookStats | Malformed:
 
 
 def decode(data: bytes, answers: bool = False) -> Request | Linked | HookStats | Malformed:
+    try:
+        return _decode(data, answers)
+    except Exception as e:  # never raises: whatever was not foreseen is malformed
+        return Malformed(f"undecodable ({type(e).__name__})")
+
+
+def _decode(data: bytes, answers: bool) -> Request | Linked | HookStats | Malformed:
     if len(data) > MAX_MESSAGE:
         return Malformed(f"{len(data)} bytes, at most {MAX_MESSAGE}")
     try:
@@ -100,6 +107,8 @@ def decode(data: bytes, answers: bool = False) -> Request | Linked | HookStats |
     if not isinstance(msg, dict):
         return Malformed("not a JSON object")
     op = msg.get("op")
+    if not isinstance(op, str):
+        return Malformed("op is not a name")
     if op == "opened" and set(msg) == {"op", "ip", "seconds"}:
         return _opened(msg["ip"], msg["seconds"])
     if answers and op == "hooks" and set(msg) == {"op", *HOOK_STATS_FIELDS}:

@@ -68,17 +68,22 @@ def fleet_options(config: GateConfig):
     )
 
 
-def revoke_udp_flows(maps, ip, proto: str | None, port: int) -> int:
-    """Close the live UDP flows of ip to port (0: every port) when a peer revokes a UDP (or
-    whole-host) grant: XDP passes a live flow before it looks at the allow map, so deleting
-    the allow entry alone would leave the flow open here. Any flow that another live grant
-    still covers is re-created by its next packet. Returns how many flows went."""
-    if proto not in (None, "udp"):
+def revoke_udp_flows(maps, revoked) -> int:
+    """Close the live UDP flows of each (ip, proto, port) revoked by a peer (port 0: every
+    port; proto other than udp or None: none): XDP passes a live flow before it looks at the
+    allow map, so deleting the allow entry alone would leave the flow open here. One walk of
+    the flow map for all of them. Returns how many flows went."""
+    wanted: dict[bytes, set[int]] = {}
+    for ip, proto, port in revoked:
+        if proto in (None, "udp"):
+            wanted.setdefault(addr16(ip), set()).add(port)
+    if not wanted:
         return 0
-    fd, a, n = maps.fd("udp_flows"), addr16(ip), 0
+    fd, n = maps.fd("udp_flows"), 0
     for key in list(bpfsys.keys(fd, FLOW_KEY.size)):
         addr, _sport, dport = FLOW_KEY.unpack(key)
-        if addr == a and (port == 0 or dport == port):
+        ports = wanted.get(addr)
+        if ports is not None and (0 in ports or dport in ports):
             n += bool(bpfsys.delete(fd, key))
     return n
 
@@ -198,7 +203,7 @@ class FleetBridge:
             os.eventfd_read(self._efd)
         with self._lock:
             items, self._queue = list(self._queue), deque()
-        windows, decided = [], []
+        windows, decided, flows = [], [], []
         now = self.mono_ns()
         for item in items:
             try:
@@ -208,7 +213,7 @@ class FleetBridge:
                 elif isinstance(item, Revoke):
                     self.maps.revoke(item.ip, item.proto, item.port or 0)
                     if item.flows:  # revoked, not ended: its UDP flows go too
-                        revoke_udp_flows(self.maps, item.ip, item.proto, item.port or 0)
+                        flows.append((item.ip, item.proto, item.port or 0))
                 elif isinstance(item, Remember):
                     until_ms = time.time_ns() // 1_000_000 + int(item.remaining_s * 1000)
                     self.admission.remember(item.key, until_ms, item.kind)
@@ -216,6 +221,11 @@ class FleetBridge:
                     decided.append(item)
             except Exception as e:  # a map error must not stop the worker's loop
                 self.log.error(f"fleet: {type(item).__name__}: {type(e).__name__}: {e}")
+        if flows:
+            try:
+                revoke_udp_flows(self.maps, flows)
+            except Exception as e:  # said; the allow entries are gone already
+                self.log.error(f"fleet: closing the UDP flows of {len(flows)} revocation(s): {e}")
         if windows:
             try:
                 self.maps.open_windows(windows)

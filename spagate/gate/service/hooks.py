@@ -5,10 +5,13 @@ zero-padded groups, as sparoid writes it), `%%` becomes `%`. Hooks run from one 
 most `max_running` at a time: none is ever skipped, however many windows open at once (a skipped
 open or close is a lock-out, or a door left open, where the hook drives an external firewall).
 One close is pending per address, at the end of its latest window, so overlapping windows do
-not close early. An open already waiting for an address is not queued twice (it runs, and
-opens the same). At most MAX_ADDRESSES addresses have hooks waiting: an open beyond that is
-refused as a whole (HooksFull: neither its open nor its close), so no open ever lacks its close
-and a worker that floods requests cannot grow the monitor without bound.
+not close early. Per address the queue holds at most an open and a close: an open already
+waiting is not queued twice, and a new window cancels a close that has not started (the door
+is open and stays so) instead of queueing another open. An address's hooks run one at a time,
+in order: its close never races its open. At most MAX_ADDRESSES addresses have hooks waiting
+or a close pending: an open beyond that is refused as a whole (HooksFull: neither its open nor
+its close), so no open ever lacks its close and a worker that floods requests cannot grow the
+monitor without bound.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import heapq
 import re
 import subprocess
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
 
@@ -49,6 +52,16 @@ def expand(template: str, arg: str) -> str:
                        template)  # fmt: skip
 
 
+class _Entry:
+    """A queued hook: kind "open" or "close", its template and address; live until it
+    starts or is cancelled (a close made pointless by a new window of the same address)."""
+
+    __slots__ = ("kind", "template", "arg", "live")
+
+    def __init__(self, kind: str, template: str, arg: str):
+        self.kind, self.template, self.arg, self.live = kind, template, arg, True
+
+
 class Hooks:
     def __init__(
         self,
@@ -60,12 +73,12 @@ class Hooks:
     ):
         self.open_cmd, self.close_cmd = open_cmd, close_cmd
         self._log, self._clock, self._max = log, clock, max_running
-        self._running: list[tuple[str, subprocess.Popen]] = []
-        self._queue: deque[tuple[str, str, str]] = deque()  # (kind, template, arg), in order
+        self._running: list[tuple[str, str, subprocess.Popen]] = []  # (cmd, address, proc)
+        self._queue: deque[_Entry] = deque()  # in order; dead entries are skipped
+        self._by_arg: dict[str, list[_Entry]] = {}  # address -> its live entries, in order
+        self._live = 0
         self._closes: dict[str, float] = {}  # address text -> when to queue close-cmd
         self._due: list[tuple[float, str]] = []  # heap of (when, address); stale ones skipped
-        self._waiting: Counter[str] = Counter()  # address -> its entries in the queue
-        self._last: dict[str, str] = {}  # address -> the kind of its last queued entry
         self.started = 0
         self.failed = 0
 
@@ -73,10 +86,16 @@ class Hooks:
         """Queue open-cmd for ip now and close-cmd in seconds. Raises ValueError (HooksFull,
         or an address no hook may be given): then neither runs."""
         arg = hook_arg(ip)
-        new = arg not in self._closes and arg not in self._waiting
-        if new and max(len(self._closes), len(self._waiting)) >= MAX_ADDRESSES:
+        mine = self._by_arg.get(arg)
+        new = arg not in self._closes and not mine
+        if new and max(len(self._closes), len(self._by_arg)) >= MAX_ADDRESSES:
             raise HooksFull(f"{MAX_ADDRESSES} addresses have hooks waiting")
-        if self.open_cmd and self._last.get(arg) != "open":
+        if mine and mine[-1].kind == "close":
+            # Its last window's close has not started: the address is open (its open ran or
+            # waits before that close). Cancel the close rather than queue another open: per
+            # address the queue holds at most an open and a close.
+            self._cancel(mine.pop())
+        elif self.open_cmd and not (mine and mine[-1].kind == "open"):
             self._enqueue("open", self.open_cmd, arg)
         if self.close_cmd:
             due = self._clock() + seconds
@@ -89,14 +108,24 @@ class Hooks:
         self._start()
 
     def _enqueue(self, kind: str, template: str, arg: str) -> None:
-        self._queue.append((kind, template, arg))
-        self._waiting[arg] += 1
-        self._last[arg] = kind
+        e = _Entry(kind, template, arg)
+        self._queue.append(e)
+        self._by_arg.setdefault(arg, []).append(e)
+        self._live += 1
+
+    def _cancel(self, e: _Entry) -> None:
+        """e is already out of _by_arg; it leaves the queue when the queue reaches it."""
+        e.live = False
+        self._live -= 1
+        if not self._by_arg.get(e.arg):
+            self._by_arg.pop(e.arg, None)
+        if len(self._queue) > 2 * self._live + 1024:  # mostly dead: compact
+            self._queue = deque(x for x in self._queue if x.live)
 
     @property
     def depth(self) -> int:
         """Hooks waiting for a free slot."""
-        return len(self._queue)
+        return self._live
 
     @property
     def running(self) -> int:
@@ -109,25 +138,40 @@ class Hooks:
             due, arg = heapq.heappop(self._due)
             if self._closes.get(arg) == due:  # else superseded by a later window's end
                 del self._closes[arg]
-                self._enqueue("close", self.close_cmd, arg)
+                if self.close_cmd:
+                    self._enqueue("close", self.close_cmd, arg)
         self._reap()
         self._start()
 
     def _reap(self) -> None:
         still = []
-        for what, proc in self._running:
+        for what, arg, proc in self._running:
             rc = proc.poll()
             if rc is None:
-                still.append((what, proc))
+                still.append((what, arg, proc))
             elif rc != 0:
                 self.failed += 1
                 self._log.warning(f"hook failed with exit status {rc}: {what}")
         self._running = still
 
     def _start(self) -> None:
-        while self._queue and len(self._running) < self._max:
-            _kind, template, arg = self._queue[0]
-            cmd = expand(template, arg)
+        """Start queued hooks in order, up to max_running, one at a time per address: an
+        address's close never runs beside its open (an `nft delete` racing its `nft add`
+        would leave the door open), and its hooks never pass each other."""
+        while self._queue and not self._queue[0].live:
+            self._queue.popleft()
+        if len(self._running) >= self._max or not self._live:
+            return
+        busy = {arg for _, arg, _ in self._running}
+        for e in list(self._queue):
+            if len(self._running) >= self._max:
+                break
+            if not e.live:
+                continue
+            if e.arg in busy:  # a hook of this address runs, or an earlier one waits
+                continue
+            busy.add(e.arg)
+            cmd = expand(e.template, e.arg)
             try:
                 proc = subprocess.Popen(
                     ["/bin/sh", "-c", cmd],
@@ -135,37 +179,46 @@ class Hooks:
                     stdout=subprocess.DEVNULL,
                     start_new_session=True,
                 )
-            except OSError as e:
-                # Kept at the head of the queue and retried at the next poll: never skipped.
-                self._log.warning(f"hook could not start ({e.strerror}), retrying: {cmd}")
+            except OSError as err:
+                # Kept in the queue and retried at the next poll: never skipped.
+                self._log.warning(f"hook could not start ({err.strerror}), retrying: {cmd}")
                 return
-            self._queue.popleft()
-            self._waiting[arg] -= 1
-            if not self._waiting[arg]:
-                del self._waiting[arg]
-                self._last.pop(arg, None)
+            e.live = False
+            self._live -= 1
+            mine = self._by_arg[e.arg]
+            mine.remove(e)  # (its first: at most two)
+            if not mine:
+                del self._by_arg[e.arg]
             self.started += 1
-            self._running.append((cmd, proc))
+            self._running.append((cmd, e.arg, proc))
+        while self._queue and not self._queue[0].live:
+            self._queue.popleft()
+        if len(self._queue) > 2 * self._live + 1024:
+            self._queue = deque(x for x in self._queue if x.live)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Run every pending close now (an external firewall must not stay open behind us)
         and wait for the hooks; queued opens are dropped, their closes are not."""
-        kept = [e for e in self._queue if e[0] == "close"]
-        self._queue, self._waiting, self._last = deque(), Counter(), {}
-        for kind, template, arg in kept:
-            self._enqueue(kind, template, arg)
+        for e in self._queue:
+            if e.live and e.kind == "open":
+                e.live = False
+                self._live -= 1
+                self._by_arg[e.arg].remove(e)
+                if not self._by_arg[e.arg]:
+                    del self._by_arg[e.arg]
         for arg in list(self._closes):
-            self._enqueue("close", self.close_cmd, arg)
+            if self.close_cmd:
+                self._enqueue("close", self.close_cmd, arg)
         self._closes.clear()
         self._due.clear()
         deadline = time.monotonic() + timeout  # real seconds, whatever clock the windows use
-        while (self._queue or self._running) and time.monotonic() < deadline:
+        while (self._live or self._running) and time.monotonic() < deadline:
             self._reap()
             self._start()
             time.sleep(0.02)
-        for what, proc in self._running:
+        for what, _arg, proc in self._running:
             proc.kill()
             self._log.warning(f"hook killed at shutdown: {what}")
-        if self._queue:
-            self._log.error(f"{len(self._queue)} hook(s) could not run at shutdown")
+        if self._live:
+            self._log.error(f"{self._live} hook(s) could not run at shutdown")
         self._running.clear()

@@ -157,8 +157,9 @@ class Monitor:
 
     def handle(self, data: bytes, fds: list[int], reply=None) -> None:
         """One request; reply(answer, fd) sends an answer back (a new link after Reattach)."""
-        req = privsep.decode(data)
+        req: object = None
         try:
+            req = privsep.decode(data)
             self._dispatch(req, fds, reply)
         except Exception as e:  # a request that fails is refused: the monitor goes on
             self._refuse(f"{type(req).__name__} failed: {type(e).__name__}: {str(e)[:120]}")

@@ -33,7 +33,8 @@ def test_open_then_close_after_the_latest_window(tmp_path):
     hooks.opened(ip_address("203.0.113.7"), 15)
     now[0] = 10
     hooks.opened(ip_address("203.0.113.7"), 15)  # extends: close at 25, not 15
-    assert wait_for(lambda: out.exists() and out.read_text().count("open") == 2)
+    # (the second open starts once the first is reaped: one hook at a time per address)
+    assert wait_for(lambda: hooks.poll() or (out.exists() and out.read_text().count("open") == 2))
     now[0] = 16
     hooks.poll()
     time.sleep(0.2)
@@ -94,22 +95,48 @@ def test_templates_expand_as_sparoids_sprintf():
     assert expand("%d %s %%s", "x") == "%d x %s"
 
 
-def test_an_open_waiting_is_not_queued_twice_but_one_after_a_close_is():
+def queued(hooks) -> list[tuple[str, str]]:
+    return [(e.kind, e.arg) for e in hooks._queue if e.live]
+
+
+def test_per_address_the_queue_holds_at_most_an_open_and_a_close():
     now = [0.0]
     log = EventLog(lambda lvl, line: None, time.monotonic)
     hooks = Hooks("true open %s", "true close %s", log, clock=lambda: now[0], max_running=0)
     a = ip_address("203.0.113.7")
     for _ in range(1000):  # a worker repeating itself: one open waits, one close is due
         hooks.opened(a, 10)
-    assert hooks.depth == 1
-    now[0] = 10
+    assert queued(hooks) == [("open", "203.0.113.7")]
+    for t in range(10, 10_000, 10):  # every window ends, and a new one opens at once
+        now[0] = t
+        hooks.poll()
+        assert queued(hooks)[-1] == ("close", "203.0.113.7")
+        hooks.opened(a, 10)  # cancels that close (the door is open and stays so)
+        assert queued(hooks) == [("open", "203.0.113.7")], t
+    assert len(hooks._queue) < 1100  # the cancelled ones do not pile up
+    now[0] = 10_000
     hooks.poll()
-    assert hooks.depth == 2  # open, close
-    hooks.opened(a, 10)  # opened again after its close was queued: runs after that close
-    hooks.opened(a, 10)
-    assert hooks.depth == 3
-    assert [k for k, _, _ in hooks._queue] == ["open", "close", "open"]
+    assert queued(hooks) == [("open", "203.0.113.7"), ("close", "203.0.113.7")]
     hooks.shutdown(timeout=0.05)
+
+
+def test_an_address_s_close_never_runs_beside_its_open(tmp_path):
+    """A window shorter than its open-cmd takes: the close waits for the open to end."""
+    out = tmp_path / "hooks.log"
+    now = [0.0]
+    log = EventLog(lambda lvl, line: None, time.monotonic)
+    hooks = Hooks(f"sleep 0.3; echo open %s >> {out}", f"echo close %s >> {out}", log,
+                  clock=lambda: now[0])  # fmt: skip
+    hooks.opened(ip_address("192.0.2.5"), 1)
+    hooks.opened(ip_address("192.0.2.6"), 100)
+    now[0] = 1
+    hooks.poll()  # 192.0.2.5's close is due while its open still runs
+    assert hooks.running == 2 and hooks.depth == 1  # the other address's open runs meanwhile
+    assert wait_for(lambda: hooks.poll() or (out.exists() and "close" in out.read_text()))
+    assert out.read_text().splitlines()[:1] in (["open 192.0.2.5"], ["open 192.0.2.6"])
+    lines = out.read_text().splitlines()
+    assert lines.index("open 192.0.2.5") < lines.index("close 192.0.2.5"), lines
+    hooks.shutdown()
 
 
 def test_beyond_max_addresses_a_window_s_hooks_are_refused_whole(monkeypatch):
@@ -126,9 +153,9 @@ def test_beyond_max_addresses_a_window_s_hooks_are_refused_whole(monkeypatch):
     assert hooks._closes["192.0.2.1"] == 20
     now[0] = 10
     hooks.poll()  # two closes due; 192.0.2.1's window was extended to 20
-    assert sorted(a for k, _, a in hooks._queue if k == "close") == ["192.0.2.0", "192.0.2.2"]
+    assert sorted(a for k, a in queued(hooks) if k == "close") == ["192.0.2.0", "192.0.2.2"]
     now[0] = 20
     hooks.poll()
-    assert [a for k, _, a in hooks._queue if k == "close"][-1] == "192.0.2.1"
+    assert [a for k, a in queued(hooks) if k == "close"][-1] == "192.0.2.1"
     assert not hooks._closes
     hooks.shutdown(timeout=0.05)

@@ -1,6 +1,7 @@
 """The monitor's answers to the worker: typed, checked, nothing else gets through."""
 
 import json
+import random
 from ipaddress import IPv6Address, ip_address
 
 import pytest
@@ -53,3 +54,19 @@ def test_no_scoped_address_is_taken_anywhere():
     with pytest.raises(ValueError):  # (which words depends on the Python: never the text)
         hook_arg(IPv6Address("2001:db8::1%;id;"))
     assert hook_arg(ip_address("2001:db8::1")) == "2001:0db8:0000:0000:0000:0000:0000:0001"
+
+
+def test_decode_never_raises_whatever_the_worker_sends():
+    rnd = random.Random(7)
+    values = [None, True, 1, -1, 1.5, "", "x" * 600, [], {}, [1, [2]], {"op": "opened"}]
+    for op in [*values, "opened", "reattach", "repin", "linked", "hooks"]:
+        for _ in range(20):
+            msg = {"op": op, **{k: rnd.choice(values) for k in
+                                rnd.sample(["ip", "seconds", "ifname", "queued"], 2)}}  # fmt: skip
+            data = json.dumps(msg).encode()[: privsep.MAX_MESSAGE]
+            got = privsep.decode(data), privsep.decode_answer(data)
+            assert all(isinstance(g, privsep.Opened | privsep.Reattach | privsep.Repin
+                                  | privsep.Linked | privsep.HookStats | privsep.Malformed)
+                       for g in got), (msg, got)  # fmt: skip
+    for op in ([], {}, 1, None):  # unhashable ones raised TypeError in `op in kinds`
+        assert isinstance(privsep.decode(json.dumps({"op": op}).encode()), privsep.Malformed)
