@@ -52,7 +52,7 @@ from spagate.gate.kernel.link import XdpMode, set_xdp
 from spagate.gate.kernel.pins import unpin
 from spagate.lab.livesend import LiveSender, frame, in_netns, tcp_syn, udp
 from spagate.lab.netns import V4_NET, Host, Lab
-from spagate.lab.util import counter_delta
+from spagate.lab.util import counter_delta, process_cpu_ns
 from spagate.net import addr16
 from spagate.protocol import make_packet
 
@@ -409,12 +409,6 @@ def phase_udp(lab, gates, args, log) -> dict:
 # --- the daemon ---------------------------------------------------------------------------------
 
 
-def _proc_cpu_ns(pid: int) -> int:
-    return sum(
-        int(Path(p).read_text().split()[0]) for p in glob.glob(f"/proc/{pid}/task/*/schedstat")
-    )
-
-
 def _rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -518,10 +512,10 @@ def phase_daemon(lab, work, args, log) -> dict:
             f"RSS after start {out['rss_start_kb'] / 1024:.1f} MiB")  # fmt: skip
 
         def settle() -> int:
-            last = _proc_cpu_ns(pid)
+            last = process_cpu_ns(pid)
             while True:
                 time.sleep(0.5)
-                now = _proc_cpu_ns(pid)
+                now = process_cpu_ns(pid)
                 if now - last < 10_000_000:
                     return now
                 last = now
@@ -556,7 +550,7 @@ def phase_daemon(lab, work, args, log) -> dict:
             client = gate.knocker()
             base = counts().get("accepted", 0)
             nxt = int(IPv4Address("100.64.0.0"))
-            cpu0, t0 = _proc_cpu_ns(pid), time.monotonic()
+            cpu0, t0 = process_cpu_ns(pid), time.monotonic()
             rss, accepted = [], 0
             while accepted < args.accepted and time.monotonic() - t0 < args.accept_timeout:
                 n = min(args.accepted - accepted, 100_000)
@@ -566,7 +560,7 @@ def phase_daemon(lab, work, args, log) -> dict:
                 accepted = counts().get("accepted", 0) - base
                 rss.append((accepted, _rss_kb(pid)))
                 log(f"  accepted {accepted:>9,}  RSS {rss[-1][1] / 1024:6.1f} MiB")
-            cpu = _proc_cpu_ns(pid) - cpu0
+            cpu = process_cpu_ns(pid) - cpu0
             client.close()
             out["accepted"] = accepted
             out["accept_per_cpu_s"] = accepted / (cpu / 1e9)

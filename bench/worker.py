@@ -27,14 +27,11 @@ from pathlib import Path
 from spagate.gate.service.state import read_state
 from spagate.lab.gate import LabGate
 from spagate.lab.netns import Lab
+from spagate.lab.util import process_cpu_ns
 
 # The unpaced chunk: made before it is sent, all stamped at once; 20,000 take the knocker about
 # a second to make, well inside the gate's max-skew (100,000 took longer, and most arrived stale)
 BLAST = 20_000
-
-
-def cpu_ns(pid: int) -> int:
-    return sum(int(p.read_text().split()[0]) for p in Path(f"/proc/{pid}/task").glob("*/schedstat"))
 
 
 def rss_kb(pid: int, field: str = "VmRSS") -> int:
@@ -139,10 +136,10 @@ def main() -> int:
                 return (read_state(gate.pin_dir) or {}).get("spa", {}).get("accepted", 0)
 
             def settle() -> None:
-                last = cpu_ns(pid)
+                last = process_cpu_ns(pid)
                 while True:
                     time.sleep(0.5)
-                    now = cpu_ns(pid)
+                    now = process_cpu_ns(pid)
                     if now - last < 5_000_000:
                         return
                     last = now
@@ -151,10 +148,10 @@ def main() -> int:
             base = int(IPv4Address("100.64.0.0"))
             # 1. paced: 2,000 knocks per second
             settle()
-            a0, c0 = accepted(), cpu_ns(pid)
+            a0, c0 = accepted(), process_cpu_ns(pid)
             knocker.ask(f"many {args.paced} 2000 {IPv4Address(base)} quiet")
             settle()
-            a1, c1 = accepted(), cpu_ns(pid)
+            a1, c1 = accepted(), process_cpu_ns(pid)
             base += args.paced
             out["paced_us"] = (c1 - c0) / 1000 / max(a1 - a0, 1)
             print(f"at 2,000/s: {a1 - a0:,} accepted, worker CPU {(c1 - c0) / 1e9:.2f} s -> "
@@ -166,7 +163,7 @@ def main() -> int:
             done, t_cpu, t_acc, steps, rate, p_cpu, p_acc = a1, 0, 0, [], 0, 0, 0
             while done < args.accepts:
                 n = min(args.chunk if rate else BLAST, args.accepts - done)
-                a0, c0 = accepted(), cpu_ns(pid)
+                a0, c0 = accepted(), process_cpu_ns(pid)
                 t0 = time.monotonic()
                 if rate:
                     knocker.ask(f"many {n} {rate} {IPv4Address(base)} quiet")
@@ -175,7 +172,7 @@ def main() -> int:
                     sent_s = float(knocker.ask(f"blast {n} {IPv4Address(base)}"))
                 base += n
                 settle()
-                done, c1 = accepted(), cpu_ns(pid)
+                done, c1 = accepted(), process_cpu_ns(pid)
                 if not rate:  # the saturation figure: the unpaced chunk alone
                     t_cpu, t_acc = c1 - c0, done - a0
                 else:

@@ -6,6 +6,12 @@ import re
 import time
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
+
+
+def process_cpu_ns(pid: int) -> int:
+    """CPU time every thread of process pid has used so far, ns (/proc/PID/task/*/schedstat)."""
+    return sum(int(t.read_text().split()[0]) for t in Path(f"/proc/{pid}/task").glob("*/schedstat"))
 
 
 def wait_for(pred, timeout: float = 5.0, step: float = 0.05):

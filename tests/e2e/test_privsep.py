@@ -23,7 +23,7 @@ from spagate.gate.service.account import WORKER_CAPS, service_account
 from spagate.gate.service.preflight import capability_names
 from spagate.gate.service.state import state_path
 from spagate.lab.fwknop import keygen
-from spagate.lab.util import spa_verdicts, wait_for, xdp_counters
+from spagate.lab.util import process_cpu_ns, spa_verdicts, wait_for, xdp_counters
 
 PY = sys.executable
 
@@ -94,11 +94,6 @@ def test_the_ring_reader_runs_real_time_and_its_other_threads_normal(gate):
     assert wait_for(lambda: gate.probe().startswith("connected"))
 
 
-def cpu_ns(pid: int) -> int:
-    """CPU time of every thread of pid so far, ns (schedstat)."""
-    return sum(int(t.read_text().split()[0]) for t in Path(f"/proc/{pid}/task").glob("*/schedstat"))
-
-
 def test_a_flood_cannot_make_the_real_time_worker_a_cpu_hog(gate, tmp_path):
     """The ring reader runs above every normal task, so only the kernel's budgets bound its
     CPU. The most a stranger can feed it: fwknop junk (no MAC in the kernel, so up to
@@ -116,7 +111,7 @@ def test_a_flood_cannot_make_the_real_time_worker_a_cpu_hog(gate, tmp_path):
     gate.start()
     pid = ring_reader(gate)
     assert os.sched_getscheduler(pid) & ~os.SCHED_RESET_ON_FORK == os.SCHED_FIFO
-    before, c0, t0 = xdp_counters(gate), cpu_ns(pid), time.monotonic()
+    before, c0, t0 = xdp_counters(gate), process_cpu_ns(pid), time.monotonic()
 
     def flood(port: int, size: int, count: int):
         argv = [PY, "-m", "spagate.lab.probe", "flood", gate.ip(), str(port), "--count",
@@ -131,7 +126,7 @@ def test_a_flood_cannot_make_the_real_time_worker_a_cpu_hog(gate, tmp_path):
     running = [f.poll() is None for f in floods]
     for f in floods:
         assert f.wait(120) == 0
-    elapsed, used = time.monotonic() - t0, cpu_ns(pid) - c0
+    elapsed, used = time.monotonic() - t0, process_cpu_ns(pid) - c0
     after = xdp_counters(gate)
     queued = after["fwknop_queued"] - before["fwknop_queued"]
     over = after["fwknop_rate_global"] - before["fwknop_rate_global"]

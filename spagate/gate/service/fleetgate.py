@@ -38,10 +38,7 @@ from spagate.gate.core.fleet import (
     parse_fallback,
 )
 from spagate.gate.core.intake import Admit, OpenWindow, RememberNonce
-from spagate.gate.kernel import bpfsys
-from spagate.gate.kernel.abi import FLOW_KEY
 from spagate.inifile import read_key_file
-from spagate.net import addr16
 
 NS = 1_000_000_000
 
@@ -66,26 +63,6 @@ def fleet_options(config: GateConfig):
         timeout_s=f.timeout_s,
         fallback=parse_fallback(f.fallback),
     )
-
-
-def revoke_udp_flows(maps, revoked) -> int:
-    """Close the live UDP flows of each (ip, proto, port) revoked by a peer (port 0: every
-    port; proto other than udp or None: none): XDP passes a live flow before it looks at the
-    allow map, so deleting the allow entry alone would leave the flow open here. One walk of
-    the flow map for all of them. Returns how many flows went."""
-    wanted: dict[bytes, set[int]] = {}
-    for ip, proto, port in revoked:
-        if proto in (None, "udp"):
-            wanted.setdefault(addr16(ip), set()).add(port)
-    if not wanted:
-        return 0
-    fd, n = maps.fd("udp_flows"), 0
-    for key in list(bpfsys.keys(fd, FLOW_KEY.size)):
-        addr, _sport, dport = FLOW_KEY.unpack(key)
-        ports = wanted.get(addr)
-        if ports is not None and (0 in ports or dport in ports):
-            n += bool(bpfsys.delete(fd, key))
-    return n
 
 
 class FleetBridge:
@@ -223,7 +200,7 @@ class FleetBridge:
                 self.log.error(f"fleet: {type(item).__name__}: {type(e).__name__}: {e}")
         if flows:
             try:
-                revoke_udp_flows(self.maps, flows)
+                self.maps.revoke_flows(flows)
             except Exception as e:  # said; the allow entries are gone already
                 self.log.error(f"fleet: closing the UDP flows of {len(flows)} revocation(s): {e}")
         if windows:

@@ -94,7 +94,8 @@ class Hooks:
             # Its last window's close has not started: the address is open (its open ran or
             # waits before that close). Cancel the close rather than queue another open: per
             # address the queue holds at most an open and a close.
-            self._cancel(mine.pop())
+            self._drop(mine[-1])
+            self._tidy()
         elif self.open_cmd and not (mine and mine[-1].kind == "open"):
             self._enqueue("open", self.open_cmd, arg)
         if self.close_cmd:
@@ -113,13 +114,20 @@ class Hooks:
         self._by_arg.setdefault(arg, []).append(e)
         self._live += 1
 
-    def _cancel(self, e: _Entry) -> None:
-        """e is already out of _by_arg; it leaves the queue when the queue reaches it."""
+    def _drop(self, e: _Entry) -> None:
+        """e leaves the live entries (started or cancelled); the queue forgets it in _tidy."""
         e.live = False
         self._live -= 1
-        if not self._by_arg.get(e.arg):
-            self._by_arg.pop(e.arg, None)
-        if len(self._queue) > 2 * self._live + 1024:  # mostly dead: compact
+        mine = self._by_arg[e.arg]
+        mine.remove(e)  # (at most two)
+        if not mine:
+            del self._by_arg[e.arg]
+
+    def _tidy(self) -> None:
+        """Forget the dead entries at the head, and compact a queue that is mostly dead."""
+        while self._queue and not self._queue[0].live:
+            self._queue.popleft()
+        if len(self._queue) > 2 * self._live + 1024:
             self._queue = deque(x for x in self._queue if x.live)
 
     @property
@@ -158,8 +166,7 @@ class Hooks:
         """Start queued hooks in order, up to max_running, one at a time per address: an
         address's close never runs beside its open (an `nft delete` racing its `nft add`
         would leave the door open), and its hooks never pass each other."""
-        while self._queue and not self._queue[0].live:
-            self._queue.popleft()
+        self._tidy()
         if len(self._running) >= self._max or not self._live:
             return
         busy = {arg for _, arg, _ in self._running}
@@ -183,29 +190,16 @@ class Hooks:
                 # Kept in the queue and retried at the next poll: never skipped.
                 self._log.warning(f"hook could not start ({err.strerror}), retrying: {cmd}")
                 return
-            e.live = False
-            self._live -= 1
-            mine = self._by_arg[e.arg]
-            mine.remove(e)  # (its first: at most two)
-            if not mine:
-                del self._by_arg[e.arg]
+            self._drop(e)
             self.started += 1
             self._running.append((cmd, e.arg, proc))
-        while self._queue and not self._queue[0].live:
-            self._queue.popleft()
-        if len(self._queue) > 2 * self._live + 1024:
-            self._queue = deque(x for x in self._queue if x.live)
+        self._tidy()
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Run every pending close now (an external firewall must not stay open behind us)
         and wait for the hooks; queued opens are dropped, their closes are not."""
-        for e in self._queue:
-            if e.live and e.kind == "open":
-                e.live = False
-                self._live -= 1
-                self._by_arg[e.arg].remove(e)
-                if not self._by_arg[e.arg]:
-                    del self._by_arg[e.arg]
+        for e in [e for e in self._queue if e.live and e.kind == "open"]:
+            self._drop(e)
         for arg in list(self._closes):
             if self.close_cmd:
                 self._enqueue("close", self.close_cmd, arg)
