@@ -383,3 +383,32 @@ def test_a_closed_terminal_does_not_stop_the_gate(gate):
     assert gate.proc.poll() is None
     assert gate.send("client", "--ip", "source").returncode == 0
     assert wait_for(lambda: gate.probe().startswith("connected"))
+
+
+def test_a_kernel_without_headers_is_one_line_naming_the_package(gate):
+    """bcc compiles the gate at start against the running kernel's headers, which no Debian
+    Depends can name (the flavour and version are the host's): without them, the loader
+    says which package to install, in one line, and leaves the interface untouched."""
+    gate.configure()
+    release = os.uname().release
+    argv = [PY, "-m", "spagate", "load", "eth0", "-c", str(gate.conf), "--pin-dir", gate.pin_dir]
+    env = {k: v for k, v in os.environ.items() if k != "BCC_KERNEL_SOURCE"}
+    # A private mount namespace where /lib/modules is empty: no build or source tree.
+    hide = 'mount -t tmpfs spagate-no-headers /lib/modules && exec "$@"'
+    out = gate.lab.run(
+        "gate", ["unshare", "-m", "sh", "-c", hide, "sh", *argv], mounts=False, env=env, timeout=60
+    )
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert out.returncode == 2, out.stderr
+    assert lines[-1] == (
+        f"spagate: error: no kernel headers for the running kernel {release} (bcc looks in "
+        f"/lib/modules/{release}/build): install linux-headers-{release}"
+    ), out.stderr
+    assert "Traceback" not in out.stderr
+    assert "xdp" not in gate.lab.sh("gate", "ip -d link show eth0").stdout
+    # The same command with the headers in place loads the gate: the test hid them, not more.
+    ok = gate.lab.run("gate", argv, mounts=False, env=env, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert "xdp" in gate.lab.sh("gate", "ip -d link show eth0").stdout
+    gate.lab.run("gate", [PY, "-m", "spagate", "detach", "eth0", "--pin-dir", gate.pin_dir],
+                 mounts=False)  # fmt: skip

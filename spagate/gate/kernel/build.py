@@ -143,6 +143,40 @@ class GateOptions:
         return flags + list(self.extra_cflags)
 
 
+MODULES_DIR = Path("/lib/modules")
+KHEADERS = Path("/sys/kernel/kheaders.tar.xz")  # CONFIG_IKHEADERS: bcc's other source
+
+
+def missing_kernel_headers(
+    release: str | None = None,
+    modules: Path = MODULES_DIR,
+    kheaders: Path = KHEADERS,
+    environ: dict[str, str] | None = None,
+) -> str | None:
+    """Why bcc finds no kernel headers to compile against, in one line naming the package to
+    install; None when it may find some (BCC_KERNEL_SOURCE, the release's build or source
+    tree, or the kernel's own kheaders). Asked after a compile failed, so that a lookup bcc
+    knows and this does not never refuses a gate that would start."""
+    env = os.environ if environ is None else environ
+    if env.get("BCC_KERNEL_SOURCE"):
+        return None
+    release = release or os.uname().release
+    tree = modules / release
+    if any((tree / part / "include").is_dir() for part in ("build", "source")):
+        return None
+    if kheaders.exists():
+        return None
+    return (
+        f"no kernel headers for the running kernel {release} (bcc looks in {tree}/build): "
+        f"install linux-headers-{release}"
+    )
+
+
+def _compile_failed(what: str, e: Exception) -> SpagateError:
+    """The one-line error of a failed bcc compile: missing headers said as such."""
+    return SpagateError(missing_kernel_headers() or f"compiling {what} failed: {e}")
+
+
 def _import_bcc():
     try:
         import bcc
@@ -160,7 +194,7 @@ class Program:
         try:
             self._bpf = bcc.BPF(text=text.encode(), cflags=[f"-I{BPF_DIR}", *QUIET_CFLAGS, *cflags])
         except Exception as e:  # bcc raises bare Exception; clang's output went to stderr
-            raise SpagateError(f"compiling a BPF program failed: {e}") from None
+            raise _compile_failed("a BPF program", e) from None
         self._xdp = bcc.BPF.XDP
 
     @staticmethod
@@ -337,7 +371,7 @@ def load(
     try:
         bpf = bcc.BPF(src_file=str(GATE_SOURCE).encode(), cflags=options.cflags(pin_dir))
     except Exception as e:  # bcc raises bare Exception; clang's output went to stderr
-        raise SpagateError(f"compiling {GATE_SOURCE} failed: {e}") from None
+        raise _compile_failed(str(GATE_SOURCE), e) from None
     try:
         return Gate(bpf, options, pin_dir, actions)
     except Exception as e:
