@@ -4,8 +4,11 @@ Grammar (sparoid's): `# c` and `; c` comment lines, `[name]` sections, `name = v
 names are case-insensitive, values are stripped and may be quoted; ` # c` after a value is a
 comment too (sparoid's README writes `bind = :: # both ipv4 and ipv6`; `;` is not, since hooks
 use it). A value with a control character is refused (a NUL or a newline in a hook would
-otherwise reach a shell). Errors are ConfigError(path, line, reason) and never echo a line: it
-may hold key material.
+otherwise reach a shell). Lines end at a newline only (a trailing CR is dropped): a line that
+holds any other control character or a Unicode line break (U+0085, U+2028, U+2029), comments
+included, is refused, since str.splitlines() and some editors break there while grep and less
+do not, and a setting would hide behind what reads as a comment. Errors are
+ConfigError(path, line, reason) and never echo a line: it may hold key material.
 
 parse_ini() is pure (text in, sections out); read_key_file() is the edge that opens the file.
 What the names mean is the caller's business (spagate.client.config, spagate.gate.core.config).
@@ -23,6 +26,25 @@ from spagate.errors import ConfigError
 SECTION_NAME = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _INLINE_COMMENT = re.compile(r"\s+#")
+# What may not stand anywhere on a line: C0 controls but tab, DEL, C1 controls, U+2028/U+2029.
+_LINE_BREAKERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def split_lines(text: str, path: str) -> list[str]:
+    """text's lines, split at newlines only (a CR before one is dropped); ConfigError(path,
+    line) for a line that holds another control character or a Unicode line break. The one
+    line splitter of every file spagate reads keys or settings from."""
+    out = text.split("\n")
+    for n, line in enumerate(out, 1):
+        if line.endswith("\r"):
+            line = out[n - 1] = line[:-1]
+        m = _LINE_BREAKERS.search(line)
+        if m:
+            raise ConfigError(
+                path, n, f"the line holds U+{ord(m.group()):04X}, a control character or line "
+                "break: only tab may stand in a line (a comment too)",
+            )  # fmt: skip
+    return out
 
 
 @dataclass(frozen=True)
@@ -55,7 +77,7 @@ def parse_ini(text: str, path: str, repeatable: frozenset[str] = frozenset()) ->
     top = Section(None, 0)
     sections = [top]
     current = top
-    for n, raw in enumerate(text.splitlines(), 1):
+    for n, raw in enumerate(split_lines(text, path), 1):
         line = raw.strip()
         if not line or line[0] in "#;":
             continue

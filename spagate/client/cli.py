@@ -230,8 +230,8 @@ def register(app: typer.Typer) -> None:
 
         if not 0 < port < 65536:
             raise SpagateError(f"port {port} is out of range 1-65535")
-        if timeout <= 0:
-            raise SpagateError(f"--timeout must be positive, got {timeout:g}")
+        if not 0 < timeout <= 3600:  # nan and inf too: they never time out
+            raise SpagateError(f"--timeout must be more than 0 and at most 3600 s, got {timeout:g}")
         targets = _send(host, spa_port, config, ip, protocol, default_access=f"tcp/{port}",
                         name=name, verbose=verbose)  # fmt: skip
         conn = open_connection(targets, port, timeout, host)

@@ -7,10 +7,10 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 
 from spagate.errors import SpagateError
-from spagate.net import unmap
+from spagate.net import parse_address, unmap
 from spagate.protocol import KeyPair
 from spagate.protocol import make_packet as _make_packet
 
@@ -63,9 +63,9 @@ def parse_ip_option(value: str | None) -> IP | str | None:
     if value is None or value == SOURCE:
         return value
     try:
-        return unmap(ip_address(value))
+        return parse_address(value)
     except ValueError:
-        raise SpagateError(f"--ip {value!r} is not an IP address or 'source'") from None
+        raise SpagateError(f"--ip {value!r} is not an IP address (no %zone) or 'source'") from None
 
 
 def packet_ip(target: Target, ip_option: IP | str | None, public: Callable[[int], IP]) -> IP:

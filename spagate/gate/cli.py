@@ -4,7 +4,6 @@ Its one concern is the operator's command line: parse, check, call the service o
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import time
@@ -18,7 +17,7 @@ from spagate.gate.core.config import DEFAULT_PATH, XDP_MODES, parse_port
 from spagate.gate.core.config import load_config as _load_config
 from spagate.gate.kernel.pins import DEFAULT_PIN_DIR
 from spagate.gate.service.account import config_readers
-from spagate.net import unmap, window_refusal
+from spagate.net import parse_address, window_refusal
 
 PIN_DIR = typer.Option(str(DEFAULT_PIN_DIR), "--pin-dir", help="Where the gate's maps are pinned.")
 CONFIG = typer.Option(DEFAULT_PATH, "-c", "--config", help="Gate configuration.")
@@ -81,9 +80,9 @@ def _mode(mode: str) -> str:
 
 def _ip(text: str):
     try:
-        return unmap(ipaddress.ip_address(text))
+        return parse_address(text)
     except ValueError:
-        raise SpagateError(f"{text!r} is not an IP address") from None
+        raise SpagateError(f"{text!r} is not an IP address (and has no %zone)") from None
 
 
 def _interfaces(given, all_ifaces: bool, cfg) -> tuple[tuple[str, ...], bool]:

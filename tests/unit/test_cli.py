@@ -203,9 +203,18 @@ def test_operator_commands_refuse_nonsense_before_touching_anything():
         (["revoke"], "name an address to revoke, or pass --all (not both)"),
         (["revoke", "192.0.2.1", "--all"], "name an address to revoke, or pass --all"),
         (["revoke", "nope"], "'nope' is not an IP address"),
+        # a %zone was a ValueError: "internal error", exit 70
+        (["allow", "fe80::1%eth0"], "'fe80::1%eth0' is not an IP address (and has no %zone)"),
+        (["revoke", "2001:db8::1%eth0"], "is not an IP address (and has no %zone)"),
     )
-    results = run_many(*[[*args, "--pin-dir", "/nonexistent"] for args, _ in cases])
-    for (args, want), (rc, out, err) in zip(cases, results, strict=True):
+    client = (  # the client's, before any packet leaves
+        (["send", "192.0.2.1", "--ip", "fe80::1%lo"], "--ip 'fe80::1%lo' is not an IP address"),
+        (["connect", "-h", "192.0.2.1", "-P", "22", "--timeout", "nan"], "--timeout must be"),
+        (["connect", "-h", "192.0.2.1", "-P", "22", "--timeout", "inf"], "at most 3600 s"),
+    )
+    results = run_many(*[[*args, "--pin-dir", "/nonexistent"] for args, _ in cases],
+                       *[args for args, _ in client])  # fmt: skip
+    for (args, want), (rc, out, err) in zip(cases + client, results, strict=True):
         assert rc == 2 and out == "", (args, out)
         assert err.startswith("spagate: error: ") and want in err, (args, err)
         assert len(err.splitlines()) == 1

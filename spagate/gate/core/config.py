@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shlex
 from dataclasses import dataclass, field
 
 from spagate.errors import ConfigError
 from spagate.gate.kernel import abi
 from spagate.inifile import Section, parse_ini, read_key_file
-from spagate.net import IPAddress, IPNetwork
+from spagate.net import IPAddress, IPNetwork, parse_address
 from spagate.protocol import KeyPair, parse_hex_key
 
 DEFAULT_PATH = "/etc/spagate.ini"
@@ -189,6 +190,13 @@ def _networks(text: str) -> tuple[IPNetwork, ...]:
             net = ipaddress.ip_network(p, strict=False)
         except ValueError:
             raise ValueError(f"{p!r} is not an IP address or CIDR") from None
+        if "/" in p and net.network_address != ipaddress.ip_interface(p).ip:
+            # 192.0.2.9/2 is a typo of /32 far more often than a quarter of IPv4 meant
+            one = ipaddress.ip_interface(p).ip
+            raise ValueError(
+                f"{p} has host bits set: write {net} for that network ({_count(net.num_addresses)} "
+                f"addresses), or {one} for the one address"
+            )
         if net.version == 6 and net.prefixlen and net.overlaps(MAPPED_NET):
             hint = ""
             if net.subnet_of(MAPPED_NET):
@@ -209,11 +217,37 @@ def _networks(text: str) -> tuple[IPNetwork, ...]:
     return tuple(nets)
 
 
+# allow = beyond these needs allow-everyone = yes: no admin network is broader, and a typo or a
+# split 0/0 (0.0.0.0/1, 128.0.0.0/1) is.
+BROAD_PREFIX = {4: 8, 6: 16}
+
+
+def _count(n: int) -> str:
+    return f"{n:,}" if n <= 2**32 else f"about 2^{n.bit_length() - 1}"
+
+
+def _broad(nets: tuple[IPNetwork, ...]) -> list[IPNetwork]:
+    """The networks broader than BROAD_PREFIX that nets cover taken together (collapsed)."""
+    out: list[IPNetwork] = []
+    for version in (4, 6):
+        fam = [n for n in nets if n.version == version]
+        out += [n for n in ipaddress.collapse_addresses(fam) if n.prefixlen < BROAD_PREFIX[version]]
+    return out
+
+
 def _address(text: str) -> IPAddress:
     try:
-        return ipaddress.ip_address(text)
+        return parse_address(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not an IP address") from None
+        raise ValueError(f"{text!r} is not an IP address (and has no %zone)") from None
+
+
+def _bind(text: str) -> IPAddress:
+    """The address knocks are sent to (0.0.0.0 or ::: any of the host's)."""
+    ip = _address(text)
+    if ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError(f"{ip} is not an address of a host: no knock would ever match")
+    return ip
 
 
 def _rate(text: str) -> Rate:
@@ -246,11 +280,28 @@ def _unguarded(text: str) -> tuple[str, ...]:
     return names
 
 
+# spagate keygen's keys are 32 random bytes: fewer distinct bytes than this is a placeholder
+# (all zeros, 1111..., abab...) or a pattern, not a key (a random one has about 30).
+MIN_DISTINCT_KEY_BYTES = 8
+
+
 def _key(text: str) -> bytes:
-    return parse_hex_key(text)
+    key = parse_hex_key(text)
+    if len(set(key)) < MIN_DISTINCT_KEY_BYTES:
+        raise ValueError(
+            f"{len(set(key))} distinct bytes in 32: not a random key (spagate keygen prints one)"
+        )
+    return key
 
 
 def _cmd(text: str) -> str | None:
+    try:  # the shell would say so only at the first window, when the hook fails
+        shlex.split(text.replace("%s", "x"))
+    except ValueError as e:
+        raise ValueError(
+            f"the command does not parse ({e}): a ' #' after a value starts a comment, "
+            "inside quotes too"
+        ) from None
     return text or None
 
 
@@ -351,7 +402,7 @@ def _log_format(text: str) -> str:
 
 # key -> (parser, field name); global keys may stand only above the first section.
 GLOBAL_KEYS = {
-    "bind": (_address, "bind"),
+    "bind": (_bind, "bind"),
     "port": (lambda t: _int(t, 1, 65535), "spa_port"),
     "interface": (_iface, "interfaces"),  # names, or all (every IP-carrying one, new ones too)
     "unguarded": (_unguarded, "unguarded"),  # interfaces left outside the gate on purpose
@@ -443,32 +494,65 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
     if "protected" not in settings:
         notes.append(f"{path}: no 'protected' key: guarding tcp/22 (ssh)")
     identities = []
+    identity_lines: dict[str, int] = {}  # identity -> the line that made it
     for sec in ([top] if values["default"] else []) + sections:
         identities.append(_identity(path, sec, values[sec.name or "default"], protected))
+        identity_lines[identities[-1].name] = sec.line or min(
+            n for _, n in values[sec.name or "default"].values()
+        )
     keys, hmacs = extra_pairs.get("key", []), extra_pairs.get("hmac-key", [])
     if len(keys) != len(hmacs):
         line = (keys or hmacs)[-1][1]
         raise ConfigError(path, line, "top-level key and hmac-key lines must come in pairs")
     for i, (k, h) in enumerate(zip(keys, hmacs, strict=True), start=2):
         name = f"default-{i}"
+        if name.lower() in (sec.name.lower() for sec in sections):
+            raise ConfigError(path, k[1], f"this key pair is identity [{name}], and so is a "
+                              "section: rename the section")  # fmt: skip
         vals = {"key": k, "hmac-key": h}
         identities.insert(i - 1, _identity(path, Section(name, k[1]), vals, protected))
+        identity_lines[name] = k[1]
     if not identities:
         raise ConfigError(path, None, "no keys: set key and hmac-key (spagate keygen prints them)")
     if len(identities) > MAX_IDENTITIES:
         raise ConfigError(
             path,
-            sections[MAX_IDENTITIES - len(identities)].line,
+            identity_lines[identities[MAX_IDENTITIES].name],
             f"{len(identities)} identities: at most {MAX_IDENTITIES} are supported",
         )
-    seen: dict[bytes, str] = {}
-    for ident in identities:
-        fp = ident.keys.hmac_key
-        if fp in seen:
+    names: dict[str, str] = {}
+    for ident in identities:  # [a] and [A] would be two identities in logs, metrics, the store
+        if ident.name.lower() in names:
             raise ConfigError(
-                path, None, f"identities [{seen[fp]}] and [{ident.name}] share an hmac-key"
-            )
-        seen[fp] = ident.name
+                path, identity_lines[ident.name] or None,
+                f"identity [{ident.name}] and [{names[ident.name.lower()]}]: names must differ "
+                "in more than case",
+            )  # fmt: skip
+        names[ident.name.lower()] = ident.name
+    # Every key value once: a key that is another identity's hmac-key (two lines swapped when
+    # pasting) gives its holder both halves of that identity; a shared hmac-key makes two
+    # identities one to the kernel's MAC check.
+    seen: dict[bytes, tuple[str, str]] = {}
+    for ident in identities:
+        for what, value in (("key", ident.keys.key), ("hmac-key", ident.keys.hmac_key)):
+            if value in seen:
+                other, other_what = seen[value]
+                share = (
+                    "share an hmac-key"
+                    if what == other_what == "hmac-key"
+                    else (f"use one value twice ([{other}] {other_what}, [{ident.name}] {what})")
+                )
+                raise ConfigError(
+                    path, None, f"identities [{other}] and [{ident.name}] {share}: every key "
+                    "must be its own (spagate keygen prints a fresh pair)",
+                )  # fmt: skip
+            seen[value] = (ident.name, what)
+    for name in settings.get("unguarded", ()):  # type: ignore[attr-defined]
+        if name in settings.get("interfaces", ()):  # type: ignore[operator]
+            raise ConfigError(
+                path, lines["unguarded"],
+                f"{name} is in both interface = and unguarded =: say whether the gate guards it",
+            )  # fmt: skip
     fw_port = settings.get("fwknop_port", abi.DEFAULT_FWKNOP_PORT)
     for s in protected:
         if s.proto == "udp" and s.port == settings.get("spa_port", DEFAULT_SPA_PORT):
@@ -487,13 +571,17 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
             endpoints=fleet_settings["cluster"][0],  # type: ignore[arg-type]
             **{FLEET_FIELDS[k]: v for k, (v, _) in fleet_settings.items() if k != "cluster"},
         )
-    everyone = [str(n) for n in settings.get("allow", ()) if n.prefixlen == 0]  # type: ignore[attr-defined]
-    if everyone and not settings.get("allow_everyone"):
+    broad = _broad(settings.get("allow", ()))  # type: ignore[arg-type]
+    if broad and not settings.get("allow_everyone"):
+        whom = ("lets everyone in" if any(n.prefixlen == 0 for n in broad)
+                else "opens the protected ports to "
+                f"{_count(sum(n.num_addresses for n in broad))} addresses")  # fmt: skip
         raise ConfigError(
             path,
             lines["allow"],
-            f"allow = {', '.join(everyone)} lets everyone in without SPA: if that is meant, "
-            "add allow-everyone = yes",
+            f"allow = {', '.join(map(str, broad))} {whom} without SPA: if that is meant, "
+            f"add allow-everyone = yes (a network broader than /{BROAD_PREFIX[4]} for IPv4 or "
+            f"/{BROAD_PREFIX[6]} for IPv6 needs it, entries taken together)",
         )
     metrics = settings.get("metrics")
     if metrics is not None and not metrics[0].is_loopback:  # type: ignore[index]

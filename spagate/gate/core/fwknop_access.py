@@ -28,7 +28,7 @@ from typing import Protocol
 
 from spagate.errors import ConfigError
 from spagate.gate.core.reasons import PolicyReason
-from spagate.inifile import read_key_file
+from spagate.inifile import read_key_file, split_lines
 from spagate.net import unmap, window_refusal
 from spagate.protocol.fwknop import FwknopKey, FwknopMessage, ProtoPort, b64_decode
 from spagate.protocol.fwknop.keys import HMAC_KEY_MAX, KEY_MAX, hmac_type
@@ -66,6 +66,7 @@ _CMD_CYCLE = ("CMD_CYCLE_OPEN", "CMD_CYCLE_CLOSE", "CMD_CYCLE_TIMER")
 _NAT_ALWAYS = ("FORCE_NAT", "FORCE_SNAT")
 _NAT_FLAGS = ("FORCE_MASQUERADE", "DISABLE_DNAT", "FORWARD_ALL")
 _KEY_NAMES = ("KEY", "KEY_BASE64", "HMAC_KEY", "HMAC_KEY_BASE64")
+MIN_KEY_BYTES = 8  # fwknopd takes 1; fwknop --key-gen makes 32 (KEY) and 64 (HMAC_KEY)
 _ENC_MODES = ("ECB", "CFB", "PCBC", "OFB", "CTR", "ASYMMETRIC")
 _SUPPORTED = [
     "SOURCE",
@@ -322,6 +323,13 @@ class _Parser:
             hi = KEY_MAX if name.startswith("KEY") else HMAC_KEY_MAX
             if not 1 <= len(raw) <= hi:
                 raise ValueError(f"{len(raw)} bytes, fwknop takes 1 to {hi}")
+            if len(raw) < MIN_KEY_BYTES or len(set(raw)) == 1:
+                # One captured knock lets anyone try such keys offline (fwknopd takes them).
+                what = f"{len(raw)} bytes" if len(raw) < MIN_KEY_BYTES else "one byte repeated"
+                raise ValueError(
+                    f"{what}: too weak to guard a port (at least {MIN_KEY_BYTES} bytes; "
+                    "fwknop --key-gen prints random ones)"
+                )
             return ("KEY" if name.startswith("KEY") else "HMAC_KEY"), raw
         if name == "HMAC_DIGEST_TYPE":
             kind = hmac_type(text)
@@ -421,7 +429,7 @@ class _Parser:
 
 def _lines(text: str, path: str):
     """(line number, name, value) for each line that is not blank or a comment."""
-    for lineno, raw in enumerate(text.splitlines(), 1):
+    for lineno, raw in enumerate(split_lines(text, path), 1):
         line = raw.strip()
         if not line or line[0] in "#;":
             continue

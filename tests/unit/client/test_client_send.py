@@ -200,7 +200,7 @@ def test_unresolvable_host(home):
 
 def test_bad_ip_option(home):
     msg = one_line_error(spagate(home, "send", "127.0.0.1", "--ip", "nope"))
-    assert msg == "spagate: error: --ip 'nope' is not an IP address or 'source'"
+    assert msg == "spagate: error: --ip 'nope' is not an IP address (no %zone) or 'source'"
 
 
 def test_group_readable_key_file_refused(home):
@@ -342,7 +342,9 @@ def test_send_protocol_fwknop_over_loopback_and_its_errors(home, udp):
     from spagate.gate.core.fwknop_access import parse_access
     from spagate.protocol.fwknop import FwknopAccepted, FwknopVerifier
 
-    k, h = "QUFB" * 8, "QkJC" * 16
+    # random-looking: access.conf refuses a key of one byte repeated
+    k = "P5ocDnstT2qMHjtdf5osTmuNDxo8Xnud0vSmyOCx0/U="
+    h = "fB6aO10vTmqLDB0+X3qbLE1ujwobPF1+nypLbI0OHzp8HpqLDB0+X3qbLE1ujwobPF1+nyA="
     # sparoid keys only: -A needs fwknop, fwknop needs its keys
     msg = one_line_error(spagate(home, "send", "127.0.0.1", "-A", "tcp/22"))
     assert "-A and --timeout need --protocol fwknop" in msg

@@ -1,6 +1,7 @@
 """The gate configuration: sparoid configs work unchanged; every mistake names file:line."""
 
 import os
+import secrets
 from ipaddress import ip_address, ip_network
 
 import pytest
@@ -11,8 +12,10 @@ from spagate.gate.kernel.abi import UntaggedMode
 
 K1 = "ba0ba062e99615c1a8a0afd5e50072dd68b4fc51fd18c2c764ab34a1823a422b"
 H1 = "30cb7afcf4fe933320e777500cbad0bc75159868d0181b65cde5e145c827541a"
-K2 = "11" * 32
-H2 = "22" * 32
+K2 = "0f306ae1fabe0955c882935c67d0aef076dab0c421a4b6aa563a81b2f4f97e92"
+H2 = "e11db6c0d80ad9056a0b64c0fa8243f7323265d1c110d80771f31c9ccc26e303"
+K3 = "6a0b4d0e3c8a2f71b1c9d5e47f20a3b8c6d9e0f1a2b3c4d5e6f708192a3b4c5d"
+H3 = "c1d2e3f405162738495a6b7c8d9eafb0c1d2e3f40516273849aa6b7c8d9eafb1"
 
 
 def test_sparoid_server_config_works_unchanged():
@@ -171,12 +174,19 @@ def test_load_names_missing_and_non_utf8_files(tmp_path):
 
 def test_more_identities_than_the_kernel_key_ring_are_refused():
     sections = "".join(
-        f"[id{i}]\nkey = {i + 1:02x}{'00' * 31}\nhmac-key = {i + 100:02x}{'00' * 31}\n"
+        f"[id{i}]\nkey = {secrets.token_hex(32)}\nhmac-key = {secrets.token_hex(32)}\n"
         for i in range(9)
     )
     with pytest.raises(ConfigError, match=r"t.ini:25: 9 identities: at most 8"):
         parse_config(sections, "t.ini")
     assert len(parse_config(sections.split("[id8]")[0], "t.ini").identities) == 8
+    # Nine top-level pairs (sparoid's rotation), no section: the ninth pair's line, not an
+    # IndexError (it was one: "internal error").
+    pairs = "".join(
+        f"key = {secrets.token_hex(32)}\nhmac-key = {secrets.token_hex(32)}\n" for _ in range(9)
+    )
+    with pytest.raises(ConfigError, match=r"^t.ini:17: 9 identities: at most 8"):
+        parse_config(pairs, "t.ini")
 
 
 def test_load_refuses_a_directory_and_a_file_owned_by_someone_else(tmp_path):
@@ -307,3 +317,119 @@ def test_unguarded_names_interfaces_left_outside_the_gate_on_purpose():
     assert parse_config(base).unguarded == ()
     with pytest.raises(ConfigError, match=r"^g.ini:4: unguarded: name the interfaces"):
         parse_config(base + "unguarded = all\n", "g.ini")
+
+
+# --- operator mistakes that would open the gate, or shut it, without a word ------------------
+
+
+@pytest.mark.parametrize("breaker", ["\u2028", "\u2029", "\x85", "\x0c", "\x0b", "\x1c", "\x1e"])
+def test_a_setting_cannot_hide_behind_a_comment_on_a_line_break_only_some_tools_see(breaker):
+    # grep, less and a reviewer see one comment line; str.splitlines() saw two, the second an
+    # active `allow` that opened the gate to everyone (it did, live, before).
+    text = f"{KEYS}# allow = 0.0.0.0/1, 128.0.0.0/1 (off){breaker}allow = 192.0.2.0/24\n"
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "/etc/g.ini")
+    assert str(e.value) == (
+        f"/etc/g.ini:3: the line holds U+{ord(breaker):04X}, a control character or line "
+        "break: only tab may stand in a line (a comment too)"
+    )
+    # CRLF files (edited on Windows) and tabs stay fine; line numbers are the editor's
+    cfg = parse_config(f"key = {K1}\r\nhmac-key =\t{H1}\r\n\r\nallow = 192.0.2.0/24\r\n")
+    assert [str(n) for n in cfg.allow] == ["192.0.2.0/24"]
+    with pytest.raises(ConfigError, match=r"^g.ini:4: unknown key"):
+        parse_config(f"key = {K1}\r\nhmac-key = {H1}\r\n\r\nallw = 1.2.3.4\r\n", "g.ini")
+
+
+@pytest.mark.parametrize(
+    ("allow", "words"),
+    [
+        ("192.0.2.9/2", "192.0.2.9/2 has host bits set: write 192.0.0.0/2 for that network "
+                        "(1,073,741,824 addresses), or 192.0.2.9 for the one address"),
+        ("10.0.0.1/8", "write 10.0.0.0/8"),
+        ("2001:db8::1/32", "write 2001:db8::/32 for that network (about 2^96 addresses)"),
+        ("0.0.0.0/1, 128.0.0.0/1", "allow = 0.0.0.0/0 lets everyone in without SPA"),
+        ("8000::/1, 4000::/2", "allow = 4000::/2, 8000::/1 opens the protected ports to about "
+                               "2^127 addresses"),
+        ("2000::/3", "allow = 2000::/3 opens the protected ports to about 2^125 addresses"),
+        ("192.0.0.0/2", "allow = 192.0.0.0/2 opens the protected ports to 1,073,741,824"),
+        ("10.0.0.0/8, 11.0.0.0/8", "allow = 10.0.0.0/7 opens"),  # taken together
+    ],
+)  # fmt: skip
+def test_an_allow_typo_or_a_split_everyone_is_refused(allow, words):
+    with pytest.raises(ConfigError) as e:
+        parse_config(f"{KEYS}allow = {allow}\n", "/etc/g.ini")
+    assert str(e.value).startswith("/etc/g.ini:3: ") and words in str(e.value), str(e.value)
+    if "write " not in words:  # broad, but meant: allow-everyone says so
+        cfg = parse_config(f"{KEYS}allow = {allow}\nallow-everyone = yes\n")
+        assert cfg.allow_everyone
+
+
+def test_admin_networks_up_to_a_slash_8_or_16_need_no_confirmation():
+    cfg = parse_config(f"{KEYS}allow = 10.0.0.0/8, 2001::/16, 192.0.2.7, 198.51.100.0/24\n")
+    assert [str(n) for n in cfg.allow] == ["10.0.0.0/8", "2001::/16", "192.0.2.7/32",
+                                           "198.51.100.0/24"]  # fmt: skip
+
+
+@pytest.mark.parametrize("key", ["00" * 32, "11" * 32, "ab" * 32, "0001020304050600" * 4])
+def test_a_placeholder_or_patterned_key_is_refused(key):
+    for line in (f"key = {key}\nhmac-key = {H1}\n", f"key = {K1}\nhmac-key = {key}\n"):
+        with pytest.raises(ConfigError, match=r"distinct bytes in 32: not a random key"):
+            parse_config(line, "/etc/g.ini")
+
+
+def test_a_key_used_twice_across_identities_is_refused():
+    swapped = f"key = {K1}\nhmac-key = {H1}\n[b]\nkey = {H1}\nhmac-key = {K1}\n"
+    with pytest.raises(ConfigError) as e:
+        parse_config(swapped, "/etc/g.ini")
+    assert str(e.value) == (
+        "/etc/g.ini: identities [default] and [b] use one value twice ([default] hmac-key, [b] "
+        "key): every key must be its own (spagate keygen prints a fresh pair)"
+    )
+    same_aes = f"key = {K1}\nhmac-key = {H1}\n[b]\nkey = {K1}\nhmac-key = {H2}\n"
+    with pytest.raises(ConfigError, match="use one value twice"):
+        parse_config(same_aes)
+
+
+def test_identity_names_differ_beyond_case_and_never_shadow_a_rotation_pair():
+    two = f"key = {K1}\nhmac-key = {H1}\n[Ops]\nkey = {K2}\nhmac-key = {H2}\n"
+    with pytest.raises(ConfigError, match=r"^g.ini:3: identity \[Default\] and \[default\]"):
+        parse_config(two.replace("[Ops]", "[Default]"), "g.ini")
+    with pytest.raises(ConfigError, match=r"^g.ini:6: identity \[ops\] and \[Ops\]"):
+        parse_config(two + f"[ops]\nkey = {K3}\nhmac-key = {H3}\n", "g.ini")
+    rotation = (f"key = {K1}\nhmac-key = {H1}\nkey = {K2}\nhmac-key = {H2}\n"
+                f"[default-2]\nkey = {K3}\nhmac-key = {H3}\n")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^g.ini:3: this key pair is identity \[default-2\]"):
+        parse_config(rotation, "g.ini")
+
+
+def test_an_interface_both_guarded_and_unguarded_is_refused():
+    with pytest.raises(ConfigError) as e:
+        parse_config(f"{KEYS}interface = eth0, eth1\nunguarded = eth1\n", "g.ini")
+    assert str(e.value) == (
+        "g.ini:4: eth1 is in both interface = and unguarded =: say whether the gate guards it"
+    )
+
+
+def test_a_hook_whose_quotes_a_comment_cut_is_refused_at_start_not_at_the_first_window():
+    with pytest.raises(ConfigError) as e:
+        parse_config(f'{KEYS}open-cmd = echo "opened %s #1" >> /tmp/log\n', "g.ini")
+    assert str(e.value).startswith("g.ini:3: open-cmd: the command does not parse (No closing "
+                                   "quotation): a ' #' after a value starts a comment")  # fmt: skip
+    ok = parse_config(f'{KEYS}open-cmd = echo "opened %s#1" >> /tmp/log # a comment\n')
+    assert ok.open_cmd == 'echo "opened %s#1" >> /tmp/log'
+
+
+@pytest.mark.parametrize(
+    ("bind", "words"),
+    [
+        ("224.0.0.1", "224.0.0.1 is not an address of a host"),
+        ("ff02::1", "ff02::1 is not an address of a host"),
+        ("255.255.255.255", "is not an address of a host"),
+        ("fe80::1%eth0", "'fe80::1%eth0' is not an IP address (and has no %zone)"),
+    ],
+)
+def test_a_bind_no_knock_can_match_is_refused(bind, words):
+    with pytest.raises(ConfigError, match=r"^g.ini:1: bind: ") as e:
+        parse_config(f"bind = {bind}\n{KEYS}", "g.ini")
+    assert words in str(e.value)
+    assert str(parse_config(f"bind = ::ffff:192.0.2.1\n{KEYS}").bind) == "192.0.2.1"

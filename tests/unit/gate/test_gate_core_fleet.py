@@ -50,6 +50,10 @@ from spagate.protocol import KeyPair, decode, make_packet
 from spagate.protocol.messages import Accepted
 from spagate.protocol.verifier import Verifier
 
+# random-looking keys: the gate refuses patterned ones (fewer than 8 distinct bytes)
+KA = "5b0e0c7ad1e2f3a4958677a8b9cadbecfd0e1f20314253647586978a9bacbdce"
+HA = "a1b2c3d4e5f60718293a4b5c6d7e8f90a2b4c6d8eaf1032547698badcfe13579"
+
 CLIENT = ip_address("198.51.100.7")
 OTHER = ip_address("203.0.113.9")
 K = Keys("lab")
@@ -529,7 +533,7 @@ def test_lease_pool_shares_leases_safely():
 
 
 def test_fleet_operator_grants_no_refuses_every_operator_grant_from_the_store():
-    text = (f"key = {'11' * 32}\nhmac-key = {'22' * 32}\nprotected = tcp/22\n"
+    text = (f"key = {KA}\nhmac-key = {HA}\nprotected = tcp/22\n"
             "cluster = http://127.0.0.1:2379\ncluster-name = lab\n")  # fmt: skip
     assert parse_config(text).fleet.operator_grants is True  # (the default: RBAC decides)
     cfg = parse_config(text + "fleet-operator-grants = no\n")

@@ -13,8 +13,12 @@ from spagate.gate.service.admission import Admission
 from spagate.gate.service.hooks import Hooks
 from spagate.protocol import KeyPair, Message, encode
 
-KEYS = KeyPair(b"\x11" * 32, b"\x22" * 32)
-CONF = parse_config(f"key = {'11' * 32}\nhmac-key = {'22' * 32}\nprotected = tcp/22, udp/53\n")
+# random-looking keys: the gate refuses patterned ones (fewer than 8 distinct bytes)
+KA = "5b0e0c7ad1e2f3a4958677a8b9cadbecfd0e1f20314253647586978a9bacbdce"
+HA = "a1b2c3d4e5f60718293a4b5c6d7e8f90a2b4c6d8eaf1032547698badcfe13579"
+
+KEYS = KeyPair(bytes.fromhex(KA), bytes.fromhex(HA))
+CONF = parse_config(f"key = {KA}\nhmac-key = {HA}\nprotected = tcp/22, udp/53\n")
 
 
 class Maps:
@@ -132,7 +136,9 @@ def test_restore_refuses_replays_of_packets_accepted_before_a_restart():
 
 # --- fwknop records: access.conf's rules, then the gate's protected ports --------------------
 
-FW_KEY_B64, FW_HMAC_B64 = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=", "Mj" * 43 + "Mg=="
+FW_KEY_B64 = "P5ocDnstT2qMHjtdf5osTmuNDxo8XnudL0psjgsdP1o="
+FW_HMAC_B64 = "fB6aO10vTmqLDB0+X3qbLE1ujwobPF1+nypLbI0OHzp8"
+# (random-looking: access.conf refuses one byte repeated)
 
 
 def fwknop_admission(maps, now_ms, conf=CONF):
@@ -198,7 +204,7 @@ def test_fwknop_digests_survive_a_restart_as_replays():
 
 
 def test_fwknop_keeps_bind_and_require_source_match():
-    base = f"key = {'11' * 32}\nhmac-key = {'22' * 32}\nprotected = tcp/22\n"
+    base = f"key = {KA}\nhmac-key = {HA}\nprotected = tcp/22\n"
     strict = parse_config(base + "require-source-match = yes\n")
     adm, access, _ = fwknop_admission(Maps(), 1_000_000, strict)
     assert not adm.handle_fwknop(fw_record(access, "tcp/22", ip="0.0.0.0"))
@@ -238,7 +244,7 @@ def test_a_fleet_peers_fwknop_digest_is_a_replay_here():
 def test_a_wrong_source_copy_neither_consumes_the_nonce_nor_opens():
     from spagate.gate.core.config import parse_config as parse
 
-    conf = parse(f"key = {'11' * 32}\nhmac-key = {'22' * 32}\nrequire-source-match = yes\n")
+    conf = parse(f"key = {KA}\nhmac-key = {HA}\nrequire-source-match = yes\n")
     maps = Maps()
     lines = []
     log = EventLog(lambda lvl, line: lines.append(line), lambda: 0.0)

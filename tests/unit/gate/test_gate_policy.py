@@ -5,7 +5,13 @@ from ipaddress import ip_address
 from spagate.gate.core.config import Port, parse_config
 from spagate.gate.core.policy import Grant, Refusal, decide
 
-KEYS = f"key = {'11' * 32}\nhmac-key = {'22' * 32}\n"
+# random-looking keys: the gate refuses patterned ones (fewer than 8 distinct bytes)
+KA = "5b0e0c7ad1e2f3a4958677a8b9cadbecfd0e1f20314253647586978a9bacbdce"
+HA = "a1b2c3d4e5f60718293a4b5c6d7e8f90a2b4c6d8eaf1032547698badcfe13579"
+KB = "0d1c2b3a49586776859493a2b1c0dfeefd0c1b2a39485766758493a2b1c0d9e8"
+HB = "f0e1d2c3b4a5968778695a4b3c2d1e0ff1e2d3c4b5a69788796a5b4c3d2e1f00"
+
+KEYS = f"key = {KA}\nhmac-key = {HA}\n"
 SRC = ip_address("198.51.100.9")
 DST = ip_address("192.0.2.1")
 
@@ -56,7 +62,7 @@ def test_multicast_is_refused():
 def test_identity_ports_and_window():
     c = parse_config(
         "protected = tcp/22, udp/51820\nopen-seconds = 20\n"
-        f"[wg]\nkey = {'33' * 32}\nhmac-key = {'44' * 32}\n"
+        f"[wg]\nkey = {KB}\nhmac-key = {HB}\n"
         "protected = udp/51820\nopen-seconds = 60\n",
         "t.ini",
     )

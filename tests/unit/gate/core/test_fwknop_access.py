@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from datetime import UTC, date, datetime
 from ipaddress import IPv4Address, IPv4Network, ip_address
 
@@ -112,7 +113,7 @@ def test_every_supported_name():
         "SOURCE: 10.0.0.0/255.0.0.0,192.0.2.9 ; a comment after the value\n"
         "DESTINATION 203.0.113.1\n"
         "KEY correct horse battery\n"
-        "HMAC_KEY staple\n"
+        "HMAC_KEY staple gun\n"
         "HMAC_DIGEST_TYPE SHA384\n"
         "ENCRYPTION_MODE cbc\n"
         "OPEN_PORTS TCP/22,udp/53\n"
@@ -134,7 +135,7 @@ def test_every_supported_name():
     a, b = cfg.stanzas
     assert a.sources == (IPv4Network("10.0.0.0/8"), IPv4Network("192.0.2.9/32"))
     assert a.destinations == (IPv4Network("203.0.113.1/32"),)
-    assert a.key == FwknopKey(b"correct horse battery", b"staple", "sha384")
+    assert a.key == FwknopKey(b"correct horse battery", b"staple gun", "sha384")
     assert a.open_ports == (P("tcp", 22), P("udp", 53)) and a.restrict_ports == (P("udp", 53),)
     assert (a.fw_access_timeout, a.max_fw_timeout) == (30, 300)  # 0 means the default
     assert a.require_username == "root" and a.require_source_address
@@ -489,3 +490,32 @@ def test_outcome_names_stay_unique_in_the_gate_vocabulary():
     assert {r.value for r in Reason} <= names.keys()
     assert not {r.value for r in FwknopPolicyReason} & names.keys()
     assert {PolicyReason.WRONG_DESTINATION, PolicyReason.UNUSABLE_IP} <= names.keys()
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("KEY a", "KEY: 1 bytes: too weak to guard a port (at least 8 bytes"),
+        ("HMAC_KEY b", "HMAC_KEY: 1 bytes: too weak"),
+        ("KEY_BASE64 " + base64.b64encode(bytes(32)).decode(), "KEY_BASE64: one byte repeated"),
+        (
+            "HMAC_KEY_BASE64 " + base64.b64encode(b"\xff" * 64).decode(),
+            "HMAC_KEY_BASE64: one byte repeated",
+        ),
+    ],
+)
+def test_a_key_anyone_could_guess_from_one_captured_knock_is_refused(line, words):
+    good = {"KEY": "KEY correct horse battery", "HMAC": "HMAC_KEY staple gun battery"}
+    slot = "HMAC" if line.startswith("HMAC") else "KEY"
+    text = "SOURCE ANY\n" + "\n".join(line if k == slot else v for k, v in good.items()) + "\n"
+    lineno = 3 if slot == "HMAC" else 2
+    with pytest.raises(ConfigError, match=rf"^access.conf:{lineno}: {re.escape(words)}"):
+        parse_access(text, "access.conf")
+
+
+@pytest.mark.parametrize("breaker", ["\u2028", "\x85", "\x0c"])
+def test_a_stanza_cannot_hide_behind_a_comment_on_a_line_break_only_some_tools_see(breaker):
+    text = (f"# SOURCE ANY (retired){breaker}SOURCE ANY\nKEY correct horse battery\n"
+            "HMAC_KEY staple gun battery\n")  # fmt: skip
+    with pytest.raises(ConfigError, match=rf"^access.conf:1: the line holds U\+{ord(breaker):04X}"):
+        parse_access(text, "access.conf")
