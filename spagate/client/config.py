@@ -177,6 +177,9 @@ class ClientFile:
                         raise ConfigError(self.path, None, NO_KEYS)
                     raise ConfigError(self.path, line, f"profile {p.name} has no {k}")
             keys = KeyPair(parse_hex_key(vals["key"][0]), parse_hex_key(vals["hmac-key"][0]))
+            if keys.key == keys.hmac_key:  # no gate takes such a pair: every knock would vanish
+                why = "key and hmac-key must differ (the gate refuses the pair)"
+                raise ConfigError(self.path, vals["hmac-key"][1] or None, why)
         # The profile's protocol: its own line, else what its own keys speak, else the top's.
         own = p.values
         if "protocol" in own:

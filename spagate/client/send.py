@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
 from spagate.errors import SpagateError
-from spagate.net import parse_address, unmap
+from spagate.net import parse_address, unmap, window_refusal
 from spagate.protocol import KeyPair
 from spagate.protocol import make_packet as _make_packet
 
@@ -63,9 +63,13 @@ def parse_ip_option(value: str | None) -> IP | str | None:
     if value is None or value == SOURCE:
         return value
     try:
-        return parse_address(value)
+        ip = parse_address(value)
     except ValueError:
         raise SpagateError(f"--ip {value!r} is not an IP address (no %zone) or 'source'") from None
+    why = None if ip.is_unspecified else window_refusal(ip)  # 0.0.0.0: sparoid's "the source"
+    if why is not None:  # the gate would refuse the knock; say so here, not by silence
+        raise SpagateError(f"--ip {why}")
+    return ip
 
 
 def packet_ip(target: Target, ip_option: IP | str | None, public: Callable[[int], IP]) -> IP:

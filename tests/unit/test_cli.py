@@ -209,6 +209,8 @@ def test_operator_commands_refuse_nonsense_before_touching_anything():
     )
     client = (  # the client's, before any packet leaves
         (["send", "192.0.2.1", "--ip", "fe80::1%lo"], "--ip 'fe80::1%lo' is not an IP address"),
+        (["send", "192.0.2.1", "--ip", "224.0.0.1"], "--ip 224.0.0.1 is a multicast address"),
+        (["send", "192.0.2.1", "--ip", "255.255.255.255"], "is the broadcast address"),
         (["connect", "-h", "192.0.2.1", "-P", "22", "--timeout", "nan"], "--timeout must be"),
         (["connect", "-h", "192.0.2.1", "-P", "22", "--timeout", "inf"], "at most 3600 s"),
     )

@@ -150,7 +150,7 @@ def test_lookup_order(tmp_path):
     other = "ef" * 32
     env = {"SPAGATE_KEY": other, "SPAGATE_HMAC_KEY": other}
     assert load_config(env=env, home=tmp_path).source == "$SPAGATE_KEY"
-    _write(tmp_path / ".sparoid.ini", f"key={H}\nhmac-key={H}\n", 0o600)
+    _write(tmp_path / ".sparoid.ini", f"key={H}\nhmac-key={K}\n", 0o600)
     assert load_config(env=env, home=tmp_path).keys.key == bytes.fromhex(H)
     _write(tmp_path / ".spagate.ini", f"key={K}\nhmac-key={H}\n", 0o400)
     assert load_config(env=env, home=tmp_path).keys.key == bytes.fromhex(K)
@@ -214,3 +214,10 @@ def test_a_profile_speaks_what_its_own_keys_speak():
     text = f"key = {K}\nhmac-key = {H}\n\n[fw]\nhost = fw.example\n{fw}"
     assert parse(text, host="fw.example").protocol == "fwknop"  # only fwknop keys of its own
     assert parse(text, host="other").protocol == "sparoid"
+
+
+def test_a_pair_whose_two_keys_are_one_is_refused_as_the_gate_would(tmp_path):
+    p = _write(tmp_path / "x.ini", f"key = {K}\nhmac-key = {K}\n", 0o600)
+    with pytest.raises(ConfigError) as e:
+        load_config(p, env={}, home=tmp_path)
+    assert str(e.value) == f"{p}:2: key and hmac-key must differ (the gate refuses the pair)"
