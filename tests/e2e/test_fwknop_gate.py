@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -156,3 +157,28 @@ def test_a_knock_stamped_in_the_second_the_replay_memory_began_is_refused_the_ne
     knock_stamped(first + 1)
     assert wait_for(lambda: open_ports(g) == {22}, 5), g.log[-5:]
     assert verdict_count(g, "before-replay-memory") == int(began_ms % 1000 != 0)
+
+
+def test_a_bad_access_conf_is_refused_before_the_gate_attaches(gate, tmp_path):
+    """access.conf was read only by the worker, after the loader attached: a stanza without an
+    HMAC key left an attached gate whose worker died every second, taking no knock at all
+    (sparoid's either). The loader reads it first now: one line, nothing attached."""
+    tmp_path.chmod(0o700)
+    access = tmp_path / "access.conf"
+    access.write_text(f"SOURCE ANY\nOPEN_PORTS tcp/22\nKEY_BASE64 {K2}\n")
+    access.chmod(0o600)
+    gate.configure(f"fwknop-access = {access}\n")
+    for command in ("attach", "load"):
+        out = gate.lab.run(
+            "gate",
+            [sys.executable, "-m", "spagate", command, "eth0", "-c", str(gate.conf),
+             "--pin-dir", gate.pin_dir],
+            mounts=False, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 2, (command, out.stdout, out.stderr)
+        assert out.stderr.strip().splitlines()[-1] == (
+            f"spagate: error: {access}:1: stanza has no HMAC_KEY or HMAC_KEY_BASE64: spagate "
+            "refuses fwknop's no-HMAC mode, where a packet is decrypted before anything "
+            "authenticates it"
+        ), (command, out.stderr)
+        assert "xdp" not in gate.lab.sh("gate", "ip -d link show eth0").stdout, command

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -411,4 +412,75 @@ def test_a_kernel_without_headers_is_one_line_naming_the_package(gate):
     assert ok.returncode == 0, ok.stderr
     assert "xdp" in gate.lab.sh("gate", "ip -d link show eth0").stdout
     gate.lab.run("gate", [PY, "-m", "spagate", "detach", "eth0", "--pin-dir", gate.pin_dir],
+                 mounts=False)  # fmt: skip
+
+
+ATTACH_TUN = """
+import sys
+from pathlib import Path
+from spagate.gate.kernel import bpfsys, link, pins
+pin_dir = Path(sys.argv[1])
+fd = bpfsys.obj_get(pin_dir / pins.PROG_PIN)
+print(link.attach_link(pin_dir, "tun1", fd, link.XdpMode.GENERIC))
+"""
+
+
+def test_an_interface_without_ethernet_framing_is_refused_and_never_called_guarded(gate):
+    """On a tun, PPP or WireGuard device a packet starts with its IP header: the program read
+    it as Ethernet and passed everything (verdict pass_not_ip) to the protected ports, while
+    status said "attached to tun1" and exited 0."""
+    gate.configure()
+    gate.lab.sh("gate", "ip tuntap add dev tun1 mode tun && ip link set tun1 up")
+    argv = [PY, "-m", "spagate", "load", "eth0", "tun1", "-c", str(gate.conf),
+            "--pin-dir", gate.pin_dir]  # fmt: skip
+    out = gate.lab.run("gate", argv, mounts=False, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        "spagate: error: tun1 (tun) is not Ethernet-framed: the gate cannot read its packets "
+        "and would pass them all; take it out of the interfaces (with unguarded = tun1 if it "
+        "is meant to stay outside)"
+    )
+    assert "xdp" not in gate.lab.sh("gate", "ip -d link show eth0").stdout
+    # A gate that has such a link anyway (put there by hand, or by an older spagate):
+    # status counts the interface as unguarded, whatever the kernel says is attached.
+    gate.start()
+    before = gate.spagate("status")  # tun1 delivers IP around the gate: said, exit 1
+    assert before.returncode == 1 and "tun1 (tun) (not Ethernet-framed" in before.stdout
+    put = gate.lab.run("gate", [PY, "-c", ATTACH_TUN, gate.pin_dir], mounts=False)
+    assert put.returncode == 0 and put.stdout.strip() == "generic", put.stderr
+    st = gate.spagate("status")
+    assert st.returncode == 1, st.stdout
+    assert "tun is not Ethernet-framed: the program passes all its packets" in st.stdout
+    js = json.loads(gate.spagate("status", "--json").stdout)
+    (tun,) = [i for i in js["interfaces"] if i["name"] == "tun1"]
+    assert tun["guarded"] is False
+
+
+def test_a_guarded_bridge_warns_until_its_ports_drop_ip_in_l2_multicast(gate):
+    """A frame to 01:80:c2:00:00:0X is delivered on the bridge's port, never through the
+    bridge's XDP program, and UDP takes the unicast datagram inside. The loader names the
+    sysctls that make IP drop it, and is silent once they are set."""
+    gate.configure()
+    gate.lab.sh(
+        "gate",
+        "ip link add brx type bridge && ip link add dp0 type veth peer name "
+        "dp1 && ip link set dp0 master brx && ip link set dp0 up && ip link set brx up",
+    )
+    argv = [PY, "-m", "spagate", "load", "eth0", "brx", "-c", str(gate.conf),
+            "--pin-dir", gate.pin_dir]  # fmt: skip
+    knobs = ["net.ipv4.conf.all.drop_unicast_in_l2_multicast",
+             "net.ipv6.conf.default.drop_unicast_in_l2_multicast",
+             "net.ipv6.conf.dp0.drop_unicast_in_l2_multicast"]  # fmt: skip
+    gate.lab.sh("gate", " && ".join(f"sysctl -qw {k}=0" for k in knobs))
+    out = gate.lab.run("gate", argv, mounts=False, timeout=60)
+    assert out.returncode == 0, out.stderr
+    said = out.stdout + out.stderr
+    assert ("brx: a frame to a reserved group MAC (01:80:c2:00:00:0X) reaches this host on a "
+            "port, around the gate (UDP services answer it): set " +
+            ", ".join(f"{k}=1" for k in knobs)) in said, said  # fmt: skip
+    gate.lab.sh("gate", " && ".join(f"sysctl -qw {k}=1" for k in knobs))
+    again = gate.lab.run("gate", argv, mounts=False, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert "reserved group MAC" not in again.stdout + again.stderr
+    gate.lab.run("gate", [PY, "-m", "spagate", "detach", "--all", "--pin-dir", gate.pin_dir],
                  mounts=False)  # fmt: skip

@@ -146,6 +146,7 @@ class Interface:
     arphrd: int
     loopback: bool
     master_kind: str | None  # the kind of the master it is enslaved to, if any
+    master: str | None = None  # the name of that master
 
     @property
     def carries_ip(self) -> bool:
@@ -170,7 +171,8 @@ def classify(links: list[dict]) -> list[Interface]:
         kind = ln.get("kind") or KIND_NAMES.get(ln["ifi_type"], "ethernet")
         out.append(Interface(ln["name"], ln["index"], kind, ln["ifi_type"],
                              bool(ln["flags"] & IFF_LOOPBACK) or ln["ifi_type"] == ARPHRD_LOOPBACK,
-                             (master or {}).get("kind") if master else None))  # fmt: skip
+                             (master or {}).get("kind") if master else None,
+                             (master or {}).get("name") if master else None))  # fmt: skip
     return out
 
 
@@ -203,6 +205,47 @@ def unguarded(
     ifaces = interfaces() if ifaces is None else ifaces
     outside = {*guarded, *exempt}
     return [i for i in ifaces if i.carries_ip and i.name not in outside]
+
+
+# A frame to an IEEE 802.1D reserved group address (01:80:c2:00:00:0X) is not the bridge's (a
+# bond's inactive slave passes it up too): the kernel delivers it on the port itself, where
+# the master's XDP program never runs, and IP takes the unicast datagram inside (UDP does; TCP
+# drops what was not sent to the host's MAC). These sysctls make IP drop such datagrams: IPv4
+# ORs "all" with the device, IPv6 reads the receiving device's own (default: ports added later).
+L2_MULTICAST = "drop_unicast_in_l2_multicast"
+
+
+def l2_multicast_gaps(
+    guarded: Iterable[str], ifaces: list[Interface] | None = None, read=None
+) -> tuple[list[str], list[str]]:
+    """(the guarded bridges, bonds and teams; the sysctls still to set to 1 so that none of
+    their ports delivers IP around the gate). read(path) -> text or None."""
+    ifaces = interfaces() if ifaces is None else ifaces
+    read = read or (lambda path: _read(SYSCTL / path))
+    guarded = set(guarded)
+    masters = sorted(i.name for i in ifaces if i.name in guarded and i.kind in L2_MASTERS)
+    if not masters:
+        return [], []
+    devices = [("ipv4", "all"), ("ipv6", "default")]
+    devices += [("ipv6", i.name) for i in ifaces if i.master in masters]
+    return masters, [f"net.{fam}.conf.{dev}.{L2_MULTICAST}" for fam, dev in devices
+                     if read(f"net/{fam}/conf/{dev}/{L2_MULTICAST}") != "1"]  # fmt: skip
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def l2_multicast_warning(masters: list[str], gaps: list[str]) -> str:
+    return (
+        f"{', '.join(masters)}: a frame to a reserved group MAC (01:80:c2:00:00:0X) reaches "
+        "this host on a port, around the gate (UDP services answer it): set "
+        + ", ".join(f"{g}=1" for g in gaps)
+        + " (docs/threat-model.md, bridges)"
+    )
 
 
 def describe(i: Interface) -> str:

@@ -49,6 +49,20 @@ def expand_interfaces(opts: LoadOptions, exempt: tuple[str, ...] = ()) -> LoadOp
 def preflight(cfg: GateConfig, opts: LoadOptions):
     """Everything checked before anything loads; returns the service account."""
     check_interfaces(opts.interfaces)
+    framing = {i.name: i for i in hostnet.interfaces()}
+    for name in opts.interfaces:
+        if name in framing and not framing[name].guardable:
+            # The program would read an IP header as Ethernet and pass every packet, while
+            # the interface counted as guarded.
+            raise SpagateError(
+                f"{name} ({framing[name].kind}) is not Ethernet-framed: the gate cannot read "
+                f"its packets and would pass them all; take it out of the interfaces (with "
+                f"unguarded = {name} if it is meant to stay outside)"
+            )
+    if cfg.fwknop_access:  # the worker reads it again, as root too, before it drops root
+        from spagate.gate.core.fwknop_access import load_access
+
+        load_access(cfg.fwknop_access)  # a bad access.conf: refused before a program attaches
     missing = missing_capabilities(needed=LOADER_CAPS)
     if missing:
         raise SpagateError(f"spagate attach needs {', '.join(missing)} (run it as root)")
@@ -137,6 +151,9 @@ def load_gate(
             log(f"{name} is left outside the gate on purpose (unguarded = {name})")
         if left:
             error(hostnet.unguarded_warning(left))
+        masters, gaps = hostnet.l2_multicast_gaps(attached)
+        if gaps:
+            error(hostnet.l2_multicast_warning(masters, gaps))
     except BaseException:
         for name in created:
             with contextlib.suppress(Exception):

@@ -127,11 +127,20 @@ def gate_status(pin_dir: str | os.PathLike) -> GateStatus:
         ours = None
     # the worker's namespace while a gate holds the lock (its pid may be stopped, not gone)
     with link.in_netns(_netns_of(state) if lock_held(pin_dir) else None):
+        from spagate.gate.service import hostnet
+
         for name in names:
             st.interfaces.append(_interface(pin_dir, name, ours))
         try:
-            from spagate.gate.service import hostnet
-
+            framing = {i.name: i for i in hostnet.interfaces()}
+        except Exception:  # cannot tell: the kernel's answer above stands
+            framing = {}
+        for i in st.interfaces:
+            f = framing.get(i.name)
+            if i.guarded and f is not None and not f.guardable:
+                i.guarded = False  # the program is there but reads no packet of it
+                i.why = f"{f.kind} is not Ethernet-framed: the program passes all its packets"
+        try:
             meant = [str(n) for n in (state or {}).get("unguarded_by_config") or ()]
             left = hostnet.unguarded([i.name for i in st.interfaces if i.guarded], meant)
             st.others_unguarded = [hostnet.describe(i) for i in left if i.name not in names]

@@ -52,3 +52,31 @@ def test_which_interfaces_carry_ip_and_which_the_program_can_parse():
     msg = hostnet.unguarded_warning(left)
     assert "vx0 (vxlan)" in msg and "wg0 (wireguard) (not Ethernet-framed" in msg
     assert "lo" not in {i.name for i in left} and "veth1" not in msg
+
+
+def test_which_sysctls_keep_ip_in_l2_multicast_off_the_ports_of_a_guarded_bridge_or_bond():
+    ifaces = classify([
+        _link("eth0", 2), _link("br0", 3, kind="bridge"), _link("veth1", 4, kind="veth", master=3),
+        _link("tap0", 5, kind="tun", master=3), _link("bond0", 9, kind="bond"),
+        _link("eth1", 10, master=9), _link("br1", 11, kind="bridge"), _link("p1", 12, master=11),
+    ])  # fmt: skip
+    KNOB = "drop_unicast_in_l2_multicast"
+    on: set[str] = set()
+
+    def read(path):
+        return "1" if path in on else "0"
+
+    assert hostnet.l2_multicast_gaps(["eth0"], ifaces, read) == ([], [])  # no bridge guarded
+    masters, gaps = hostnet.l2_multicast_gaps(["eth0", "br0", "bond0"], ifaces, read)
+    assert masters == ["bond0", "br0"]  # br1 is not guarded: its port p1 is not ours to say
+    assert gaps == [f"net.ipv4.conf.all.{KNOB}", f"net.ipv6.conf.default.{KNOB}",
+                    f"net.ipv6.conf.veth1.{KNOB}", f"net.ipv6.conf.tap0.{KNOB}",
+                    f"net.ipv6.conf.eth1.{KNOB}"]  # fmt: skip
+    on.update({f"net/ipv4/conf/all/{KNOB}", f"net/ipv6/conf/default/{KNOB}",
+               f"net/ipv6/conf/veth1/{KNOB}", f"net/ipv6/conf/tap0/{KNOB}"})  # fmt: skip
+    assert hostnet.l2_multicast_gaps(["br0", "bond0"], ifaces, read)[1] == [
+        f"net.ipv6.conf.eth1.{KNOB}"
+    ]
+    msg = hostnet.l2_multicast_warning(masters, [f"net.ipv6.conf.eth1.{KNOB}"])
+    assert msg.startswith("bond0, br0: a frame to a reserved group MAC (01:80:c2:00:00:0X)")
+    assert msg.endswith(f"set net.ipv6.conf.eth1.{KNOB}=1 (docs/threat-model.md, bridges)")
