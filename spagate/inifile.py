@@ -6,8 +6,9 @@ comment too (sparoid's README writes `bind = :: # both ipv4 and ipv6`; `;` is no
 use it). A value with a control character is refused (a NUL or a newline in a hook would
 otherwise reach a shell). Lines end at a newline only (a trailing CR is dropped): a line that
 holds any other control character or a Unicode line break (U+0085, U+2028, U+2029), comments
-included, is refused, since str.splitlines() and some editors break there while grep and less
-do not, and a setting would hide behind what reads as a comment. Errors are
+included (tab and form feed are whitespace), is refused, since str.splitlines() and some
+editors break there while grep and less do not, and a setting would hide behind what reads as
+a comment, or a comment look like a setting. Errors are
 ConfigError(path, line, reason) and never echo a line: it may hold key material.
 
 parse_ini() is pure (text in, sections out); read_key_file() is the edge that opens the file.
@@ -26,15 +27,17 @@ from spagate.errors import ConfigError
 SECTION_NAME = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _INLINE_COMMENT = re.compile(r"\s+#")
-# What may not stand anywhere on a line: C0 controls but tab, DEL, C1 controls, U+2028/U+2029.
-_LINE_BREAKERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# What may not stand anywhere on a line: C0 controls but tab and form feed (an editor's page
+# break, whitespace to strip()), DEL, C1 controls, U+2028/U+2029.
+_LINE_BREAKERS = re.compile(r"[\x00-\x08\x0a\x0b\x0d-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def split_lines(text: str, path: str) -> list[str]:
     """text's lines, split at newlines only (a CR before one is dropped); ConfigError(path,
-    line) for a line that holds another control character or a Unicode line break. The one
-    line splitter of every file spagate reads keys or settings from."""
-    out = text.split("\n")
+    line) for a line that holds another control character (tab and form feed are whitespace)
+    or a Unicode line break. The one line splitter of every file spagate reads keys or
+    settings from."""
+    out = text.removeprefix("\ufeff").split("\n")  # a byte order mark (Notepad) is no key
     for n, line in enumerate(out, 1):
         if line.endswith("\r"):
             line = out[n - 1] = line[:-1]
@@ -52,6 +55,7 @@ class Entry:
     name: str  # lower case
     value: str
     line: int
+    uncut: str | None = None  # the value before a ` #` comment was cut off it (None: none was)
 
 
 @dataclass
@@ -97,13 +101,15 @@ def parse_ini(text: str, path: str, repeatable: frozenset[str] = frozenset()) ->
             raise ConfigError(path, n, "expected `name = value`")
         name, value = (part.strip() for part in line.split("=", 1))
         name = name.lower()
-        value = _unquote(_INLINE_COMMENT.split(value, 1)[0].strip())
+        cut = _INLINE_COMMENT.split(value, 1)
+        uncut = _unquote(value) if len(cut) > 1 else None
+        value = _unquote(cut[0].strip())
         if _CONTROL.search(value):
             raise ConfigError(path, n, f"{name}: the value holds a control character")
         first = current.get(name)
         if first is not None and name not in repeatable:
             raise ConfigError(path, n, f"{name} set twice (first on line {first.line})")
-        current.entries.append(Entry(name, value, n))
+        current.entries.append(Entry(name, value, n, uncut))
     return sections
 
 

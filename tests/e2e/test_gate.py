@@ -425,27 +425,43 @@ print(link.attach_link(pin_dir, "tun1", fd, link.XdpMode.GENERIC))
 """
 
 
-def test_an_interface_without_ethernet_framing_is_refused_and_never_called_guarded(gate):
+def test_an_interface_without_ethernet_framing_is_never_called_guarded_nor_locks_anyone_out(
+    gate,
+):
     """On a tun, PPP or WireGuard device a packet starts with its IP header: the program read
     it as Ethernet and passed everything (verdict pass_not_ip) to the protected ports, while
-    status said "attached to tun1" and exited 0."""
+    status said "attached to tun1" and exited 0. Now such a name is left unguarded, said at
+    error level and by status, and the gate guards the rest and takes knocks: a refusal would
+    lock every key holder out at the upgrade that brought it."""
     gate.configure()
+    gate.service()
     gate.lab.sh("gate", "ip tuntap add dev tun1 mode tun && ip link set tun1 up")
-    argv = [PY, "-m", "spagate", "load", "eth0", "tun1", "-c", str(gate.conf),
-            "--pin-dir", gate.pin_dir]  # fmt: skip
-    out = gate.lab.run("gate", argv, mounts=False, timeout=60)
-    assert out.returncode == 2, out.stderr
-    assert out.stderr.strip().splitlines()[-1] == (
-        "spagate: error: tun1 (tun) is not Ethernet-framed: the gate cannot read its packets "
-        "and would pass them all; take it out of the interfaces (with unguarded = tun1 if it "
-        "is meant to stay outside)"
+
+    def load(*names):
+        argv = [PY, "-m", "spagate", "load", *names, "-c", str(gate.conf), "--pin-dir",
+                gate.pin_dir]  # fmt: skip
+        return gate.lab.run("gate", argv, mounts=False, timeout=60)
+
+    alone = load("tun1")
+    assert alone.returncode == 2, alone.stderr
+    assert alone.stderr.strip().splitlines()[-1] == (
+        "spagate: error: tun1 (tun): not Ethernet-framed, the gate cannot read its packets: "
+        "name an Ethernet interface (docs/threat-model.md)"
     )
     assert "xdp" not in gate.lab.sh("gate", "ip -d link show eth0").stdout
+    gate.interfaces = ["eth0", "tun1"]
+    gate.start()
+    said = "tun1 (tun) is not Ethernet-framed: the gate cannot read its packets, so it does not "
+    assert any(said + "guard it; tun1 stays UNGUARDED" in line for line in gate.log), gate.log
+    assert "xdp" in gate.lab.sh("gate", "ip -d link show eth0").stdout
+    assert "xdp" not in gate.lab.sh("gate", "ip -d link show tun1").stdout
+    st = gate.spagate("status")
+    assert st.returncode == 1 and "tun1 (tun) (not Ethernet-framed" in st.stdout, st.stdout
+    assert gate.probe() == "timeout"  # eth0 guarded
+    assert gate.send("client", "--ip", "source").returncode == 0
+    assert wait_for(lambda: gate.probe().startswith("connected"))  # knocks taken
     # A gate that has such a link anyway (put there by hand, or by an older spagate):
     # status counts the interface as unguarded, whatever the kernel says is attached.
-    gate.start()
-    before = gate.spagate("status")  # tun1 delivers IP around the gate: said, exit 1
-    assert before.returncode == 1 and "tun1 (tun) (not Ethernet-framed" in before.stdout
     put = gate.lab.run("gate", [PY, "-c", ATTACH_TUN, gate.pin_dir], mounts=False)
     assert put.returncode == 0 and put.stdout.strip() == "generic", put.stderr
     st = gate.spagate("status")
@@ -484,3 +500,22 @@ def test_a_guarded_bridge_warns_until_its_ports_drop_ip_in_l2_multicast(gate):
     assert "reserved group MAC" not in again.stdout + again.stderr
     gate.lab.run("gate", [PY, "-m", "spagate", "detach", "--all", "--pin-dir", gate.pin_dir],
                  mounts=False)  # fmt: skip
+
+
+def test_a_guarded_name_that_comes_back_without_ethernet_framing_is_not_re_attached(gate):
+    """vp0 is guarded; it is deleted and a tun device takes its name (a VPN restarted): the
+    worker asks the monitor to put the gate back, and the monitor refuses, at error level,
+    instead of attaching a program that would pass every packet of it."""
+    gate.configure()
+    gate.lab.sh("gate", "ip link add vp0 type veth peer name vp1 && ip link set vp0 up && "
+                "ip link set vp1 up")  # fmt: skip
+    gate.interfaces = ["eth0", "vp0"]
+    gate.start()
+    assert "xdp" in gate.lab.sh("gate", "ip -d link show vp0").stdout
+    gate.lab.sh("gate", "ip link del vp0 && ip tuntap add dev vp0 mode tun && ip link set vp0 up")
+    said = "monitor: vp0 (tun) is not Ethernet-framed now: not re-attached; vp0 is UNGUARDED"
+    assert wait_for(lambda: any(said in line for line in gate.log), timeout=10), gate.log[-8:]
+    assert "xdp" not in gate.lab.sh("gate", "ip -d link show vp0").stdout
+    st = gate.spagate("status")
+    assert st.returncode == 1, st.stdout
+    assert gate.proc.poll() is None  # still guarding eth0 and taking knocks

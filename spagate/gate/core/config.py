@@ -11,6 +11,7 @@ XDP program come from spagate.gate.kernel.abi (a data module).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import shlex
@@ -190,13 +191,8 @@ def _networks(text: str) -> tuple[IPNetwork, ...]:
             net = ipaddress.ip_network(p, strict=False)
         except ValueError:
             raise ValueError(f"{p!r} is not an IP address or CIDR") from None
-        if "/" in p and net.network_address != ipaddress.ip_interface(p).ip:
-            # 192.0.2.9/2 is a typo of /32 far more often than a quarter of IPv4 meant
-            one = ipaddress.ip_interface(p).ip
-            raise ValueError(
-                f"{p} has host bits set: write {net} for that network ({_count(net.num_addresses)} "
-                f"addresses), or {one} for the one address"
-            )
+        if "%" in p:
+            raise ValueError(f"{p}: a %zone has no place in allow (write the address alone)")
         if net.version == 6 and net.prefixlen and net.overlaps(MAPPED_NET):
             hint = ""
             if net.subnet_of(MAPPED_NET):
@@ -217,22 +213,49 @@ def _networks(text: str) -> tuple[IPNetwork, ...]:
     return tuple(nets)
 
 
-# allow = beyond these needs allow-everyone = yes: no admin network is broader, and a typo or a
-# split 0/0 (0.0.0.0/1, 128.0.0.0/1) is.
+# allow = beyond a /8 of IPv4 or a /16 of IPv6 (public addresses, the entries taken together)
+# needs allow-everyone = yes: no admin network is broader, and a typo (192.0.2.9/2) or a split
+# 0/0 (0.0.0.0/1, 128.0.0.0/1) is. Private and link-local space does not count: no stranger on
+# the internet is routed from there, and 10.0.0.0/8 or fc00::/7 are admin networks.
 BROAD_PREFIX = {4: 8, 6: 16}
+NOT_PUBLIC = {
+    4: tuple(map(ipaddress.IPv4Network, ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                         "100.64.0.0/10", "169.254.0.0/16", "127.0.0.0/8"))),
+    6: tuple(map(ipaddress.IPv6Network, ("fc00::/7", "fe80::/10", "::1/128"))),
+}  # fmt: skip
 
 
 def _count(n: int) -> str:
     return f"{n:,}" if n <= 2**32 else f"about 2^{n.bit_length() - 1}"
 
 
-def _broad(nets: tuple[IPNetwork, ...]) -> list[IPNetwork]:
-    """The networks broader than BROAD_PREFIX that nets cover taken together (collapsed)."""
+def _broad(nets: tuple[IPNetwork, ...]) -> tuple[list[IPNetwork], int]:
+    """(the public networks of nets, collapsed, and how many addresses they hold) for each
+    family where that is more than BROAD_PREFIX allows; ([], 0) when none is."""
     out: list[IPNetwork] = []
+    total = 0
     for version in (4, 6):
-        fam = [n for n in nets if n.version == version]
-        out += [n for n in ipaddress.collapse_addresses(fam) if n.prefixlen < BROAD_PREFIX[version]]
-    return out
+        fam = [n for n in ipaddress.collapse_addresses(n for n in nets if n.version == version)
+               if not any(n.subnet_of(p) for p in NOT_PUBLIC[version])]  # fmt: skip
+        count = sum(n.num_addresses for n in fam)
+        if count > 2 ** ((32 if version == 4 else 128) - BROAD_PREFIX[version]):
+            out += fam
+            total += count
+    return out, total
+
+
+def _host_bits(path: str, line: int, text: str) -> list[str]:
+    """Notes for allow entries with host bits set (192.0.2.9/24 is taken as 192.0.2.0/24)."""
+    notes = []
+    for p in _list(text):
+        if "/" in p:
+            with contextlib.suppress(ValueError):
+                one = ipaddress.ip_interface(p)
+                if one.ip != one.network.network_address:
+                    notes.append(f"{path}:{line}: allow = {p} has host bits set: taken as "
+                                 f"{one.network} ({_count(one.network.num_addresses)} "
+                                 f"addresses), not {one.ip} alone")  # fmt: skip
+    return notes
 
 
 def _address(text: str) -> IPAddress:
@@ -295,14 +318,15 @@ def _key(text: str) -> bytes:
 
 
 def _cmd(text: str) -> str | None:
-    try:  # the shell would say so only at the first window, when the hook fails
-        shlex.split(text.replace("%s", "x"))
-    except ValueError as e:
-        raise ValueError(
-            f"the command does not parse ({e}): a ' #' after a value starts a comment, "
-            "inside quotes too"
-        ) from None
     return text or None
+
+
+def _parses(command: str) -> bool:
+    try:
+        shlex.split(command)
+    except ValueError:
+        return False
+    return True
 
 
 UNTAGGED_MODES = {
@@ -478,6 +502,14 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
                 value = parser(e.value)
             except ValueError as err:
                 raise ConfigError(path, n, f"{k}: {err}") from None
+            cut = k in ("open-cmd", "close-cmd") and e.uncut is not None
+            if cut and _parses(e.uncut) and not _parses(e.value):  # type: ignore[arg-type]
+                # The shell would say so only at the first window, when the hook fails.
+                raise ConfigError(path, n, f"{k}: a ' #' after a value starts a comment, "
+                                  "inside quotes too, and cut this command's quotes: "
+                                  "write the # without a space before it")  # fmt: skip
+            if k == "allow":
+                notes += _host_bits(path, n, e.value)
             if fname.startswith("fleet:"):
                 fleet_settings[k] = (value, n)
             elif fname:
@@ -529,24 +561,23 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
                 "in more than case",
             )  # fmt: skip
         names[ident.name.lower()] = ident.name
-    # Every key value once: a key that is another identity's hmac-key (two lines swapped when
-    # pasting) gives its holder both halves of that identity; a shared hmac-key makes two
-    # identities one to the kernel's MAC check.
-    seen: dict[bytes, tuple[str, str]] = {}
+    # A shared hmac-key makes two identities one to the kernel's MAC check; a key that is
+    # another identity's hmac-key (two lines swapped when pasting) gives its holder both halves
+    # of that identity. (A key shared with a different hmac-key, sparoid's hmac-only rotation,
+    # forges nothing.)
+    hmacs: dict[bytes, str] = {}
     for ident in identities:
-        for what, value in (("key", ident.keys.key), ("hmac-key", ident.keys.hmac_key)):
-            if value in seen:
-                other, other_what = seen[value]
-                share = (
-                    "share an hmac-key"
-                    if what == other_what == "hmac-key"
-                    else (f"use one value twice ([{other}] {other_what}, [{ident.name}] {what})")
-                )
-                raise ConfigError(
-                    path, None, f"identities [{other}] and [{ident.name}] {share}: every key "
-                    "must be its own (spagate keygen prints a fresh pair)",
-                )  # fmt: skip
-            seen[value] = (ident.name, what)
+        if ident.keys.hmac_key in hmacs:
+            raise ConfigError(path, identity_lines[ident.name] or None,
+                              f"identities [{hmacs[ident.keys.hmac_key]}] and [{ident.name}] "
+                              "share an hmac-key (spagate keygen prints a fresh pair)")  # fmt: skip
+        hmacs[ident.keys.hmac_key] = ident.name
+    for ident in identities:
+        other = hmacs.get(ident.keys.key)
+        if other is not None and other != ident.name:
+            raise ConfigError(path, identity_lines[ident.name] or None,
+                              f"the key of [{ident.name}] is the hmac-key of [{other}]: its "
+                              f"holder could knock as [{other}] (lines swapped?)")  # fmt: skip
     for name in settings.get("unguarded", ()):  # type: ignore[attr-defined]
         if name in settings.get("interfaces", ()):  # type: ignore[operator]
             raise ConfigError(
@@ -571,17 +602,16 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
             endpoints=fleet_settings["cluster"][0],  # type: ignore[arg-type]
             **{FLEET_FIELDS[k]: v for k, (v, _) in fleet_settings.items() if k != "cluster"},
         )
-    broad = _broad(settings.get("allow", ()))  # type: ignore[arg-type]
+    broad, total = _broad(settings.get("allow", ()))  # type: ignore[arg-type]
     if broad and not settings.get("allow_everyone"):
         whom = ("lets everyone in" if any(n.prefixlen == 0 for n in broad)
-                else "opens the protected ports to "
-                f"{_count(sum(n.num_addresses for n in broad))} addresses")  # fmt: skip
+                else f"opens the protected ports to {_count(total)} addresses")  # fmt: skip
         raise ConfigError(
             path,
             lines["allow"],
             f"allow = {', '.join(map(str, broad))} {whom} without SPA: if that is meant, "
-            f"add allow-everyone = yes (a network broader than /{BROAD_PREFIX[4]} for IPv4 or "
-            f"/{BROAD_PREFIX[6]} for IPv6 needs it, entries taken together)",
+            f"add allow-everyone = yes (needed beyond a /{BROAD_PREFIX[4]} of public IPv4 or "
+            f"a /{BROAD_PREFIX[6]} of public IPv6, the entries taken together)",
         )
     metrics = settings.get("metrics")
     if metrics is not None and not metrics[0].is_loopback:  # type: ignore[index]

@@ -66,7 +66,7 @@ _CMD_CYCLE = ("CMD_CYCLE_OPEN", "CMD_CYCLE_CLOSE", "CMD_CYCLE_TIMER")
 _NAT_ALWAYS = ("FORCE_NAT", "FORCE_SNAT")
 _NAT_FLAGS = ("FORCE_MASQUERADE", "DISABLE_DNAT", "FORWARD_ALL")
 _KEY_NAMES = ("KEY", "KEY_BASE64", "HMAC_KEY", "HMAC_KEY_BASE64")
-MIN_KEY_BYTES = 8  # fwknopd takes 1; fwknop --key-gen makes 32 (KEY) and 64 (HMAC_KEY)
+MIN_KEY_BYTES = 8  # shorter is said (fwknopd takes 1); fwknop --key-gen makes 32 and 64
 _ENC_MODES = ("ECB", "CFB", "PCBC", "OFB", "CTR", "ASYMMETRIC")
 _SUPPORTED = [
     "SOURCE",
@@ -323,13 +323,14 @@ class _Parser:
             hi = KEY_MAX if name.startswith("KEY") else HMAC_KEY_MAX
             if not 1 <= len(raw) <= hi:
                 raise ValueError(f"{len(raw)} bytes, fwknop takes 1 to {hi}")
-            if len(raw) < MIN_KEY_BYTES or len(set(raw)) == 1:
-                # One captured knock lets anyone try such keys offline (fwknopd takes them).
-                what = f"{len(raw)} bytes" if len(raw) < MIN_KEY_BYTES else "one byte repeated"
+            if len(set(raw)) == 1 and len(raw) > 1:  # all zeros, AAAA...: a placeholder
                 raise ValueError(
-                    f"{what}: too weak to guard a port (at least {MIN_KEY_BYTES} bytes; "
-                    "fwknop --key-gen prints random ones)"
+                    "one byte repeated: not a key (fwknop --key-gen prints random ones)"
                 )
+            if len(raw) < MIN_KEY_BYTES:  # refusing it would lock its holders out on upgrade
+                self.warn(path, line, f"{name} of {len(raw)} bytes: one captured knock lets "
+                          "anyone guess a key this short offline (fwknop --key-gen prints "
+                          "random ones)")  # fmt: skip
             return ("KEY" if name.startswith("KEY") else "HMAC_KEY"), raw
         if name == "HMAC_DIGEST_TYPE":
             kind = hmac_type(text)

@@ -152,11 +152,12 @@ def missing_kernel_headers(
     modules: Path = MODULES_DIR,
     kheaders: Path = KHEADERS,
     environ: dict[str, str] | None = None,
+    tmp: str = "/tmp",
 ) -> str | None:
     """Why bcc finds no kernel headers to compile against, in one line naming the package to
     install; None when it may find some (BCC_KERNEL_SOURCE, the release's build or source
-    tree, or the kernel's own kheaders). Asked after a compile failed, so that a lookup bcc
-    knows and this does not never refuses a gate that would start."""
+    tree, the kernel's own kheaders, or bcc's copy of them). Asked after a compile failed,
+    so that a lookup bcc knows and this does not never refuses a gate that would start."""
     env = os.environ if environ is None else environ
     if env.get("BCC_KERNEL_SOURCE"):
         return None
@@ -164,7 +165,8 @@ def missing_kernel_headers(
     tree = modules / release
     if any((tree / part / "include").is_dir() for part in ("build", "source")):
         return None
-    if kheaders.exists():
+    copy = Path(tmp) / f"kheaders-{release}"  # bcc's copy of them from an earlier run
+    if kheaders.exists() or copy.is_dir():
         return None
     return (
         f"no kernel headers for the running kernel {release} (bcc looks in {tree}/build): "

@@ -211,7 +211,8 @@ def unguarded(
 # bond's inactive slave passes it up too): the kernel delivers it on the port itself, where
 # the master's XDP program never runs, and IP takes the unicast datagram inside (UDP does; TCP
 # drops what was not sent to the host's MAC). These sysctls make IP drop such datagrams: IPv4
-# ORs "all" with the device, IPv6 reads the receiving device's own (default: ports added later).
+# ORs "all" with the device, IPv6 reads the receiving device's own ("default" is what devices
+# created later start with). A knob that does not exist (IPv6 disabled) is no gap.
 L2_MULTICAST = "drop_unicast_in_l2_multicast"
 
 
@@ -219,7 +220,8 @@ def l2_multicast_gaps(
     guarded: Iterable[str], ifaces: list[Interface] | None = None, read=None
 ) -> tuple[list[str], list[str]]:
     """(the guarded bridges, bonds and teams; the sysctls still to set to 1 so that none of
-    their ports delivers IP around the gate). read(path) -> text or None."""
+    their ports, nor the ports of a bond inside them, delivers IP around the gate).
+    read(path) -> text, or None when there is no such knob."""
     ifaces = interfaces() if ifaces is None else ifaces
     read = read or (lambda path: _read(SYSCTL / path))
     guarded = set(guarded)
@@ -227,9 +229,18 @@ def l2_multicast_gaps(
     if not masters:
         return [], []
     devices = [("ipv4", "all"), ("ipv6", "default")]
-    devices += [("ipv6", i.name) for i in ifaces if i.master in masters]
-    return masters, [f"net.{fam}.conf.{dev}.{L2_MULTICAST}" for fam, dev in devices
-                     if read(f"net/{fam}/conf/{dev}/{L2_MULTICAST}") != "1"]  # fmt: skip
+    below, seen = set(masters), set(masters)
+    while below:  # a bond enslaved to a bridge: its ports receive too
+        ports = [i.name for i in ifaces if i.master in below and i.name not in seen]
+        devices += [("ipv6", p) for p in ports]
+        below = set(ports)
+        seen |= below
+    gaps = []
+    for fam, dev in devices:
+        value = read(f"net/{fam}/conf/{dev}/{L2_MULTICAST}")
+        if value is not None and value != "1":
+            gaps.append(f"net.{fam}.conf.{dev}.{L2_MULTICAST}")
+    return masters, gaps
 
 
 def _read(path: Path) -> str | None:

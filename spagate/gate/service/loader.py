@@ -36,29 +36,40 @@ class LoadOptions:
     all_interfaces: bool = False  # interface = all / attach --all: every IP-carrying one
 
 
-def expand_interfaces(opts: LoadOptions, exempt: tuple[str, ...] = ()) -> LoadOptions:
-    """With all_interfaces: the IP-carrying interfaces the program can parse, now, but for
-    those exempt (`unguarded =`: left outside the gate on purpose, e.g. a management path)."""
-    if not opts.all_interfaces:
+def expand_interfaces(
+    opts: LoadOptions, exempt: tuple[str, ...] = (), error=lambda line: None
+) -> LoadOptions:
+    """The interfaces the gate guards. With all_interfaces: the IP-carrying ones the program
+    can parse, now, but for those exempt (`unguarded =`: left outside the gate on purpose, e.g.
+    a management path). Named ones: all but those without Ethernet framing (a tun, PPP or
+    WireGuard device), where the program would read the IP header as Ethernet and pass every
+    packet: each is said at error level (it stays UNGUARDED, and status says so) and the others
+    are guarded, so that such a name in an old configuration locks no key holder out. None
+    left: SpagateError."""
+    found = hostnet.interfaces()
+    if opts.all_interfaces:
+        names = tuple(i.name for i in found
+                      if i.carries_ip and i.guardable and i.name not in exempt)  # fmt: skip
+        return LoadOptions(names, opts.mode, opts.force, opts.pin_dir, True)
+    framing = {i.name: i for i in found}
+    bare = [framing[n] for n in opts.interfaces if n in framing and not framing[n].guardable]
+    if not bare:
         return opts
-    names = tuple(i.name for i in hostnet.interfaces()
-                  if i.carries_ip and i.guardable and i.name not in exempt)  # fmt: skip
-    return LoadOptions(names, opts.mode, opts.force, opts.pin_dir, True)
+    said = ", ".join(f"{i.name} ({i.kind})" for i in bare)
+    names = tuple(n for n in opts.interfaces if n not in {i.name for i in bare})
+    if not names:
+        raise SpagateError(f"{said}: not Ethernet-framed, the gate cannot read its packets: "
+                           "name an Ethernet interface (docs/threat-model.md)")  # fmt: skip
+    for i in bare:
+        error(f"{i.name} ({i.kind}) is not Ethernet-framed: the gate cannot read its packets, "
+              f"so it does not guard it; {i.name} stays UNGUARDED (take it out of the "
+              f"interfaces, or name it in unguarded = if it is meant to stay outside)")  # fmt: skip
+    return LoadOptions(names, opts.mode, opts.force, opts.pin_dir, False)
 
 
 def preflight(cfg: GateConfig, opts: LoadOptions):
     """Everything checked before anything loads; returns the service account."""
     check_interfaces(opts.interfaces)
-    framing = {i.name: i for i in hostnet.interfaces()}
-    for name in opts.interfaces:
-        if name in framing and not framing[name].guardable:
-            # The program would read an IP header as Ethernet and pass every packet, while
-            # the interface counted as guarded.
-            raise SpagateError(
-                f"{name} ({framing[name].kind}) is not Ethernet-framed: the gate cannot read "
-                f"its packets and would pass them all; take it out of the interfaces (with "
-                f"unguarded = {name} if it is meant to stay outside)"
-            )
     if cfg.fwknop_access:  # the worker reads it again, as root too, before it drops root
         from spagate.gate.core.fwknop_access import load_access
 
@@ -105,7 +116,7 @@ def load_gate(
 
     from spagate.gate.kernel.build import load  # bcc: imported only here
 
-    opts = expand_interfaces(opts, cfg.unguarded)
+    opts = expand_interfaces(opts, cfg.unguarded, error)
     account = preflight(cfg, opts)
     pins.make_pin_dir(opts.pin_dir, account.gid)
     disguise, why = hostnet.decide_disguise(cfg.disguise)

@@ -107,8 +107,12 @@ class Monitor:
                 self.warned = {i.name for i in self._left()}
 
     def _left(self, found=None) -> list:
-        """IP interfaces neither guarded nor named in `unguarded =`."""
-        return hostnet.unguarded(self.interfaces, self.config.unguarded, ifaces=found)
+        """IP interfaces neither guarded nor named in `unguarded =` (a configured one without
+        Ethernet framing is not guarded: the program cannot read its packets)."""
+        found = hostnet.interfaces() if found is None else found
+        bare = {i.name for i in found if not i.guardable}
+        guarded = [n for n in self.interfaces if n not in bare]
+        return hostnet.unguarded(guarded, self.config.unguarded, ifaces=found)
 
     def check_interfaces(self) -> None:
         try:
@@ -196,6 +200,15 @@ class Monitor:
     def reattach(self, ifname: str) -> int | None:
         """Put the pinned program back on ifname (a new link, or the link's program back).
         Returns an fd of the link now guarding it (for the worker), or None."""
+        try:
+            bare = next((i for i in hostnet.interfaces() if i.name == ifname and not i.guardable),
+                        None)  # fmt: skip
+        except Exception:  # cannot tell: attach_link still refuses a foreign program
+            bare = None
+        if bare is not None:  # the program would read its IP header as Ethernet, passing all
+            self.log.error(f"monitor: {ifname} ({bare.kind}) is not Ethernet-framed now: not "
+                           f"re-attached; {ifname} is UNGUARDED")  # fmt: skip
+            return None
         try:
             prog_fd, _ = self._prog_id()
         except OSError as e:

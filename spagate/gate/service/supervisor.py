@@ -61,7 +61,7 @@ class Supervisor:
         cfg, opts = self.config, self.opts
         for note in cfg.notes:
             self.log.info(note)
-        opts = self.opts = expand_interfaces(opts, cfg.unguarded)
+        opts = self.opts = expand_interfaces(opts, cfg.unguarded, self.log.error)
         account = preflight(cfg, opts)
         make_run_dir(account.uid, account.gid)
         lock_fd = take_lock(opts.pin_dir)

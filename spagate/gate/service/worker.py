@@ -37,7 +37,11 @@ from spagate.gate.kernel.ringbuf import FwknopRing, SpaRing
 from spagate.gate.service import priority
 from spagate.gate.service.admission import Admission
 from spagate.gate.service.journal import event_log, journal_emit
-from spagate.gate.service.preflight import capability_names, effective_capabilities
+from spagate.gate.service.preflight import (
+    capability_names,
+    effective_capabilities,
+    ethernet_framed,
+)
 from spagate.gate.service.state import (
     read_attached,
     remove_state,
@@ -288,12 +292,21 @@ class Worker:
             from spagate.gate.kernel.link import pinned_interfaces
 
             opts.interfaces = tuple(pinned_interfaces(pin_dir)) or opts.interfaces
+        kept = []
         for name in opts.interfaces:
             fd = pinned_link(pin_dir, name)
+            if fd is None and not opts.all_interfaces and not ethernet_framed(name):
+                # the loader left it unguarded and said so (loader.expand_interfaces)
+                self.log.error(f"{name} is not Ethernet-framed: not guarded, it stays UNGUARDED")
+                continue
             if fd is None:
                 raise SpagateError(f"{name}: no link pinned in {pin_dir}: run the loader first")
             self.links[name] = fd
             self.link_ok[name] = True
+            kept.append(name)
+        if not kept:
+            raise SpagateError(f"no link pinned in {pin_dir}: run the loader first")
+        opts.interfaces = tuple(kept)
         events_fd = bpfsys.obj_get(pin_dir / "spa_events")
         fwknop_fd = bpfsys.obj_get(pin_dir / "fwknop_events")
         access = None

@@ -63,8 +63,10 @@ def test_which_sysctls_keep_ip_in_l2_multicast_off_the_ports_of_a_guarded_bridge
     KNOB = "drop_unicast_in_l2_multicast"
     on: set[str] = set()
 
+    gone: set[str] = set()  # no such knob (IPv6 disabled)
+
     def read(path):
-        return "1" if path in on else "0"
+        return None if path in gone else "1" if path in on else "0"
 
     assert hostnet.l2_multicast_gaps(["eth0"], ifaces, read) == ([], [])  # no bridge guarded
     masters, gaps = hostnet.l2_multicast_gaps(["eth0", "br0", "bond0"], ifaces, read)
@@ -80,3 +82,12 @@ def test_which_sysctls_keep_ip_in_l2_multicast_off_the_ports_of_a_guarded_bridge
     msg = hostnet.l2_multicast_warning(masters, [f"net.ipv6.conf.eth1.{KNOB}"])
     assert msg.startswith("bond0, br0: a frame to a reserved group MAC (01:80:c2:00:00:0X)")
     assert msg.endswith(f"set net.ipv6.conf.eth1.{KNOB}=1 (docs/threat-model.md, bridges)")
+    gone.add(f"net/ipv6/conf/eth1/{KNOB}")
+    assert hostnet.l2_multicast_gaps(["br0", "bond0"], ifaces, read)[1] == []
+    # a bond inside a guarded bridge: the bond's own ports receive too
+    nested = classify([_link("br0", 3, kind="bridge"), _link("bond1", 4, kind="bond", master=3),
+                       _link("e5", 5, master=4)])  # fmt: skip
+    assert hostnet.l2_multicast_gaps(["br0"], nested, lambda path: "0")[1][2:] == [
+        f"net.ipv6.conf.bond1.{KNOB}",
+        f"net.ipv6.conf.e5.{KNOB}",
+    ]

@@ -10,7 +10,7 @@ RELEASE = "6.1.0-28-cloud-amd64"
 def ask(tmp_path, environ=None):
     return missing_kernel_headers(
         RELEASE, modules=tmp_path / "modules", kheaders=tmp_path / "kheaders.tar.xz",
-        environ=environ or {},
+        environ=environ or {}, tmp=str(tmp_path),
     )  # fmt: skip
 
 
@@ -35,5 +35,8 @@ def test_every_place_bcc_looks_counts(tmp_path):
         assert ask(tmp_path) is None, part
         (tree / part / "include").rmdir()
     assert ask(tmp_path, {"BCC_KERNEL_SOURCE": "/usr/src/linux-headers-x"}) is None
+    (tmp_path / f"kheaders-{RELEASE}").mkdir()  # bcc's copy from an earlier run
+    assert ask(tmp_path) is None
+    (tmp_path / f"kheaders-{RELEASE}").rmdir()
     (tmp_path / "kheaders.tar.xz").write_bytes(b"")
     assert ask(tmp_path) is None
