@@ -43,9 +43,14 @@ def split_lines(text: str, path: str) -> list[str]:
             line = out[n - 1] = line[:-1]
         m = _LINE_BREAKERS.search(line)
         if m:
+            head = line[: m.start()]
+            if "=" in head and head.strip()[:1] not in ("#", ";", "["):  # in a setting's value
+                name = head.split("=", 1)[0].strip().lower()
+                raise ConfigError(path, n, f"{name}: the value holds a control character "
+                                  f"(U+{ord(m.group()):04X})")  # fmt: skip
             raise ConfigError(
-                path, n, f"the line holds U+{ord(m.group()):04X}, a control character or line "
-                "break: only tab may stand in a line (a comment too)",
+                path, n, f"the line holds U+{ord(m.group()):04X}, a control character or a line "
+                "break (only tab and form feed may stand in a line, a comment's too)",
             )  # fmt: skip
     return out
 

@@ -65,7 +65,8 @@ def parse_ip_option(value: str | None) -> IP | str | None:
     try:
         ip = parse_address(value)
     except ValueError:
-        raise SpagateError(f"--ip {value!r} is not an IP address (no %zone) or 'source'") from None
+        zone = " (a %zone has no place here)" if "%" in value else ""
+        raise SpagateError(f"--ip {value!r} is not an IP address or 'source'{zone}") from None
     why = None if ip.is_unspecified else window_refusal(ip)  # 0.0.0.0: sparoid's "the source"
     if why is not None:  # the gate would refuse the knock; say so here, not by silence
         raise SpagateError(f"--ip {why}")

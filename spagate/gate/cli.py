@@ -82,7 +82,8 @@ def _ip(text: str):
     try:
         return parse_address(text)
     except ValueError:
-        raise SpagateError(f"{text!r} is not an IP address (and has no %zone)") from None
+        zone = " (a %zone has no place here)" if "%" in text else ""
+        raise SpagateError(f"{text!r} is not an IP address{zone}") from None
 
 
 def _interfaces(given, all_ifaces: bool, cfg) -> tuple[tuple[str, ...], bool]:

@@ -330,7 +330,7 @@ def test_a_nul_in_a_config_value_is_a_file_line_error(gate):
     )
     assert out.returncode == 2
     assert out.stderr.strip() == (
-        f"spagate: error: {gate.conf}:1: open-cmd: the value holds a control character"
+        f"spagate: error: {gate.conf}:1: open-cmd: the value holds a control character (U+0000)"
     )
 
 

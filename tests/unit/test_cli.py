@@ -204,11 +204,17 @@ def test_operator_commands_refuse_nonsense_before_touching_anything():
         (["revoke", "192.0.2.1", "--all"], "name an address to revoke, or pass --all"),
         (["revoke", "nope"], "'nope' is not an IP address"),
         # a %zone was a ValueError: "internal error", exit 70
-        (["allow", "fe80::1%eth0"], "'fe80::1%eth0' is not an IP address (and has no %zone)"),
-        (["revoke", "2001:db8::1%eth0"], "is not an IP address (and has no %zone)"),
+        (
+            ["allow", "fe80::1%eth0"],
+            "'fe80::1%eth0' is not an IP address (a %zone has no place here)",
+        ),
+        (["revoke", "2001:db8::1%eth0"], "is not an IP address (a %zone has no place here)"),
     )
     client = (  # the client's, before any packet leaves
-        (["send", "192.0.2.1", "--ip", "fe80::1%lo"], "--ip 'fe80::1%lo' is not an IP address"),
+        (
+            ["send", "192.0.2.1", "--ip", "fe80::1%lo"],
+            "'fe80::1%lo' is not an IP address or 'source' (a %zone",
+        ),
         (["send", "192.0.2.1", "--ip", "224.0.0.1"], "--ip 224.0.0.1 is a multicast address"),
         (["send", "192.0.2.1", "--ip", "255.255.255.255"], "is the broadcast address"),
         (["connect", "-h", "192.0.2.1", "-P", "22", "--timeout", "nan"], "--timeout must be"),

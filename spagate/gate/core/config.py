@@ -262,7 +262,8 @@ def _address(text: str) -> IPAddress:
     try:
         return parse_address(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not an IP address (and has no %zone)") from None
+        zone = " (a %zone has no place here)" if "%" in text else ""
+        raise ValueError(f"{text!r} is not an IP address{zone}") from None
 
 
 def _bind(text: str) -> IPAddress:
@@ -504,10 +505,11 @@ def parse_config(text: str, path: str = DEFAULT_PATH) -> GateConfig:
                 raise ConfigError(path, n, f"{k}: {err}") from None
             cut = k in ("open-cmd", "close-cmd") and e.uncut is not None
             if cut and _parses(e.uncut) and not _parses(e.value):  # type: ignore[arg-type]
-                # The shell would say so only at the first window, when the hook fails.
-                raise ConfigError(path, n, f"{k}: a ' #' after a value starts a comment, "
-                                  "inside quotes too, and cut this command's quotes: "
-                                  "write the # without a space before it")  # fmt: skip
+                # Said, not refused: the hook fails at each window (said then too), and a
+                # refusal would stop the whole gate at the upgrade that brought the check.
+                notes.append(f"{path}:{n}: {k}: a ' #' after a value starts a comment, inside "
+                             "quotes too, and cut this command's quotes: the hook will fail; "
+                             "write the # without a space before it")  # fmt: skip
             if k == "allow":
                 notes += _host_bits(path, n, e.value)
             if fname.startswith("fleet:"):

@@ -200,7 +200,7 @@ def test_unresolvable_host(home):
 
 def test_bad_ip_option(home):
     msg = one_line_error(spagate(home, "send", "127.0.0.1", "--ip", "nope"))
-    assert msg == "spagate: error: --ip 'nope' is not an IP address (no %zone) or 'source'"
+    assert msg == "spagate: error: --ip 'nope' is not an IP address or 'source'"
 
 
 def test_group_readable_key_file_refused(home):
