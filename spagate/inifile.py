@@ -25,33 +25,36 @@ from dataclasses import dataclass, field
 from spagate.errors import ConfigError
 
 SECTION_NAME = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _INLINE_COMMENT = re.compile(r"\s+#")
 # What may not stand anywhere on a line: C0 controls but tab and form feed (an editor's page
-# break, whitespace to strip()), DEL, C1 controls, U+2028/U+2029.
+# break, whitespace to strip()), DEL, C1 controls, U+2028/U+2029. Inside a value, form feed
+# neither.
 _LINE_BREAKERS = re.compile(r"[\x00-\x08\x0a\x0b\x0d-\x1f\x7f-\x9f\u2028\u2029]")
+_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _split(text: str) -> list[str]:
+    """text's lines, split at newlines only; a CR before one and a byte order mark (Notepad)
+    are dropped."""
+    return [ln.removesuffix("\r") for ln in text.removeprefix("\ufeff").split("\n")]
+
+
+def _line_error(path: str, n: int, char: str) -> ConfigError:
+    return ConfigError(
+        path, n, f"the line holds U+{ord(char):04X}, a control character or a line break "
+        "(only tab and form feed may stand in a line, a comment's too)",
+    )  # fmt: skip
 
 
 def split_lines(text: str, path: str) -> list[str]:
     """text's lines, split at newlines only (a CR before one is dropped); ConfigError(path,
     line) for a line that holds another control character (tab and form feed are whitespace)
-    or a Unicode line break. The one line splitter of every file spagate reads keys or
-    settings from."""
-    out = text.removeprefix("\ufeff").split("\n")  # a byte order mark (Notepad) is no key
+    or a Unicode line break. The line splitter of every file spagate reads keys or settings
+    from (parse_ini's too, which names the key when it is a value that holds one)."""
+    out = _split(text)
     for n, line in enumerate(out, 1):
-        if line.endswith("\r"):
-            line = out[n - 1] = line[:-1]
-        m = _LINE_BREAKERS.search(line)
-        if m:
-            head = line[: m.start()]
-            if "=" in head and head.strip()[:1] not in ("#", ";", "["):  # in a setting's value
-                name = head.split("=", 1)[0].strip().lower()
-                raise ConfigError(path, n, f"{name}: the value holds a control character "
-                                  f"(U+{ord(m.group()):04X})")  # fmt: skip
-            raise ConfigError(
-                path, n, f"the line holds U+{ord(m.group()):04X}, a control character or a line "
-                "break (only tab and form feed may stand in a line, a comment's too)",
-            )  # fmt: skip
+        if m := _LINE_BREAKERS.search(line):
+            raise _line_error(path, n, m.group())
     return out
 
 
@@ -86,8 +89,11 @@ def parse_ini(text: str, path: str, repeatable: frozenset[str] = frozenset()) ->
     top = Section(None, 0)
     sections = [top]
     current = top
-    for n, raw in enumerate(split_lines(text, path), 1):
+    for n, raw in enumerate(_split(text), 1):
         line = raw.strip()
+        setting = line[:1] not in ("", "#", ";", "[") and "=" in line
+        if (m := _LINE_BREAKERS.search(raw)) and not (setting and "=" in raw[: m.start()]):
+            raise _line_error(path, n, m.group())  # in a comment, a header or a name
         if not line or line[0] in "#;":
             continue
         if line.startswith("["):
@@ -109,8 +115,10 @@ def parse_ini(text: str, path: str, repeatable: frozenset[str] = frozenset()) ->
         cut = _INLINE_COMMENT.split(value, 1)
         uncut = _unquote(value) if len(cut) > 1 else None
         value = _unquote(cut[0].strip())
-        if _CONTROL.search(value):
-            raise ConfigError(path, n, f"{name}: the value holds a control character")
+        # anywhere after the `=` (its comment too), or a form feed inside the value itself
+        if m := _LINE_BREAKERS.search(raw.split("=", 1)[1]) or _VALUE_CONTROL.search(value):
+            raise ConfigError(path, n, f"{name}: the value holds a control character "
+                              f"(U+{ord(m.group()):04X})")  # fmt: skip
         first = current.get(name)
         if first is not None and name not in repeatable:
             raise ConfigError(path, n, f"{name} set twice (first on line {first.line})")

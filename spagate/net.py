@@ -37,6 +37,12 @@ def parse_address(text: str | IPAddress) -> IPAddress:
     return unmap(ip)
 
 
+def not_an_address(text: str, what: str = "an IP address") -> str:
+    """The one-line reason text is refused by parse_address, for the caller's error."""
+    zone = " (a %zone has no place here)" if "%" in text else ""
+    return f"{text!r} is not {what}{zone}"
+
+
 def addr16(ip: str | IPAddress) -> bytes:
     """The 16-byte map form of an address (IPv4 mapped). Raises ValueError on a bad address."""
     ip = parse_address(ip)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
 from spagate.errors import SpagateError
-from spagate.net import parse_address, unmap, window_refusal
+from spagate.net import not_an_address, parse_address, unmap, window_refusal
 from spagate.protocol import KeyPair
 from spagate.protocol import make_packet as _make_packet
 
@@ -65,8 +65,7 @@ def parse_ip_option(value: str | None) -> IP | str | None:
     try:
         ip = parse_address(value)
     except ValueError:
-        zone = " (a %zone has no place here)" if "%" in value else ""
-        raise SpagateError(f"--ip {value!r} is not an IP address or 'source'{zone}") from None
+        raise SpagateError("--ip " + not_an_address(value, "an IP address or 'source'")) from None
     why = None if ip.is_unspecified else window_refusal(ip)  # 0.0.0.0: sparoid's "the source"
     if why is not None:  # the gate would refuse the knock; say so here, not by silence
         raise SpagateError(f"--ip {why}")

@@ -17,7 +17,7 @@ from spagate.gate.core.config import DEFAULT_PATH, XDP_MODES, parse_port
 from spagate.gate.core.config import load_config as _load_config
 from spagate.gate.kernel.pins import DEFAULT_PIN_DIR
 from spagate.gate.service.account import config_readers
-from spagate.net import parse_address, window_refusal
+from spagate.net import not_an_address, parse_address, window_refusal
 
 PIN_DIR = typer.Option(str(DEFAULT_PIN_DIR), "--pin-dir", help="Where the gate's maps are pinned.")
 CONFIG = typer.Option(DEFAULT_PATH, "-c", "--config", help="Gate configuration.")
@@ -82,8 +82,7 @@ def _ip(text: str):
     try:
         return parse_address(text)
     except ValueError:
-        zone = " (a %zone has no place here)" if "%" in text else ""
-        raise SpagateError(f"{text!r} is not an IP address{zone}") from None
+        raise SpagateError(not_an_address(text)) from None
 
 
 def _interfaces(given, all_ifaces: bool, cfg) -> tuple[tuple[str, ...], bool]:

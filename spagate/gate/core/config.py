@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from spagate.errors import ConfigError
 from spagate.gate.kernel import abi
 from spagate.inifile import Section, parse_ini, read_key_file
-from spagate.net import IPAddress, IPNetwork, parse_address
+from spagate.net import IPAddress, IPNetwork, not_an_address, parse_address
 from spagate.protocol import KeyPair, parse_hex_key
 
 DEFAULT_PATH = "/etc/spagate.ini"
@@ -262,8 +262,7 @@ def _address(text: str) -> IPAddress:
     try:
         return parse_address(text)
     except ValueError:
-        zone = " (a %zone has no place here)" if "%" in text else ""
-        raise ValueError(f"{text!r} is not an IP address{zone}") from None
+        raise ValueError(not_an_address(text)) from None
 
 
 def _bind(text: str) -> IPAddress:

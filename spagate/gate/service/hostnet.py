@@ -259,6 +259,32 @@ def l2_multicast_warning(masters: list[str], gaps: list[str]) -> str:
     )
 
 
+def bare(names: Iterable[str], ifaces: list[Interface]) -> list[Interface]:
+    """Those of names that are here without Ethernet framing: the program would read their IP
+    header as Ethernet and pass every packet (the loader, the monitor and status ask)."""
+    by_name = {i.name: i for i in ifaces}
+    return [by_name[n] for n in names if n in by_name and not by_name[n].guardable]
+
+
+SIOCGIFHWADDR = 0x8927
+
+
+def ethernet_framed(name: str) -> bool:
+    """Whether interface name (in this network namespace) is Ethernet-framed, by an ioctl: the
+    worker's question, without a netlink library. True when it cannot tell (no such
+    interface: others say so)."""
+    import fcntl
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            raw = fcntl.ioctl(s, SIOCGIFHWADDR, struct.pack("16s16x", name.encode()[:15]))
+        except OSError:
+            return True
+    return struct.unpack_from("H", raw, 16)[0] in ETHERNET_TYPES
+
+
 def describe(i: Interface) -> str:
     why = "" if i.guardable else " (not Ethernet-framed: spagate cannot guard it yet)"
     return f"{i.name} ({i.kind}){why}"

@@ -51,8 +51,7 @@ def expand_interfaces(
         names = tuple(i.name for i in found
                       if i.carries_ip and i.guardable and i.name not in exempt)  # fmt: skip
         return LoadOptions(names, opts.mode, opts.force, opts.pin_dir, True)
-    framing = {i.name: i for i in found}
-    bare = [framing[n] for n in opts.interfaces if n in framing and not framing[n].guardable]
+    bare = hostnet.bare(opts.interfaces, found)
     if not bare:
         return opts
     said = ", ".join(f"{i.name} ({i.kind})" for i in bare)

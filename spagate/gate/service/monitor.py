@@ -110,7 +110,7 @@ class Monitor:
         """IP interfaces neither guarded nor named in `unguarded =` (a configured one without
         Ethernet framing is not guarded: the program cannot read its packets)."""
         found = hostnet.interfaces() if found is None else found
-        bare = {i.name for i in found if not i.guardable}
+        bare = {i.name for i in hostnet.bare(self.interfaces, found)}
         guarded = [n for n in self.interfaces if n not in bare]
         return hostnet.unguarded(guarded, self.config.unguarded, ifaces=found)
 
@@ -201,8 +201,7 @@ class Monitor:
         """Put the pinned program back on ifname (a new link, or the link's program back).
         Returns an fd of the link now guarding it (for the worker), or None."""
         try:
-            bare = next((i for i in hostnet.interfaces() if i.name == ifname and not i.guardable),
-                        None)  # fmt: skip
+            bare = next(iter(hostnet.bare([ifname], hostnet.interfaces())), None)
         except Exception:  # cannot tell: attach_link still refuses a foreign program
             bare = None
         if bare is not None:  # the program would read its IP header as Ethernet, passing all

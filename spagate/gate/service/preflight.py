@@ -5,9 +5,7 @@ Each returns what it found or raises SpagateError with a one-line reason. No bpf
 
 from __future__ import annotations
 
-import fcntl
 import socket
-import struct
 
 from spagate.errors import SpagateError
 from spagate.gate.service.account import CAP_BITS, LOADER_CAPS
@@ -46,19 +44,3 @@ def check_interfaces(names: tuple[str, ...]) -> dict[str, int]:
         except OSError:
             raise SpagateError(f"interface {n!r} does not exist") from None
     return idx
-
-
-SIOCGIFHWADDR = 0x8927
-ARPHRD_ETHER = 1
-
-
-def ethernet_framed(name: str) -> bool:
-    """Whether interface name (in this network namespace) is Ethernet-framed, the only framing
-    the XDP program parses; True when it cannot tell (no such interface: others say so). An
-    ioctl, so that the worker needs no netlink library for it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            raw = fcntl.ioctl(s, SIOCGIFHWADDR, struct.pack("16s16x", name.encode()[:15]))
-        except OSError:
-            return True
-    return struct.unpack_from("H", raw, 16)[0] == ARPHRD_ETHER

@@ -132,14 +132,14 @@ def gate_status(pin_dir: str | os.PathLike) -> GateStatus:
         for name in names:
             st.interfaces.append(_interface(pin_dir, name, ours))
         try:
-            framing = {i.name: i for i in hostnet.interfaces()}
+            names_here = [i.name for i in st.interfaces]
+            bare = {f.name: f.kind for f in hostnet.bare(names_here, hostnet.interfaces())}
         except Exception:  # cannot tell: the kernel's answer above stands
-            framing = {}
+            bare = {}
         for i in st.interfaces:
-            f = framing.get(i.name)
-            if i.guarded and f is not None and not f.guardable:
-                i.guarded = False  # the program is there but reads no packet of it
-                i.why = f"{f.kind} is not Ethernet-framed: the program passes all its packets"
+            if i.guarded and i.name in bare:  # the program is there but reads no packet of it
+                i.guarded = False
+                i.why = f"{bare[i.name]} is not Ethernet-framed: the program passes all its packets"
         try:
             meant = [str(n) for n in (state or {}).get("unguarded_by_config") or ()]
             left = hostnet.unguarded([i.name for i in st.interfaces if i.guarded], meant)

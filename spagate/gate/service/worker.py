@@ -37,11 +37,7 @@ from spagate.gate.kernel.ringbuf import FwknopRing, SpaRing
 from spagate.gate.service import priority
 from spagate.gate.service.admission import Admission
 from spagate.gate.service.journal import event_log, journal_emit
-from spagate.gate.service.preflight import (
-    capability_names,
-    effective_capabilities,
-    ethernet_framed,
-)
+from spagate.gate.service.preflight import capability_names, effective_capabilities
 from spagate.gate.service.state import (
     read_attached,
     remove_state,
@@ -217,6 +213,12 @@ class MonitorHooks:
             self.channel.send(privsep.Opened(ip, int(seconds)))
 
 
+def _ethernet_framed(name: str) -> bool:
+    from spagate.gate.service.hostnet import ethernet_framed  # only when a link is missing
+
+    return ethernet_framed(name)
+
+
 @dataclass
 class WorkerOptions:
     pin_dir: str
@@ -295,7 +297,7 @@ class Worker:
         kept = []
         for name in opts.interfaces:
             fd = pinned_link(pin_dir, name)
-            if fd is None and not opts.all_interfaces and not ethernet_framed(name):
+            if fd is None and not opts.all_interfaces and not _ethernet_framed(name):
                 # the loader left it unguarded and said so (loader.expand_interfaces)
                 self.log.error(f"{name} is not Ethernet-framed: not guarded, it stays UNGUARDED")
                 continue
